@@ -1,0 +1,26 @@
+"""Paper reproductions: one runnable module per experiment, registered here.
+
+Each module exposes ``PAPER`` (a citation string) and
+``run(quick: bool, out_dir: pathlib.Path, seed: int = 0, progress: bool = True) -> list[dict]``,
+returning result rows with the keys of :data:`ROW_KEYS`. ``python -m models --quick`` runs them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+#: experiment name -> module; later issues add their experiments here.
+EXPERIMENTS = {
+    "xiao_gaussian_mixture": "models.xiao_gaussian_mixture",
+    "xiao_digits": "models.xiao_digits",
+}
+
+#: columns of a result row: ``reference`` is the paper's (or the issue's target) value, or None.
+ROW_KEYS = ("experiment", "setting", "metric", "value", "reference", "source")
+
+
+def load(name: str):
+    """The module of experiment ``name``."""
+    if name not in EXPERIMENTS:
+        raise KeyError(f"name: expected one of {sorted(EXPERIMENTS)}, got {name!r}")
+    return importlib.import_module(EXPERIMENTS[name])

@@ -1,0 +1,8 @@
+"""pyroflows: normalizing flows from five research papers as Pyro transforms, guides and likelihoods."""
+
+from . import distributions, infer, nn, transforms
+from .validation import is_validation_enabled, set_validation, validation
+
+__version__ = "0.1.0"
+
+__all__ = ["distributions", "infer", "nn", "transforms", "set_validation", "is_validation_enabled", "validation", "__version__"]

@@ -1,0 +1,176 @@
+r"""The one-loss conditional flow of Xiao, Yan and Amit (2019).
+
+An invertible network :math:`f` maps the padded data :math:`\hat x = [x, x_0]` to
+:math:`[z, c]` with :math:`\dim \hat x = \dim z + \dim c`. The label part is *relaxed*:
+:math:`c = f_c(\hat x) \sim \mathcal N(y, \epsilon^2 I)`, and :math:`z \sim \mathcal N(0, I)`
+independently. The conditional density is the paper's eq. (6):
+
+.. math::
+
+    \log p([x, x_0] \mid y) = \log \mathcal N(f_z(\hat x); 0, I)
+        + \log \mathcal N(f_c(\hat x); y, \epsilon^2 I)
+        + \log\left|\det \frac{\partial f(\hat x)}{\partial \hat x}\right|.
+
+Sampling runs the network backwards: :math:`x = f^{-1}([z, y + \epsilon v])_{1:\dim x}` with
+:math:`z, v \sim \mathcal N(0, I)`; and the forward pass :math:`f_c(\hat x)` infers the condition
+from data (the paper's "classification by the forward process").
+
+Reference: Z. Xiao, Q. Yan, Y. Amit, "A method to model conditional distributions with
+normalizing flows", arXiv:1911.02052, 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions.conditional import ConditionalDistribution
+
+from ..transforms.flows import coupling_flow
+from ..validation import check_tensor
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _std_normal_log_prob(v: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (v**2).sum(-1) - 0.5 * v.shape[-1] * _LOG_2PI
+
+
+class RelaxedConditionalFlow(nn.Module, ConditionalDistribution):
+    r"""Conditional flow :math:`p(x \mid y)` trained with the single likelihood loss of Xiao et al.
+
+    Args:
+        x_dim: size of the data :math:`x`.
+        y_dim: size of the condition :math:`y` (e.g. a one-hot label).
+        z_dim: size of the latent :math:`z` (default ``x_dim``). The padding has
+            ``z_dim + y_dim - x_dim`` entries and must not be negative.
+        eps: standard deviation :math:`\epsilon` of the relaxed condition.
+        pad_noise: standard deviation :math:`\sigma` of the noise on the zero padding.
+        num_blocks, hidden, clamp, seed: the coupling network (see
+            :func:`~pyroflows.transforms.coupling_flow`), used when ``flow`` is None.
+        flow: any bijective transform (module) on vectors of size ``z_dim + y_dim`` mapping
+            latent ``[z, c]`` to padded data ``[x, x_0]`` (Pyro's base-to-data direction).
+
+    ``.condition(y)`` returns a distribution over ``x`` with batch shape ``y.shape[:-1]``; its
+    ``log_prob(x)`` is eq. (6) at a padding :math:`x_0`. With padding, that is the density of
+    :math:`[x, x_0]`, not of :math:`x` alone: :math:`x_0 \sim \mathcal N(0, \sigma^2 I)` is drawn
+    afresh while the module is in training mode (the paper's training objective) and
+    :math:`x_0 = 0` in eval mode (deterministic scoring); ``pad="noise"`` or ``pad="zero"`` on
+    ``condition`` overrides this. Without padding, ``log_prob`` is the exact :math:`\log p(x\mid y)`.
+
+    Example::
+
+        >>> import pyro
+        >>> flow = RelaxedConditionalFlow(x_dim=2, y_dim=3, num_blocks=2, hidden=(32, 32))
+        >>> x, y = torch.randn(10, 2), torch.eye(3)[torch.randint(3, (10,))]
+        >>> def model(x, y):
+        ...     pyro.module("flow", flow)
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("x", flow.condition(y), obs=x)
+        >>> flow.condition(y).sample().shape, flow.predict(x).shape
+        (torch.Size([10, 2]), torch.Size([10, 3]))
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        y_dim: int,
+        z_dim: int | None = None,
+        eps: float = 0.1,
+        pad_noise: float = 0.05,
+        num_blocks: int = 8,
+        hidden: int | Sequence[int] = (512, 512),
+        clamp: float | None = 3.0,
+        seed: int | None = None,
+        flow: nn.Module | None = None,
+    ):
+        super().__init__()
+        z_dim = x_dim if z_dim is None else z_dim
+        pad = z_dim + y_dim - x_dim
+        if pad < 0:
+            raise ValueError(f"z_dim: z_dim + y_dim must be at least x_dim = {x_dim}, got z_dim={z_dim}, y_dim={y_dim}")
+        self.x_dim, self.y_dim, self.z_dim, self.pad_dim = x_dim, y_dim, z_dim, pad
+        self.eps, self.pad_noise = float(eps), float(pad_noise)
+        self.flow = coupling_flow(z_dim + y_dim, num_blocks, hidden, clamp=clamp, seed=seed) if flow is None else flow
+
+    @property
+    def dim(self) -> int:
+        return self.z_dim + self.y_dim
+
+    def _reference(self) -> torch.Tensor:
+        return next(self.parameters())
+
+    def _check(self, name: str, value: torch.Tensor, size: int) -> None:
+        ref = self._reference()
+        check_tensor(name, value, (size,), ref.dtype, ref.device)
+
+    def pad(self, x: torch.Tensor, noise: bool) -> torch.Tensor:
+        r""":math:`\hat x = [x, x_0]`, with :math:`x_0 \sim \mathcal N(0, \sigma^2 I)` if ``noise`` else 0."""
+        if self.pad_dim == 0:
+            return x
+        x0 = x.new_zeros(x.shape[:-1] + (self.pad_dim,))
+        if noise:
+            x0 = x0 + self.pad_noise * torch.randn_like(x0)
+        return torch.cat([x, x0], dim=-1)
+
+    def encode(self, x_hat: torch.Tensor):
+        r"""The forward pass :math:`f(\hat x) = [z, c]` and :math:`\log|\det \partial f / \partial \hat x|`."""
+        inverse = self.flow.inv
+        latent = inverse(x_hat)
+        return latent, -self.flow.log_abs_det_jacobian(latent, x_hat)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        r""":math:`f^{-1}([z, c])`, the padded data."""
+        return self.flow(latent)
+
+    def predict(self, x: torch.Tensor, noise: bool = False) -> torch.Tensor:
+        r"""The condition inferred by the forward pass, :math:`f_c([x, x_0])` (``x_0 = 0`` unless ``noise``)."""
+        self._check("x", x, self.x_dim)
+        latent, _ = self.encode(self.pad(x, noise))
+        return latent[..., self.z_dim:]
+
+    def joint_log_prob(self, x: torch.Tensor, y: torch.Tensor, noise: bool) -> torch.Tensor:
+        """Eq. (6): ``log p([x, x_0] | y)`` with batch shape ``broadcast(x.shape[:-1], y.shape[:-1])``."""
+        self._check("x", x, self.x_dim)
+        self._check("y", y, self.y_dim)
+        latent, ladj = self.encode(self.pad(x, noise))
+        z, c = latent[..., : self.z_dim], latent[..., self.z_dim:]
+        log_pc = _std_normal_log_prob((c - y) / self.eps) - self.y_dim * math.log(self.eps)
+        return _std_normal_log_prob(z) + log_pc + ladj
+
+    def condition(self, y: torch.Tensor, pad: str | None = None) -> "RelaxedConditional":
+        """The distribution :math:`p(x \\mid y)`; ``pad`` is ``"noise"``, ``"zero"`` or None (by mode)."""
+        self._check("y", y, self.y_dim)
+        if pad not in (None, "noise", "zero"):
+            raise ValueError(f"pad: expected None, 'noise' or 'zero', got {pad!r}")
+        noise = self.training if pad is None else pad == "noise"
+        return RelaxedConditional(self, y, noise)
+
+
+class RelaxedConditional(TorchDistribution):
+    """``RelaxedConditionalFlow.condition(y)``: a distribution over ``x`` (see the parent class)."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, parent: RelaxedConditionalFlow, y: torch.Tensor, pad_noise: bool, validate_args=None):
+        self.parent, self.y, self.pad_noise = parent, y, pad_noise
+        super().__init__(y.shape[:-1], torch.Size((parent.x_dim,)), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return RelaxedConditional(self.parent, self.y.expand(batch_shape + self.y.shape[-1:]), self.pad_noise)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.parent.joint_log_prob(x, self.y, self.pad_noise)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        p = self.parent
+        shape = torch.Size(sample_shape) + self.batch_shape
+        z = torch.randn(shape + (p.z_dim,), dtype=self.y.dtype, device=self.y.device)
+        c = self.y + p.eps * torch.randn(shape + (p.y_dim,), dtype=self.y.dtype, device=self.y.device)
+        return p.decode(torch.cat([z, c], dim=-1))[..., : p.x_dim]

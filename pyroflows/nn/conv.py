@@ -1,0 +1,89 @@
+"""Convolutional conditioner networks for images ``(C, H, W)`` and volumes ``(C, D, H, W)``.
+
+``net(x, context=None)`` accepts any batch shape. A context is either a vector ``(..., K)``,
+tiled over the spatial grid, or a map ``(..., K, *spatial)`` with the input's spatial size,
+concatenated as channels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..transforms.base import broadcast_batch, flatten_batch
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def _spatial_context(x: torch.Tensor, context: torch.Tensor | None, context_channels: int, spatial_dims: int, context_is_map: bool):
+    """Join ``context`` to ``x`` as extra channels; returns ``(N, C + K, *spatial)`` and the batch shape."""
+    event_dim = spatial_dims + 1
+    if context_channels == 0:
+        if context is not None:
+            raise ValueError("context: this network takes no context (context_channels=0), got a tensor")
+        return flatten_batch(x, event_dim)
+    if context is None:
+        raise ValueError(f"context: expected a tensor with {context_channels} features, got None")
+    c_event_dim = event_dim if context_is_map else 1
+    expected = (context_channels,) + (tuple(x.shape[-spatial_dims:]) if context_is_map else ())
+    if context.dim() < c_event_dim or tuple(context.shape[context.dim() - c_event_dim:]) != expected:
+        raise ValueError(f"context: expected shape (..., {', '.join(map(str, expected))}), got {tuple(context.shape)}")
+    x, context = broadcast_batch(x, event_dim, context, c_event_dim)
+    x, batch = flatten_batch(x, event_dim)
+    context, _ = flatten_batch(context, c_event_dim)
+    if not context_is_map:
+        context = context.reshape(context.shape + (1,) * spatial_dims).expand((-1, -1) + tuple(x.shape[2:]))
+    return torch.cat([x, context], dim=1), batch
+
+
+class ConvNet(nn.Module):
+    r"""Glow's coupling network: conv 3 -> ReLU -> conv 1 -> ReLU -> conv 3 (zero-initialised).
+
+    Args:
+        in_channels: channels of ``x``.
+        out_channels: channels of the output.
+        hidden_channels: channels of the two hidden layers.
+        context_channels: features (vector context) or channels (map context) of the context.
+        spatial_dims: 2 for images, 3 for volumes (1 for signals).
+        context_is_map: the context is a spatial map rather than a vector.
+        kernel_size: size of the outer kernels.
+
+    Example::
+
+        >>> net = ConvNet(2, 4, 8, context_channels=3)
+        >>> net(torch.randn(5, 2, 6, 6), torch.randn(5, 3)).shape
+        torch.Size([5, 4, 6, 6])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden_channels: int = 64,
+        context_channels: int = 0,
+        spatial_dims: int = 2,
+        context_is_map: bool = False,
+        kernel_size: int = 3,
+        zero_init: bool = True,
+    ):
+        super().__init__()
+        conv = _CONV[spatial_dims]
+        pad = kernel_size // 2
+        self.spatial_dims, self.context_channels, self.context_is_map = spatial_dims, context_channels, context_is_map
+        self.out_channels = out_channels
+        last = conv(hidden_channels, out_channels, kernel_size, padding=pad)
+        if zero_init:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(
+            conv(in_channels + context_channels, hidden_channels, kernel_size, padding=pad),
+            nn.ReLU(),
+            conv(hidden_channels, hidden_channels, 1),
+            nn.ReLU(),
+            last,
+        )
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        h, batch = _spatial_context(x, context, self.context_channels, self.spatial_dims, self.context_is_map)
+        out = self.net(h)
+        return out.reshape(batch + out.shape[1:])

@@ -1,0 +1,323 @@
+"""The shared transform test suite, public so users check their own flows the way pyroflows does.
+
+:func:`transform_cases` lists one :class:`TransformCase` per public transform configuration. Each
+``check_*`` function takes a case and raises ``AssertionError`` with a message when the contract of
+``DESIGN.md`` is broken:
+
+>>> from pyroflows.testing import transform_cases, check_round_trip, check_log_det
+>>> case = transform_cases()[0]
+>>> check_round_trip(case); check_log_det(case)
+
+A new transform family joins the suite by adding a module ``pyroflows/testing/cases_<family>.py``
+with a ``cases()`` function and naming it in ``CASE_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from pyro.distributions.conditional import ConditionalTransform
+
+from ..transforms.base import module_reference
+
+CASE_MODULES = ["pyroflows.testing.cases_core"]
+
+
+@dataclass(frozen=True)
+class TransformCase:
+    """One configuration of a transform under test.
+
+    Attributes:
+        name: id shown by pytest.
+        make: zero-argument builder of the transform or conditional transform (float32, CPU).
+        event_shape: event shape of the input.
+        context_shape: event shape of the context, ``None`` when unconditional.
+        inverse_atol: float64 round-trip tolerance (numerical inverses need a looser one).
+        logdet_atol: float64 tolerance of log|det J| against the autograd Jacobian.
+        input_scale: scale of the random inputs.
+    """
+
+    name: str
+    make: Callable[[], object]
+    event_shape: tuple
+    context_shape: tuple | None = None
+    inverse_atol: float = 1e-8
+    logdet_atol: float = 1e-5
+    input_scale: float = 1.0
+    tags: tuple = field(default_factory=tuple)
+
+    @property
+    def conditional(self) -> bool:
+        return self.context_shape is not None
+
+    def __repr__(self) -> str:
+        return f"TransformCase({self.name})"
+
+
+def transform_cases() -> list[TransformCase]:
+    """Every registered case, from the modules named in ``CASE_MODULES``."""
+    out: list[TransformCase] = []
+    for name in CASE_MODULES:
+        out.extend(importlib.import_module(name).cases())
+    return out
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def random_inputs(case: TransformCase, batch_shape=(3,), context_batch_shape=None, dtype=torch.float64, device="cpu", seed=1):
+    """Random ``x`` (and ``context``) for ``case``; the context's batch shape defaults to ``batch_shape``."""
+    g = _generator(seed)
+    x = case.input_scale * torch.randn(tuple(batch_shape) + tuple(case.event_shape), generator=g, dtype=dtype)
+    c = None
+    if case.conditional:
+        cb = batch_shape if context_batch_shape is None else context_batch_shape
+        c = torch.randn(tuple(cb) + tuple(case.context_shape), generator=g, dtype=dtype)
+        c = c.to(device)
+    return x.to(device), c
+
+
+def instantiate(case: TransformCase, dtype=torch.float64, seed: int = 0, perturb: float = 0.1):
+    """Build the module, run one batch through it (data-dependent init), then perturb every parameter.
+
+    Zero-initialised conditioners make a fresh flow the identity, where many bugs hide; the
+    perturbation moves it to a generic point.
+    """
+    torch.manual_seed(seed)
+    module = case.make().to(dtype)
+    x, c = random_inputs(case, (16,), dtype=dtype, seed=seed + 100)
+    with torch.no_grad():
+        transform = bind(module, c)
+        transform.inv(x)
+        if perturb:
+            g = _generator(seed + 200)
+            for p in module.parameters():
+                p.add_(perturb * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+
+
+def bind(module, context):
+    """``module.condition(context)`` for a conditional transform, ``module`` itself otherwise."""
+    if isinstance(module, ConditionalTransform):
+        return module.condition(context)
+    return module
+
+
+def _flat(v, event_shape):
+    return v.reshape(v.shape[: v.dim() - len(event_shape)] + (-1,))
+
+
+# ----------------------------------------------------------------------------- the checks
+
+
+def check_round_trip(case: TransformCase, batch_shape=(4,)) -> None:
+    """``inverse(forward(x)) == x`` and ``forward(inverse(y)) == y`` in float64, without the cache."""
+    module = instantiate(case)
+    x, c = random_inputs(case, batch_shape)
+    t = bind(module, c)
+    with torch.no_grad():
+        y = t(x)
+        x_back = bind(module, c).inv(y.clone())
+        err = (x_back - x).abs().max().item()
+        assert err < case.inverse_atol, f"{case.name}: inverse(forward(x)) differs from x by {err:.3g} (tolerance {case.inverse_atol})"
+        x2 = bind(module, c).inv(x.clone())
+        y_back = bind(module, c)(x2.clone())
+        err = (y_back - x).abs().max().item()
+        assert err < case.inverse_atol, f"{case.name}: forward(inverse(y)) differs from y by {err:.3g} (tolerance {case.inverse_atol})"
+
+
+def check_log_det(case: TransformCase, num_samples: int = 2) -> None:
+    """``log_abs_det_jacobian`` after a forward and after an inverse call equals
+    ``log|det|`` of the autograd Jacobian of the forward map, per sample, in float64."""
+    module = instantiate(case)
+    x, c = random_inputs(case, (num_samples,))
+    t = bind(module, c)
+    y = t(x)
+    ladj_fwd = t.log_abs_det_jacobian(x, y)
+    t2 = bind(module, c)
+    x_inv = t2.inv(y.clone())
+    ladj_inv = t2.log_abs_det_jacobian(x_inv, y)
+    for i in range(num_samples):
+        ci = None if c is None else c[i]
+
+        def f(v, ci=ci):
+            return _flat(bind(module, ci)(v.reshape(case.event_shape)), case.event_shape)
+
+        jac = torch.autograd.functional.jacobian(f, x[i].reshape(-1))
+        expected = torch.linalg.slogdet(jac)[1]
+        for label, got in (("forward", ladj_fwd[i]), ("inverse", ladj_inv[i])):
+            err = (got - expected).abs().item()
+            assert err < case.logdet_atol, (
+                f"{case.name}: log|det J| after the {label} call is {got.item():.8f}, "
+                f"the autograd Jacobian gives {expected.item():.8f} (error {err:.3g})"
+            )
+
+
+def check_shapes(case: TransformCase) -> None:
+    """Outputs keep ``batch_shape + event_shape`` for several batch shapes; log-det has ``batch_shape``;
+    a context broadcasts against the input's batch dims."""
+    module = instantiate(case)
+    for batch in [(), (3,), (2, 3)]:
+        if case.conditional and batch == ():
+            continue
+        x, c = random_inputs(case, batch)
+        t = bind(module, c)
+        y = t(x)
+        assert y.shape == x.shape, f"{case.name}: forward of {tuple(x.shape)} gave {tuple(y.shape)}"
+        ladj = t.log_abs_det_jacobian(x, y)
+        assert ladj.shape == torch.Size(batch), f"{case.name}: log-det shape {tuple(ladj.shape)}, expected {batch}"
+        assert tuple(t.forward_shape(x.shape)) == tuple(y.shape), f"{case.name}: forward_shape disagrees with the output"
+        assert bind(module, c).inv(y.clone()).shape == x.shape
+    if case.conditional:
+        # context batch (3,) against input batch (2, 3): the same as an explicitly expanded context
+        x, _ = random_inputs(case, (2, 3))
+        _, c = random_inputs(case, (3,), seed=7)
+        y = bind(module, c)(x)
+        y_full = bind(module, c.expand((2,) + tuple(c.shape)))(x)
+        assert y.shape == x.shape, f"{case.name}: broadcasting a context of {tuple(c.shape)} gave {tuple(y.shape)}"
+        assert torch.allclose(y, y_full, atol=1e-10), f"{case.name}: broadcast context differs from the expanded one"
+        # input batch (3,) against context batch (2, 3): the output takes the broadcast shape
+        x, _ = random_inputs(case, (3,))
+        _, c = random_inputs(case, (2, 3), seed=8)
+        t = bind(module, c)
+        y = t(x)
+        assert y.shape == torch.Size((2, 3) + tuple(case.event_shape)), f"{case.name}: got {tuple(y.shape)}"
+        assert t.log_abs_det_jacobian(x, y).shape == torch.Size((2, 3))
+
+
+def check_gradients(case: TransformCase) -> None:
+    """Forward and inverse losses send finite, non-zero gradients to every parameter and the context."""
+    module = instantiate(case)
+    x, c = random_inputs(case, (5,))
+    x.requires_grad_(True)
+    if c is not None:
+        c.requires_grad_(True)
+    t = bind(module, c)
+    y = t(x)
+    loss = (y**2).sum() + t.log_abs_det_jacobian(x, y).sum()
+    y2, _ = random_inputs(case, (5,), seed=3)
+    t2 = bind(module, c)
+    x2 = t2.inv(y2)
+    loss = loss + (x2**2).sum() + t2.log_abs_det_jacobian(x2, y2).sum()
+    loss.backward()
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        assert p.grad is not None, f"{case.name}: parameter {name} gets no gradient"
+        assert torch.isfinite(p.grad).all(), f"{case.name}: parameter {name} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{case.name}: parameter {name} has an all-zero gradient"
+    assert x.grad is not None and x.grad.abs().sum() > 0, f"{case.name}: the input gets no gradient"
+    if c is not None:
+        assert c.grad is not None and c.grad.abs().sum() > 0, f"{case.name}: the context gets no gradient"
+
+
+def check_dtypes(case: TransformCase) -> None:
+    """float32 and float64 modules map inputs of their dtype to outputs of that dtype."""
+    for dtype in (torch.float32, torch.float64):
+        module = instantiate(case, dtype=dtype)
+        x, c = random_inputs(case, (3,), dtype=dtype)
+        t = bind(module, c)
+        y = t(x)
+        assert y.dtype == dtype and t.log_abs_det_jacobian(x, y).dtype == dtype, f"{case.name}: {dtype} in, {y.dtype} out"
+        assert torch.isfinite(y).all()
+
+
+def check_state_dict(case: TransformCase) -> None:
+    """``state_dict`` survives ``torch.save`` / ``torch.load(weights_only=True)`` into a fresh module,
+    which then computes the same outputs (and is not data-initialised again)."""
+    src = instantiate(case, seed=0)
+    buf = io.BytesIO()
+    torch.save(src.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    torch.manual_seed(123)
+    dst = case.make().to(torch.float64)
+    dst.load_state_dict(state)
+    dst.train()
+    x, c = random_inputs(case, (4,), seed=11)
+    x = 3.0 * x + 1.0  # a batch whose statistics would change a re-initialised ActNorm
+    with torch.no_grad():
+        a = bind(src, c)(x)
+        b = bind(dst, c)(x)
+    assert torch.allclose(a, b, atol=1e-12), f"{case.name}: the reloaded module computes other outputs"
+
+
+def check_device(case: TransformCase, device) -> None:
+    """Run forward, inverse and log-det on ``device`` (e.g. ``"meta"`` or ``"cuda"``): every output
+    follows the input's device."""
+    device = torch.device(device)
+    module = instantiate(case, dtype=torch.float32).to(device)
+    x, c = random_inputs(case, (3,), dtype=torch.float32, device=device)
+    t = bind(module, c)
+    y = t(x)
+    ladj = t.log_abs_det_jacobian(x, y)
+    x_back = bind(module, c).inv(y.clone() if device.type != "meta" else torch.empty_like(y))
+    for name, v in (("y", y), ("log-det", ladj), ("inverse", x_back)):
+        assert v.device == device, f"{case.name}: {name} is on {v.device}, expected {device}"
+    assert y.shape == x.shape and ladj.shape == torch.Size((3,))
+    if device.type != "meta":
+        assert (x_back - x).abs().max().item() < 1e-3, f"{case.name}: round trip on {device} fails"
+
+
+def check_bad_inputs(case: TransformCase) -> None:
+    """Wrong event shape, wrong dtype and NaN inputs (and a wrong context shape) raise errors that
+    name the argument and the expected and received values."""
+    import pytest  # only needed when the check runs
+
+    module = instantiate(case, dtype=torch.float32)
+    x, c = random_inputs(case, (3,), dtype=torch.float32)
+    t = bind(module, c)
+    wrong = torch.randn(3, *[s + 1 for s in case.event_shape])
+    with pytest.raises(ValueError, match=r"x: expected shape"):
+        t(wrong)
+    with pytest.raises(ValueError, match=r"y: expected shape"):
+        bind(module, c).inv(wrong)
+    if module_reference(module) is not None:  # transforms without float parameters take any dtype
+        with pytest.raises(TypeError, match=r"expected dtype torch.float32.*got torch.float64"):
+            bind(module, c)(x.double())
+    bad = x.clone()
+    bad.view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match=r"x: expected finite values"):
+        bind(module, c)(bad)
+    if case.conditional:
+        wrong_c = torch.randn(3, *[s + 1 for s in case.context_shape])
+        with pytest.raises(ValueError, match=r"context: expected shape"):
+            module.condition(wrong_c)
+
+
+ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
+    check_round_trip,
+    check_log_det,
+    check_shapes,
+    check_gradients,
+    check_dtypes,
+    check_state_dict,
+    check_bad_inputs,
+)
+
+
+def covered_classes(case: TransformCase) -> set[type]:
+    """Classes a case exercises: the module, the transform it conditions to, and their parts."""
+    module = case.make()
+    _, c = random_inputs(case, (1,), dtype=torch.float32)
+    seen: set[type] = set()
+
+    def visit(t):
+        seen.add(type(t))
+        for part in getattr(t, "parts", ()) or ():
+            visit(part)
+        for part in getattr(t, "transforms", ()) or ():
+            visit(part)
+
+    visit(module)
+    if case.conditional:
+        visit(module.condition(c))
+    return seen

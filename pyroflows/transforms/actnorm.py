@@ -1,0 +1,194 @@
+r"""Activation normalisation (Glow) for vectors, images and volumes, unconditional and conditional.
+
+Per feature (channel) :math:`k`:
+
+.. math::
+
+    y_k = x_k \exp(s_k) + b_k, \qquad \log|\det J| = S \textstyle\sum_k s_k,
+
+where :math:`S` is the number of spatial positions (1 for vectors). The first batch seen by an
+uninitialised :class:`ActNorm` in training mode, in either direction, sets :math:`s, b` so that the
+output of that call has zero mean and unit variance per channel (data-dependent initialisation).
+The flag recording this is a buffer, so a reloaded model is not initialised again.
+
+Reference: Kingma, Dhariwal, "Glow: generative flow with invertible 1x1 convolutions", NeurIPS 2018.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from pyro.distributions import TransformModule
+from pyro.distributions.conditional import ConditionalTransformModule
+from torch.distributions import Transform
+
+from ..nn.dense import MLP
+from ..validation import check_tensor
+from .base import OnePassTransform, batch_shape_of, event_constraint, module_reference
+
+
+def _spatial_size(v: torch.Tensor, event_dim: int) -> int:
+    size = 1
+    for s in v.shape[v.dim() - event_dim + 1:]:
+        size *= s
+    return size
+
+
+class ConditionedActNorm(OnePassTransform, Transform):
+    """ActNorm with given ``log_scale`` and ``bias`` of shape ``batch' + (C,)`` (the pure math)."""
+
+    bijective = True
+
+    def __init__(self, params_fn, num_features: int, event_dim: int = 1, owner=None, context_batch_shape=(), on_first_call=None):
+        super().__init__(cache_size=1)
+        self.params_fn = params_fn
+        self.num_features, self._edim = num_features, event_dim
+        self.event_shape_spec = (num_features,) + (None,) * (event_dim - 1)
+        self.domain = self.codomain = event_constraint(event_dim)
+        self.context_batch_shape = torch.Size(context_batch_shape)
+        self._owner, self._on_first_call = owner, on_first_call
+
+    def _reference(self):
+        return module_reference(self._owner) if self._owner is not None else None
+
+    def _shaped(self, p: torch.Tensor) -> torch.Tensor:
+        return p.reshape(p.shape + (1,) * (self._edim - 1))
+
+    def _ladj(self, log_scale, v):
+        batch = torch.broadcast_shapes(batch_shape_of(v, self._edim), log_scale.shape[:-1])
+        return (log_scale.sum(-1) * _spatial_size(v, self._edim)).expand(batch)
+
+    def _get_params(self):
+        return self.params_fn()
+
+    def _first_call(self, v, direction):
+        if self._on_first_call is not None:
+            self._on_first_call(v, direction)
+
+    def _forward_and_ladj(self, x):
+        self._first_call(x, "forward")
+        log_scale, bias = self._get_params()
+        return x * self._shaped(log_scale).exp() + self._shaped(bias), self._ladj(log_scale, x)
+
+    def _inverse_and_ladj(self, y):
+        self._first_call(y, "inverse")
+        log_scale, bias = self._get_params()
+        return (y - self._shaped(bias)) * self._shaped(-log_scale).exp(), self._ladj(log_scale, y)
+
+
+class _DataInit(nn.Module):
+    """Per-channel ``log_scale`` and ``bias`` with data-dependent initialisation."""
+
+    def __init__(self, num_features: int, event_dim: int):
+        super().__init__()
+        self.num_features, self.event_dim = num_features, event_dim
+        self.log_scale = nn.Parameter(torch.zeros(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._initialized = False  # host mirror of the buffer: no device sync per call
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        flag = state_dict.get(prefix + "initialized")
+        self._initialized = bool(flag) if flag is not None and flag.device.type != "meta" else self._initialized
+
+    def mark_initialized(self) -> None:
+        self.initialized.fill_(True)
+        self._initialized = True
+
+    @torch.no_grad()
+    def maybe_initialize(self, v: torch.Tensor, direction: str) -> None:
+        if self._initialized or not self.training:
+            return
+        dims = [d for d in range(v.dim()) if d != v.dim() - self.event_dim]
+        mean = v.mean(dim=dims)
+        std = v.std(dim=dims, unbiased=False) if v.numel() > self.num_features else torch.ones_like(mean)
+        log_std = torch.log(std.clamp_min(1e-6))
+        if direction == "inverse":  # data comes in as y: x = (y - b) e^{-s} standardised
+            self.log_scale.copy_(log_std)
+            self.bias.copy_(mean)
+        else:  # y = x e^s + b standardised
+            self.log_scale.copy_(-log_std)
+            self.bias.copy_(-mean / std.clamp_min(1e-6))
+        self.mark_initialized()
+
+
+class ActNorm(ConditionedActNorm, TransformModule):
+    r"""Learnable per-channel affine map :math:`y = x \exp(s) + b` with data-dependent initialisation.
+
+    Args:
+        num_features: features (vectors) or channels (images, volumes).
+        event_dim: 1 for vectors, 3 for images ``(C, H, W)``, 4 for volumes ``(C, D, H, W)``.
+
+    Example::
+
+        >>> t = ActNorm(3, event_dim=3)
+        >>> y = torch.randn(8, 3, 4, 4) * 5 + 2
+        >>> x = t.inv(y)                      # first batch initialises: x is standardised
+        >>> bool(x.mean().abs() < 1e-5)
+        True
+    """
+
+    def __init__(self, num_features: int, event_dim: int = 1):
+        super().__init__(None, num_features, event_dim)
+        self.params = _DataInit(num_features, event_dim)
+
+    def _get_params(self):
+        return self.params.log_scale, self.params.bias
+
+    def _first_call(self, v, direction):
+        self.params.maybe_initialize(v, direction)
+
+    def _reference(self):
+        return self.params.log_scale
+
+
+class ConditionalActNorm(ConditionalTransformModule):
+    r"""ActNorm whose scale and bias also depend on a context vector:
+
+    .. math:: [s, b] = [s_0, b_0] + g(c),
+
+    with :math:`s_0, b_0` data-initialised as in :class:`ActNorm` and :math:`g` a zero-initialised
+    network, so the layer starts as a plain ActNorm. The context has shape ``batch' + (K,)``.
+
+    Example::
+
+        >>> t = ConditionalActNorm(3, context_dim=2)
+        >>> t.condition(torch.randn(5, 2))(torch.randn(5, 3)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(self, num_features: int, context_dim: int, event_dim: int = 1, hidden: Sequence[int] = (64,), net: nn.Module | None = None):
+        super().__init__()
+        self.num_features, self.event_dim, self.context_shape = num_features, event_dim, (context_dim,)
+        self.params = _DataInit(num_features, event_dim)
+        self.net = MLP(context_dim, 2 * num_features, hidden) if net is None else net
+
+    def condition(self, context):
+        ref = self.params.log_scale
+        check_tensor("context", context, self.context_shape, ref.dtype, ref.device)
+
+        def params_fn():
+            ds, db = self.net(context).chunk(2, dim=-1)
+            return self.params.log_scale + ds, self.params.bias + db
+
+        return ConditionedActNorm(
+            params_fn,
+            self.num_features,
+            self.event_dim,
+            owner=self,
+            context_batch_shape=batch_shape_of(context, 1),
+            on_first_call=self.params.maybe_initialize,
+        )
+
+
+def actnorm(num_features: int, event_dim: int = 1) -> ActNorm:
+    """ActNorm for vectors (``event_dim=1``), images (3) or volumes (4)."""
+    return ActNorm(num_features, event_dim)
+
+
+def conditional_actnorm(num_features: int, context_dim: int, event_dim: int = 1, hidden: Sequence[int] = (64,)) -> ConditionalActNorm:
+    """Conditional ActNorm with an MLP from the context to per-channel offsets of scale and bias."""
+    return ConditionalActNorm(num_features, context_dim, event_dim, hidden)

@@ -1,0 +1,116 @@
+"""Shared machinery of pyroflows transforms: one-pass log-det, input checks and shape helpers.
+
+Every transform computes its output and ``log|det J|`` in the same pass (``_forward_and_ladj`` /
+``_inverse_and_ladj``) and keeps the last triple ``(x, y, ladj)``, so that
+``log_abs_det_jacobian(x, y)`` after a call in either direction costs nothing. Called with other
+tensors, it recomputes the forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.distributions import constraints
+
+from ..validation import check_tensor
+
+
+def event_constraint(event_dim: int):
+    return constraints.independent(constraints.real, event_dim) if event_dim else constraints.real
+
+
+def batch_shape_of(x: torch.Tensor, event_dim: int) -> torch.Size:
+    return x.shape[: x.dim() - event_dim]
+
+
+def broadcast_batch(x: torch.Tensor, x_event_dim: int, c: torch.Tensor | None, c_event_dim: int):
+    """Expand ``x`` and ``c`` to their common batch shape (trailing event dims untouched)."""
+    if c is None:
+        return x, c
+    batch = torch.broadcast_shapes(batch_shape_of(x, x_event_dim), batch_shape_of(c, c_event_dim))
+    x = x.expand(batch + x.shape[x.dim() - x_event_dim:])
+    c = c.expand(batch + c.shape[c.dim() - c_event_dim:])
+    return x, c
+
+
+def flatten_batch(x: torch.Tensor, event_dim: int):
+    """Reshape ``batch + event`` to ``(N,) + event``; returns the tensor and the batch shape."""
+    batch = batch_shape_of(x, event_dim)
+    return x.reshape((-1,) + x.shape[x.dim() - event_dim:]), batch
+
+
+def soft_clamp(s: torch.Tensor, bound: float | None) -> torch.Tensor:
+    """``bound * tanh(s / bound)``: a log-scale bound that keeps gradients (identity if ``bound`` is None)."""
+    return s if bound is None else bound * torch.tanh(s / bound)
+
+
+class OnePassTransform:
+    """Mixin for :class:`torch.distributions.Transform` subclasses.
+
+    Subclasses set ``event_shape_spec`` (trailing sizes, ``None`` for free sizes) and implement
+    ``_forward_and_ladj(x) -> (y, ladj)`` and ``_inverse_and_ladj(y) -> (x, ladj)`` where ``ladj`` is
+    ``log|det dy/dx|`` of the forward map with shape ``batch_shape``. ``context_batch_shape`` is set by
+    conditioned transforms so that ``forward_shape`` broadcasts with the context.
+    """
+
+    event_shape_spec: tuple = ()
+    context_batch_shape: torch.Size = torch.Size()
+    _last = None
+
+    def _reference(self) -> torch.Tensor | None:
+        """A tensor whose dtype and device inputs must share (the first parameter or buffer)."""
+        return None
+
+    def _check(self, name: str, value: torch.Tensor) -> None:
+        ref = self._reference()
+        check_tensor(
+            name,
+            value,
+            event_shape=self.event_shape_spec,
+            dtype=None if ref is None else ref.dtype,
+            device=None if ref is None else ref.device,
+        )
+
+    def _call(self, x):
+        self._check("x", x)
+        y, ladj = self._forward_and_ladj(x)
+        self._last = (x, y, ladj)
+        return y
+
+    def _inverse(self, y):
+        self._check("y", y)
+        x, ladj = self._inverse_and_ladj(y)
+        self._last = (x, y, ladj)
+        return x
+
+    def log_abs_det_jacobian(self, x, y):
+        last = self._last
+        if last is not None and last[0] is x and last[1] is y:
+            return last[2]
+        self._check("x", x)
+        return self._forward_and_ladj(x)[1]
+
+    def forward_shape(self, shape):
+        k = len(self.event_shape_spec)
+        batch = torch.broadcast_shapes(torch.Size(shape[: len(shape) - k]), self.context_batch_shape)
+        return batch + torch.Size(shape[len(shape) - k:])
+
+    inverse_shape = forward_shape
+
+    def clear_cache(self):
+        self._last = None
+        self._cached_x_y = None, None
+
+
+def module_reference(module: torch.nn.Module) -> torch.Tensor | None:
+    for p in module.parameters():
+        return p
+    for b in module.buffers():
+        if b.is_floating_point():
+            return b
+    return None
+
+
+def as_shape(shape: int | Sequence[int]) -> tuple:
+    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)

@@ -1,0 +1,81 @@
+"""Input checks with messages that name the argument, the expected and the received value.
+
+Shape, dtype and device checks cost nothing on the device and always run. Finiteness checks
+(NaN / inf) need a host-device sync, so they run only while validation is enabled (the default);
+switch them off for speed with ``pyroflows.set_validation(False)`` or the ``validation(False)``
+context manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+
+_VALIDATE = True
+
+
+def set_validation(enabled: bool) -> None:
+    """Turn the NaN / inf checks on inputs on or off globally."""
+    global _VALIDATE
+    _VALIDATE = bool(enabled)
+
+
+def is_validation_enabled() -> bool:
+    return _VALIDATE
+
+
+@contextlib.contextmanager
+def validation(enabled: bool):
+    """Context manager that sets :func:`set_validation` for the duration of a block."""
+    previous = _VALIDATE
+    set_validation(enabled)
+    try:
+        yield
+    finally:
+        set_validation(previous)
+
+
+def _fmt_shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_tensor(
+    name: str,
+    value,
+    event_shape: Sequence[int | None] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    finite: bool = True,
+) -> None:
+    """Raise a clear error when ``value`` is not a tensor of the expected event shape, dtype or device.
+
+    ``event_shape`` lists the trailing sizes; ``None`` accepts any size in that place. Any number
+    of leading batch dims is accepted.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if event_shape is not None:
+        k = len(event_shape)
+        trailing = tuple(value.shape[value.dim() - k:]) if value.dim() >= k else None
+        if trailing is None or any(e is not None and e != s for e, s in zip(event_shape, trailing)):
+            raise ValueError(
+                f"{name}: expected shape (..., {_fmt_shape(event_shape)[1:-1].rstrip(',')}) with event shape "
+                f"{_fmt_shape(event_shape)}, got {tuple(value.shape)}"
+            )
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} (that of the parameters), got {value.dtype}")
+    if device is not None and value.device != device:
+        raise RuntimeError(f"{name}: expected a tensor on device {device} (that of the parameters), got {value.device}")
+    if finite and _VALIDATE and value.device.type != "meta" and value.is_floating_point():
+        if not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"{name}: expected finite values, got {bad} NaN or inf entries in a tensor of shape {tuple(value.shape)}")
+
+
+def check_module_finite(name: str, module: torch.nn.Module) -> None:
+    """Raise naming every parameter of ``module`` that holds NaN or inf."""
+    bad = [n for n, p in module.named_parameters() if p.device.type != "meta" and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise FloatingPointError(f"{name}: non-finite values in parameters {bad}")

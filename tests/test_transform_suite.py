@@ -1,0 +1,45 @@
+"""The shared suite: every public transform case against every contract check."""
+
+import pytest
+import torch
+
+import pyroflows.transforms as T
+from pyroflows import testing as pt
+
+CASES = pt.transform_cases()
+
+
+@pytest.mark.parametrize("check", pt.ALL_CHECKS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_contract(case, check):
+    check(case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_meta_device(case):
+    pt.check_device(case, "meta")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_cuda_device(case):
+    pt.check_device(case, "cuda")
+
+
+def test_every_public_transform_class_is_covered():
+    from pyro.distributions.conditional import ConditionalTransform
+    from torch.distributions import Transform
+
+    public = {
+        getattr(T, name)
+        for name in T.__all__
+        if isinstance(getattr(T, name), type) and issubclass(getattr(T, name), (Transform, ConditionalTransform))
+    }
+    covered = set().union(*(pt.covered_classes(c) for c in CASES))
+    missing = sorted(cls.__name__ for cls in public - covered)
+    assert not missing, f"public transforms without a case in pyroflows.testing: {missing}"
+
+
+def test_case_names_are_unique():
+    names = [c.name for c in CASES]
+    assert len(names) == len(set(names))
