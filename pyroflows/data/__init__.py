@@ -1,0 +1,4 @@
+"""Simulators and loaders with fixed seeds; nothing here downloads at run time.
+
+Import the submodule you need, e.g. ``from pyroflows.data.gaussian_mixture import octagon_mixture``.
+"""
