@@ -111,7 +111,7 @@ def fit(
     for i in bar:
         loss = step(i)
         if (i + 1) % log_every == 0 or i + 1 == num_steps:
-            value = float(loss)
+            value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
             if check_finite and not math.isfinite(value):
                 modules = [o for o in state.values() if isinstance(o, torch.nn.Module)]
                 for name, module in zip(state, modules):
