@@ -73,6 +73,7 @@ def conditional_coupling_flow(
 
     Example::
 
+        >>> import pyro.distributions as dist
         >>> from pyroflows.distributions import ConditionalFlowDistribution
         >>> flow = conditional_coupling_flow(4, context_dim=2, num_blocks=2, hidden=(32, 32))
         >>> d = ConditionalFlowDistribution(dist.Normal(torch.zeros(4), 1.0).to_event(1), [flow])
