@@ -1,9 +1,10 @@
 """Input checks with messages that name the argument, the expected and the received value.
 
 Shape, dtype and device checks cost nothing on the device and always run. Finiteness checks
-(NaN / inf) need a host-device sync, so they run only while validation is enabled (the default);
-switch them off for speed with ``pyroflows.set_validation(False)`` or the ``validation(False)``
-context manager.
+(NaN / inf) need a host-device sync, so they run only while validation is enabled: pyroflows'
+own switch (on by default; ``pyroflows.set_validation(False)`` or the ``validation(False)``
+context manager) and Pyro's (``pyro.enable_validation(False)`` turns these checks off too, as it
+does Pyro's own distribution checks).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 from collections.abc import Sequence
 
 import torch
+from pyro.infer.util import is_validation_enabled as pyro_validation_enabled
 
 _VALIDATE = True
 
@@ -23,7 +25,8 @@ def set_validation(enabled: bool) -> None:
 
 
 def is_validation_enabled() -> bool:
-    return _VALIDATE
+    """Whether NaN / inf checks run: both pyroflows' switch and Pyro's validation are on."""
+    return _VALIDATE and pyro_validation_enabled()
 
 
 @contextlib.contextmanager
@@ -68,7 +71,7 @@ def check_tensor(
         raise TypeError(f"{name}: expected dtype {dtype} (that of the parameters), got {value.dtype}")
     if device is not None and value.device != device:
         raise RuntimeError(f"{name}: expected a tensor on device {device} (that of the parameters), got {value.device}")
-    if finite and _VALIDATE and value.device.type != "meta" and value.is_floating_point():
+    if finite and is_validation_enabled() and value.device.type != "meta" and value.is_floating_point():
         if not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise ValueError(f"{name}: expected finite values, got {bad} NaN or inf entries in a tensor of shape {tuple(value.shape)}")

@@ -168,3 +168,17 @@ def test_conditional_flow_log_prob_matches_change_of_variables():
     with torch.no_grad():
         mass = d.condition(torch.tensor([0.7], dtype=torch.float64)).log_prob(xx).exp().sum() * (g[1] - g[0]) ** 2
     assert math.isclose(mass.item(), 1.0, abs_tol=1e-2)
+
+
+def test_nan_checks_follow_pyroflows_and_pyro_switches():
+    import pyroflows
+
+    flow = _flow()
+    bad = torch.full((1, 2), float("nan"))
+    y = torch.eye(3)[:1]
+    with pyroflows.validation(False):
+        assert torch.isnan(flow.condition(y).log_prob(bad)).all()
+    with pyro.validation_enabled(False):
+        assert torch.isnan(flow.condition(y).log_prob(bad)).all()
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        flow.condition(y).log_prob(bad)
