@@ -1,6 +1,7 @@
 """Conditioner networks: ``net(x, context=None)`` on any batch shape, last layer zero-initialised."""
 
+from .concatsquash import ConcatSquashLinear, ConcatSquashNet
 from .conv import ConvNet
 from .dense import MLP, ResidualMLP
 
-__all__ = ["ConvNet", "MLP", "ResidualMLP"]
+__all__ = ["ConcatSquashLinear", "ConcatSquashNet", "ConvNet", "MLP", "ResidualMLP"]

@@ -1,0 +1,447 @@
+r"""Continuous normalizing flows (FFJORD) with RNODE regularisers, unconditional and conditional.
+
+The forward map solves an ordinary differential equation from :math:`t = 0` to a learned time
+:math:`T > 0`, starting at the input:
+
+.. math::
+
+    \frac{dz}{dt} = f(z, t[, c]), \quad z(0) = x, \quad y = z(T), \qquad
+    \log\left|\det \frac{\partial y}{\partial x}\right| = \int_0^T \operatorname{tr}\frac{\partial f}{\partial z}(z(t), t)\,dt,
+
+and the inverse solves the same equation backwards from :math:`z(T) = y`. The log-determinant is
+one more component of the solver's state, so a single solve returns both. The trace is computed
+either exactly (one vector-Jacobian product per dimension) or with Hutchinson's estimator
+:math:`\operatorname{tr} A = \mathbb{E}[\varepsilon^\top A \varepsilon]` with Gaussian or Rademacher
+:math:`\varepsilon`, one draw held fixed through a whole solve (an unbiased estimate, so the
+log-density is stochastic).
+
+The solve runs on the normalised time :math:`s = t / T \in [0, 1]` with the right-hand side
+:math:`T f(z, sT)`, so :math:`T = \operatorname{softplus}(\tau)` is an ordinary parameter inside the
+dynamics and gets its gradient both from backpropagation through the solver and from the adjoint
+method (:func:`torchdiffeq.odeint_adjoint`).
+
+RNODE's regularisers, integrated along the same solve in training mode when their weights are
+positive, are the kinetic energy :math:`\int_0^T \lVert f \rVert^2 dt` and the Jacobian Frobenius
+norm :math:`\int_0^T \lVert \partial f / \partial z \rVert_F^2 dt` (exact with the exact trace, else
+estimated by :math:`\lVert \varepsilon^\top \partial f / \partial z \rVert^2` from the same
+vector-Jacobian product). Read them after a pass through :attr:`CNF.regularization` or add
+:meth:`CNF.regularization_loss` (or :func:`cnf_regularization` over a whole model) to a loss.
+
+References: Chen, Rubanova, Bettencourt, Duvenaud, "Neural ordinary differential equations",
+NeurIPS 2018; Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud, "FFJORD: free-form continuous
+dynamics for scalable reversible generative models", ICLR 2019; Finlay, Jacobsen, Nurbekyan,
+Oberman, "How to train your neural ODE: the world of Jacobian and kinetic regularization",
+ICML 2020.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pyro.distributions import TransformModule
+from pyro.distributions.conditional import ConditionalTransformModule
+from torch.distributions import Transform
+from torchdiffeq import odeint, odeint_adjoint
+from torchdiffeq._impl.odeint import SOLVERS
+
+from ..nn.concatsquash import ConcatSquashNet
+from ..validation import check_tensor
+from .base import OnePassTransform, batch_shape_of, broadcast_batch, event_constraint, flatten_batch, module_reference
+
+_TRACES = ("exact", "hutchinson")
+_NOISES = ("gaussian", "rademacher")
+_NORMS = ("max", "rms")
+_ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+_FIXED_GRID = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
+
+
+def _inverse_softplus(value: float) -> float:
+    return value + math.log(-math.expm1(-value))
+
+
+def _max_norm(state) -> torch.Tensor:
+    """Largest absolute entry over the components of a tupled state (per-element error control)."""
+    return torch.stack([v.abs().max() for v in state]).max()
+
+
+class _Dynamics:
+    """Right-hand side of the augmented system on the normalised time ``s`` for one solve.
+
+    State: ``(z, a[, kinetic, frobenius])`` with ``dz/ds = T f(z, sT)``, ``da/ds = T tr(df/dz)`` and,
+    when regularising, ``T ||f||^2`` and ``T ||df/dz||_F^2``.
+    """
+
+    def __init__(self, owner, net, time, context, noise, regularize):
+        self.owner, self.net, self.time, self.context = owner, net, time, context
+        self.noise, self.regularize = noise, regularize
+        self.solving = False
+
+    def __call__(self, s, state):
+        if self.solving:
+            self.owner.nfe_forward += 1
+            self.owner.last_nfe += 1
+        else:  # only the adjoint's backward solve calls the dynamics outside of a solve
+            self.owner.nfe_backward += 1
+        z = state[0]
+        differentiable = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not (differentiable and z.requires_grad):  # a fresh leaf: outside grad mode (e.g. the
+                z = z.detach().requires_grad_(True)  # adjoint's forward solve) z may be a view without a graph
+            f = self.net(s * self.time, z, self.context)
+            if self.noise is None:
+                trace, frob = None, None
+                for i in range(z.shape[-1]):
+                    row = torch.autograd.grad(f[..., i].sum(), z, create_graph=differentiable, retain_graph=True, materialize_grads=True)[0]
+                    trace = row[..., i] if trace is None else trace + row[..., i]
+                    if self.regularize:
+                        frob = row.pow(2).sum(-1) if frob is None else frob + row.pow(2).sum(-1)
+            else:
+                vjp = torch.autograd.grad(f, z, self.noise, create_graph=differentiable, materialize_grads=True)[0]
+                trace = (vjp * self.noise).sum(-1)
+                frob = vjp.pow(2).sum(-1) if self.regularize else None
+        out = (self.time * f, self.time * trace)
+        if self.regularize:
+            out = out + (self.time * f.pow(2).sum(-1), self.time * frob)
+        if not differentiable:
+            out = tuple(o.detach() for o in out)
+        return out
+
+
+class ConditionedCNF(OnePassTransform, Transform):
+    """A continuous normalizing flow with a fixed context (the pure math of the solve).
+
+    Built by :meth:`ConditionalCNF.condition`; the dynamics network, the integration time and the
+    solver settings are read from ``owner`` (a :class:`CNF` or :class:`ConditionalCNF`).
+    """
+
+    bijective = True
+    domain = event_constraint(1)
+    codomain = event_constraint(1)
+
+    def __init__(self, dim: int, owner=None, context: torch.Tensor | None = None, context_batch_shape=()):
+        super().__init__(cache_size=1)
+        self.dim = int(dim)
+        self.event_shape_spec = (self.dim,)
+        self.context_batch_shape = torch.Size(context_batch_shape)
+        self._owner, self._context = owner, context
+
+    def _settings(self):
+        return self if self._owner is None else self._owner
+
+    def _stamp_module(self):  # the cache (see transforms.base) follows the settings' parameters
+        return self._settings()
+
+    def _reference(self):
+        return module_reference(self._settings())
+
+    def _solve(self, v: torch.Tensor, direction: int):
+        m = self._settings()
+        v, c = broadcast_batch(v, 1, self._context, 1)
+        flat, batch = flatten_batch(v, 1)
+        c = None if c is None else c.reshape(-1, c.shape[-1])
+        time = m.integration_time
+        if flat.device.type == "meta" or flat.shape[0] == 0:  # nothing to solve: one evaluation carries shapes and dtypes
+            f = m.dynamics(time, flat, c)
+            return (flat + 0 * f).reshape(v.shape), (0 * f).sum(-1).reshape(batch)
+        exact = m.trace == "exact" or (m.eval_exact_trace and not m.training)
+        noise = None
+        if not exact:
+            noise = torch.randn_like(flat) if m.noise == "gaussian" else torch.randint_like(flat, 0, 2) * 2 - 1
+        regularize = m.training and (m.kinetic_energy > 0 or m.jacobian_norm > 0)
+        func = _Dynamics(m, m.dynamics, time, c, noise, regularize)
+        zeros = flat.new_zeros(flat.shape[:1])
+        state = (flat, zeros) + ((zeros, zeros) if regularize else ())
+        s = flat.new_tensor([0.0, 1.0] if direction > 0 else [1.0, 0.0])
+        kwargs = m._solver_kwargs(s, direction)
+        m.last_nfe = 0
+        func.solving = True
+        try:
+            if m.adjoint:
+                params = tuple(m.dynamics.parameters()) + (time,) + (() if c is None else (c,))
+                out = odeint_adjoint(func, state, s, adjoint_params=params, **kwargs)
+            else:
+                out = odeint(func, state, s, **kwargs)
+        finally:
+            func.solving = False
+        final = [o[-1] for o in out]
+        if regularize:
+            m.regularization = {
+                "kinetic_energy": (direction * final[2]).reshape(batch),
+                "jacobian_norm": (direction * final[3]).reshape(batch),
+            }
+        return final[0].reshape(v.shape), (direction * final[1]).reshape(batch)
+
+    def _forward_and_ladj(self, x):
+        return self._solve(x, 1)
+
+    def _inverse_and_ladj(self, y):
+        return self._solve(y, -1)
+
+
+class _CNFSettings:
+    """Options, integration time, counters and regularisers shared by :class:`CNF` and :class:`ConditionalCNF`."""
+
+    def _configure(
+        self,
+        dynamics: nn.Module,
+        time: float,
+        learn_time: bool,
+        trace: str,
+        noise: str,
+        eval_exact_trace: bool,
+        method: str,
+        atol: float,
+        rtol: float,
+        norm: str,
+        step_size: float | None,
+        options: dict | None,
+        adjoint: bool,
+        kinetic_energy: float,
+        jacobian_norm: float,
+    ) -> None:
+        if trace not in _TRACES:
+            raise ValueError(f"trace: expected one of {_TRACES}, got {trace!r}")
+        if noise not in _NOISES:
+            raise ValueError(f"noise: expected one of {_NOISES}, got {noise!r}")
+        if norm not in _NORMS:
+            raise ValueError(f"norm: expected one of {_NORMS}, got {norm!r}")
+        if method not in SOLVERS:
+            raise ValueError(f"method: expected one of torchdiffeq's solvers {sorted(SOLVERS)}, got {method!r}")
+        if not time > 0:
+            raise ValueError(f"time: expected a positive integration time, got {time}")
+        if step_size is not None and not 0 < step_size <= 1:
+            raise ValueError(f"step_size: expected a fraction of the integration interval in (0, 1], got {step_size}")
+        if kinetic_energy < 0 or jacobian_norm < 0:
+            raise ValueError(f"kinetic_energy, jacobian_norm: expected non-negative weights, got {kinetic_energy}, {jacobian_norm}")
+        self.dynamics = dynamics
+        raw = torch.tensor(_inverse_softplus(float(time)))
+        if learn_time:
+            self.raw_time = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw_time", raw)
+        self.trace, self.noise, self.eval_exact_trace = trace, noise, bool(eval_exact_trace)
+        self.method, self.atol, self.rtol, self.norm, self.step_size = method, float(atol), float(rtol), norm, step_size
+        self.options = dict(options or {})
+        self.adjoint = bool(adjoint)
+        self.kinetic_energy, self.jacobian_norm = float(kinetic_energy), float(jacobian_norm)
+        self.regularization: dict = {}
+        self.reset_nfe()
+
+    @property
+    def integration_time(self) -> torch.Tensor:
+        """The end time :math:`T = \\operatorname{softplus}(\\tau)` (a 0-dim tensor)."""
+        return F.softplus(self.raw_time)
+
+    def _solver_kwargs(self, s: torch.Tensor, direction: int) -> dict:
+        """Keyword arguments of ``odeint`` / ``odeint_adjoint`` for a solve over the times ``s``."""
+        options = dict(self.options)
+        if self.step_size is not None and self.method in _FIXED_GRID:
+            options.setdefault("step_size", self.step_size)
+        backward = dict(options)
+        if self.method in _ADAPTIVE_RK:
+            # land the last step on the end time instead of interpolating past it (unchecked error)
+            options.setdefault("step_t", s[-1:])
+            # torchdiffeq runs the adjoint on the solve's times made increasing (negated when decreasing)
+            backward.setdefault("step_t", s[:1] * direction)
+        if self.norm == "max":
+            options.setdefault("norm", _max_norm)
+        kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=options or None)
+        if self.adjoint:
+            kwargs["adjoint_options"] = backward or None
+        return kwargs
+
+    def reset_nfe(self) -> None:
+        """Set the function-evaluation counters to 0.
+
+        ``nfe_forward`` counts evaluations of the dynamics inside solves (either direction),
+        ``nfe_backward`` those of the adjoint's backward solves (0 without ``adjoint``: plain
+        backpropagation replays the recorded graph instead of calling the dynamics), and
+        ``last_nfe`` those of the latest solve. Counting is host-side and never syncs the device.
+        """
+        self.nfe_forward, self.nfe_backward, self.last_nfe = 0, 0, 0
+
+    def regularization_loss(self) -> torch.Tensor:
+        r"""RNODE's penalty of the latest training solve:
+        :math:`\lambda_K\,\overline{\int \lVert f\rVert^2} + \lambda_J\,\overline{\int \lVert \partial f/\partial z\rVert_F^2}`
+        (batch means); 0 when both weights are 0 or no training solve ran yet."""
+        ref = module_reference(self)
+        loss = ref.new_zeros(())
+        if "kinetic_energy" in self.regularization:
+            loss = loss + self.kinetic_energy * self.regularization["kinetic_energy"].mean()
+            loss = loss + self.jacobian_norm * self.regularization["jacobian_norm"].mean()
+        return loss
+
+    def _settings_repr(self) -> str:
+        solver = f"method={self.method!r}, atol={self.atol:g}, rtol={self.rtol:g}"
+        if self.step_size is not None:
+            solver += f", step_size={self.step_size:g}"
+        return f"trace={self.trace!r}, noise={self.noise!r}, {solver}, norm={self.norm!r}, adjoint={self.adjoint}"
+
+
+class CNF(ConditionedCNF, _CNFSettings, TransformModule):
+    r"""Continuous normalizing flow :math:`y = x + \int_0^T f(z(t), t)\,dt` (FFJORD).
+
+    Args:
+        dim: size of the vectors it maps (event shape ``(dim,)``).
+        dynamics: network called as ``dynamics(t, z) -> dz/dt`` with a 0-dim ``t`` and ``z`` of shape
+            ``(N, dim)``; :func:`cnf` builds a :class:`~pyroflows.nn.ConcatSquashNet`.
+        time: initial integration time :math:`T`.
+        learn_time: learn :math:`T = \operatorname{softplus}(\tau)` (else a fixed buffer).
+        trace: ``"exact"`` (``dim`` vector-Jacobian products per evaluation: small dims) or
+            ``"hutchinson"`` (one, with a noise vector drawn per solve).
+        noise: Hutchinson noise, ``"gaussian"`` or ``"rademacher"``.
+        eval_exact_trace: use the exact trace in eval mode (``.eval()``) whatever ``trace`` says, for
+            deterministic scoring.
+        method: any :func:`torchdiffeq.odeint` solver (``"dopri5"``, ``"rk4"``, ``"euler"``, ...).
+        atol, rtol: solver tolerances (adaptive solvers); the log-det component is under the same
+            error control as the state. Adaptive Runge-Kutta steps land on the end time rather than
+            interpolating past it.
+        norm: error norm of adaptive steps: ``"max"`` bounds every entry of every sample (a sample's
+            accuracy does not depend on the batch it is solved in), ``"rms"`` is torchdiffeq's
+            default (root mean square over the batch, per state component).
+        step_size: step of fixed-grid solvers as a fraction of the integration interval (the solve
+            runs on :math:`s = t/T \in [0, 1]`, so ``1 / step_size`` steps whatever :math:`T` is).
+        options: further solver options passed to torchdiffeq.
+        adjoint: differentiate with the adjoint method (:func:`torchdiffeq.odeint_adjoint`, constant
+            memory in the number of steps) instead of backpropagating through the solver's steps.
+        kinetic_energy, jacobian_norm: RNODE weights :math:`\lambda_K, \lambda_J`; when positive,
+            the regularisers are integrated along every training-mode solve.
+
+    After each training-mode solve ``regularization`` holds the integrals (shape ``batch_shape``,
+    with their graph, until the next solve) and ``regularization_loss()`` the weighted penalty; ``nfe_forward``, ``nfe_backward`` and
+    ``last_nfe`` count evaluations of the dynamics (see :meth:`reset_nfe`).
+
+    Example::
+
+        >>> flow = cnf(2, hidden=(16, 16), trace="exact")
+        >>> x = torch.randn(10, 2)
+        >>> y = flow(x)
+        >>> ladj = flow.log_abs_det_jacobian(x, y)
+        >>> bool((flow.inv(y.clone()) - x).abs().max() < 1e-4), ladj.shape, flow.last_nfe > 0
+        (True, torch.Size([10]), True)
+
+    Reference: Grathwohl et al., "FFJORD", ICLR 2019; Finlay et al., "How to train your neural
+    ODE", ICML 2020.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        dynamics: nn.Module,
+        time: float = 1.0,
+        learn_time: bool = True,
+        trace: str = "hutchinson",
+        noise: str = "gaussian",
+        eval_exact_trace: bool = False,
+        method: str = "dopri5",
+        atol: float = 1e-5,
+        rtol: float = 1e-5,
+        norm: str = "max",
+        step_size: float | None = None,
+        options: dict | None = None,
+        adjoint: bool = False,
+        kinetic_energy: float = 0.0,
+        jacobian_norm: float = 0.0,
+    ):
+        super().__init__(dim)
+        self._configure(
+            dynamics, time, learn_time, trace, noise, eval_exact_trace,
+            method, atol, rtol, norm, step_size, options, adjoint, kinetic_energy, jacobian_norm,
+        )
+
+    __repr__ = nn.Module.__repr__
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, {self._settings_repr()}"
+
+
+class ConditionalCNF(_CNFSettings, ConditionalTransformModule):
+    r"""Continuous normalizing flow whose dynamics see a context: :math:`dz/dt = f(z, t, c)`.
+
+    ``.condition(context)`` returns a :class:`ConditionedCNF`. The context has shape
+    ``batch' + (context_dim,)`` where ``batch'`` broadcasts against the input's batch shape; the
+    default dynamics (:func:`conditional_cnf`) join it to the time in every concatsquash layer's
+    gate and shift. Use it as an amortized posterior (context: the observation) or as a
+    conditional likelihood (context: the covariates).
+
+    Args:
+        dim: size of the vectors it maps.
+        context_dim: size of the context's last dim.
+        dynamics: network called as ``dynamics(t, z, context) -> dz/dt``.
+        Other arguments: as in :class:`CNF`.
+
+    Example::
+
+        >>> flow = conditional_cnf(2, 3, hidden=(16,), trace="exact")
+        >>> x, c = torch.randn(10, 2), torch.randn(10, 3)
+        >>> y = flow.condition(c)(x)
+        >>> bool((flow.condition(c).inv(y.clone()) - x).abs().max() < 1e-4)
+        True
+
+    Reference: Grathwohl et al., "FFJORD", ICLR 2019.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int,
+        dynamics: nn.Module,
+        time: float = 1.0,
+        learn_time: bool = True,
+        trace: str = "hutchinson",
+        noise: str = "gaussian",
+        eval_exact_trace: bool = False,
+        method: str = "dopri5",
+        atol: float = 1e-5,
+        rtol: float = 1e-5,
+        norm: str = "max",
+        step_size: float | None = None,
+        options: dict | None = None,
+        adjoint: bool = False,
+        kinetic_energy: float = 0.0,
+        jacobian_norm: float = 0.0,
+    ):
+        super().__init__()
+        self.dim, self.context_dim = int(dim), int(context_dim)
+        self._configure(
+            dynamics, time, learn_time, trace, noise, eval_exact_trace,
+            method, atol, rtol, norm, step_size, options, adjoint, kinetic_energy, jacobian_norm,
+        )
+
+    def condition(self, context: torch.Tensor) -> ConditionedCNF:
+        ref = module_reference(self)
+        check_tensor("context", context, (self.context_dim,), ref.dtype, ref.device)
+        return ConditionedCNF(self.dim, owner=self, context=context, context_batch_shape=batch_shape_of(context, 1))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, context_dim={self.context_dim}, {self._settings_repr()}"
+
+
+def cnf(dim: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh", **kwargs) -> CNF:
+    """A :class:`CNF` with :class:`~pyroflows.nn.ConcatSquashNet` dynamics (last layer zeroed: a fresh
+    flow is the identity); ``kwargs`` are :class:`CNF`'s options (``trace``, ``method``, ``adjoint``, ...)."""
+    return CNF(dim, ConcatSquashNet(dim, hidden, 0, activation), **kwargs)
+
+
+def conditional_cnf(dim: int, context_dim: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh", **kwargs) -> ConditionalCNF:
+    """A :class:`ConditionalCNF` with :class:`~pyroflows.nn.ConcatSquashNet` dynamics taking the context
+    in every layer's gate and shift; ``kwargs`` as in :class:`CNF`."""
+    return ConditionalCNF(dim, context_dim, ConcatSquashNet(dim, hidden, context_dim, activation), **kwargs)
+
+
+def cnf_regularization(*modules: nn.Module) -> torch.Tensor:
+    """Sum of :meth:`CNF.regularization_loss` over every CNF inside ``modules`` (a flow, a list of
+    transforms wrapped in ``nn.ModuleList``, a guide, ...): add it to a training loss."""
+    total = None
+    for module in modules:
+        for sub in module.modules():
+            if isinstance(sub, _CNFSettings):
+                term = sub.regularization_loss()
+                total = term if total is None else total + term
+    if total is None:
+        raise ValueError("modules: no CNF or ConditionalCNF found")
+    return total
