@@ -24,7 +24,7 @@ from pyro.distributions.conditional import ConditionalTransform
 
 from ..transforms.base import module_reference
 
-CASE_MODULES = ["pyroflows.testing.cases_core"]
+CASE_MODULES = ["pyroflows.testing.cases_core", "pyroflows.testing.cases_cnf", "pyroflows.testing.cases_planar_sylvester"]
 
 
 @dataclass(frozen=True)
@@ -293,6 +293,30 @@ def check_bad_inputs(case: TransformCase) -> None:
             module.condition(wrong_c)
 
 
+def check_cache_freshness(case: TransformCase) -> None:
+    """Calling a transform again on the same tensor after an in-place parameter update (an optimiser
+    step), or with gradients after a ``no_grad`` call, gives fresh results, not the cached ones."""
+    module = instantiate(case)
+    x, c = random_inputs(case, (3,))
+    t = bind(module, c)
+    params = [p for p in module.parameters() if p.requires_grad]
+    with torch.no_grad():
+        y_old = t(x).clone()
+        x_old = t.inv(x).clone()
+    y = t(x)
+    if params:
+        assert y.requires_grad, f"{case.name}: a call with gradients returned the cached no-grad result"
+        with torch.no_grad():
+            for p in params:
+                p.add_(0.05)
+        y_new, x_new = t(x), t.inv(x)
+        assert not torch.allclose(y_new, y_old), f"{case.name}: forward returned a stale cached result after a parameter update"
+        assert not torch.allclose(x_new, x_old), f"{case.name}: inverse returned a stale cached result after a parameter update"
+        ladj = t.log_abs_det_jacobian(x, y_new)
+        fresh = bind(module, c)
+        assert torch.allclose(ladj, fresh.log_abs_det_jacobian(x, fresh(x)), atol=1e-8), f"{case.name}: stale log-det after a parameter update"
+
+
 ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
     check_round_trip,
     check_log_det,
@@ -301,6 +325,7 @@ ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
     check_dtypes,
     check_state_dict,
     check_bad_inputs,
+    check_cache_freshness,
 )
 
 
