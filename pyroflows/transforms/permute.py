@@ -51,6 +51,12 @@ class Permute(OnePassTransform, TransformModule):
     def _inverse_and_ladj(self, y):
         return y.index_select(y.dim() - self._edim, self.inverse_permutation), y.new_zeros(batch_shape_of(y, self._edim))
 
+    def _forward_value(self, x):
+        return x.index_select(x.dim() - self._edim, self.permutation)
+
+    def _inverse_value(self, y):
+        return y.index_select(y.dim() - self._edim, self.inverse_permutation)
+
 
 def permute(num_features: int, kind: str = "random", event_dim: int = 1, generator: torch.Generator | None = None) -> Permute:
     """A fixed permutation: ``kind="random"`` (drawn once from ``generator``) or ``"reverse"``."""

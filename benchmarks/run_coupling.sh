@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Peer benchmark of the coupling configuration (issue 2's core blocks): the peers, the plain-torch
+# floor and pyroflows timed in the same interleaved rounds, at batch 1600 and 64, joint and
+# conditional. Raw JSON and a summary go to benchmarks/results/.
+#
+#   benchmarks/run_coupling.sh                 # full mode, 2 torch threads (the harness default)
+#   benchmarks/run_coupling.sh --quick         # shorter
+#   benchmarks/run_coupling.sh --threads 1     # a loaded machine: see benchmarks/README.md
+#
+# Extra arguments go to bench_coupling.py. BENCH_PEERS overrides the harness location
+# (default: ../shared/bench-peers next to the repository), BATCHES the batch sizes ("1600 64").
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PEERS=${BENCH_PEERS:-$ROOT/../shared/bench-peers}
+OUT=$ROOT/benchmarks/results
+mkdir -p "$OUT"
+files=()
+for B in ${BATCHES:-1600 64}; do
+  echo "== batch $B ($(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))"
+  python "$PEERS/bench_coupling.py" \
+    --plugin "$PEERS/plugins/torch_reference_coupling.py" \
+    --plugin "$ROOT/benchmarks/plugin_coupling.py" \
+    --batch "$B" --json "$OUT/coupling_b$B.json" "$@" | grep -v "round .* done"
+  files+=("$OUT/coupling_b$B.json")
+done
+python "$ROOT/benchmarks/summarize_coupling.py" "${files[@]}" | tee "$OUT/coupling_summary.md"
