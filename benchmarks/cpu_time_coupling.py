@@ -26,10 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.environ.get("BENCH_PEERS", os.path.join(os.path.dirname(ROOT), "shared", "bench-peers"))
 sys.path.insert(0, PEERS)
 
-import torch  # noqa: E402
-
-import bench_coupling as B  # noqa: E402
-import common  # noqa: E402
+import bench_coupling as B
+import common
 
 
 def _cpu(fn, number: int) -> float:

@@ -36,9 +36,8 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
-
 import common  # the bench-peers helpers (importable: bench_coupling.py puts its folder on sys.path)
+import torch
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
@@ -111,12 +110,16 @@ def build_one_sided(cfg):
     from pyroflows import transforms as T
 
     perms = [p.clone() for p in cfg.perms[: cfg.blocks]]
-    kw = dict(num_blocks=cfg.blocks, hidden=(cfg.H,), clamp=CLAMP, two_sided=False, permutation=perms)
+    kw = {"num_blocks": cfg.blocks, "hidden": (cfg.H,), "clamp": CLAMP, "two_sided": False, "permutation": perms}
     flow = T.conditional_coupling_flow(cfg.D, cfg.C, **kw) if cfg.C else T.coupling_flow(cfg.D, **kw)
     d1 = cfg.D // 2
     linears = [(d1 + cfg.C, cfg.H), (cfg.H, 2 * (cfg.D - d1))] * cfg.blocks
-    notes = ["pyroflows coupling_flow(two_sided=False, permutation=<given>): AffineCoupling (MLP conditioner, one "
-             "hidden layer, soft clamp 2.0) + Permute per block, in TransformedDistribution / ConditionalFlowDistribution"]
+    notes = [
+        (
+            "pyroflows coupling_flow(two_sided=False, permutation=<given>): AffineCoupling (MLP conditioner, one "
+            "hidden layer, soft clamp 2.0) + Permute per block, in TransformedDistribution / ConditionalFlowDistribution"
+        )
+    ]
     return _case(cfg, flow, notes, linears)
 
 
@@ -130,8 +133,12 @@ def build_factory_two_sided(cfg):
     d1 = cfg.D // 2
     d2 = cfg.D - d1
     linears = [(d1 + cfg.C, cfg.H), (cfg.H, 2 * d2), (d2 + cfg.C, cfg.H), (cfg.H, 2 * d1)] * cfg.blocks
-    notes = ["pyroflows coupling_flow factory: two-sided blocks (2 couplings + swap + random permutation), "
-             "2x the subnet FLOPs of the one-sided peers; compare with freia_glow_coupling"]
+    notes = [
+        (
+            "pyroflows coupling_flow factory: two-sided blocks (2 couplings + swap + random permutation), "
+            "2x the subnet FLOPs of the one-sided peers; compare with freia_glow_coupling"
+        )
+    ]
     return _case(cfg, flow, notes, linears)
 
 

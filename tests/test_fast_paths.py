@@ -1,5 +1,7 @@
 """The speed paths (pyroflows.nn.dense, pyroflows.transforms.base): same values and derivatives as the plain ops."""
 
+import itertools
+
 import pytest
 import torch
 import torch.nn as nn
@@ -42,7 +44,7 @@ def test_linear_under_torch_func_and_forward_ad():
 
 def _mlp_params(widths, dtype=torch.float64):
     params = []
-    for a, b in zip(widths[:-1], widths[1:]):
+    for a, b in itertools.pairwise(widths):
         params += [torch.randn(b, a, dtype=dtype, requires_grad=True), torch.randn(b, dtype=dtype, requires_grad=True)]
     return params
 
@@ -70,8 +72,6 @@ def test_relu_mlp_fn_forward_ad():
 
 
 def test_broadcast_shapes_matches_torch():
-    import itertools
-
     shapes = [(), (1,), (3,), (2, 1), (2, 3), (1, 3), (4, 1, 3), (5, 2, 3), (2, 2)]
     for a, b in itertools.product(shapes, shapes):
         try:
@@ -237,7 +237,7 @@ def test_coupling_falls_back_under_forward_ad_and_torch_func():
     _perturb(t)
     x, dx = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
     with fwAD.dual_level():
-        y, ladj = t._forward_and_ladj(fwAD.make_dual(x, dx))
+        y, _ = t._forward_and_ladj(fwAD.make_dual(x, dx))
         tangent = fwAD.unpack_dual(y).tangent
     jac = torch.func.jacrev(lambda v: t._forward_and_ladj(v)[0])(x)
     assert torch.allclose(tangent, torch.einsum("bibj,bj->bi", jac.reshape(3, 4, 3, 4), dx))

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from ..transforms.base import broadcast_batch
 
-
 _NARROW = 8  # results with at most this many columns (and more rows) are computed transposed
 
 
