@@ -97,7 +97,13 @@ class Settings:
     threads: int | None = 1
 
     def tag(self) -> str:
-        return f"w{self.width}_it{self.iterations}_b{self.batch}_k{self.num_blocks}"
+        """Checkpoint name part: every setting that changes training (the optional ones only when not default)."""
+        tag = f"w{self.width}_it{self.iterations}_b{self.batch}_k{self.num_blocks}"
+        for name, short in (("lr", "lr"), ("eps", "eps"), ("pad_noise", "pad"), ("z_dim", "z")):
+            value = getattr(self, name)
+            if value != getattr(Settings, name):
+                tag += f"_{short}{value:g}"
+        return tag
 
 
 FULL = Settings()
