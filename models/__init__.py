@@ -13,6 +13,7 @@ import importlib
 EXPERIMENTS = {
     "xiao_gaussian_mixture": "models.xiao_gaussian_mixture",
     "xiao_digits": "models.xiao_digits",
+    "planar_energies": "models.planar_energies",
 }
 
 #: columns of a result row: ``reference`` is the paper's (or the issue's target) value, or None.

@@ -2,3 +2,4 @@
 
 Import the submodule you need, e.g. ``from pyroflows.data.gaussian_mixture import octagon_mixture``.
 """
+from . import energies  # noqa: F401  (Rezende & Mohamed 2015, Table 1)
