@@ -1,6 +1,18 @@
-"""Training losses beyond the ELBO (the INN baseline) and a resumable fit loop."""
+"""Training losses beyond the ELBO (the INN baseline), a resumable fit loop, and importance
+weights / importance-sampled likelihoods of any guide."""
 
 from .fit import fit, save_checkpoint
+from .importance import ImportanceChunk, chunk_log_densities, importance_log_likelihood, log_importance_weights, vectorized_traces
 from .inn import INNLoss, inverse_multiquadric_mmd
 
-__all__ = ["INNLoss", "fit", "inverse_multiquadric_mmd", "save_checkpoint"]
+__all__ = [
+    "INNLoss",
+    "ImportanceChunk",
+    "chunk_log_densities",
+    "fit",
+    "importance_log_likelihood",
+    "inverse_multiquadric_mmd",
+    "log_importance_weights",
+    "save_checkpoint",
+    "vectorized_traces",
+]

@@ -1,0 +1,26 @@
+r"""Diagnostics of fitted guides: ArviZ conversion, importance weights and Pareto-:math:`\hat k`.
+
+- :func:`to_inference_data`: a model and a fitted guide as an ``arviz.InferenceData`` (posterior,
+  sample stats with the importance weights and :math:`\hat k`, log-likelihood, observed data,
+  posterior predictive, prior), ready for ``az.summary``, ``az.plot_posterior``, ``az.loo``, ...
+- :func:`pareto_k`: the PSIS :math:`\hat k` of a guide's importance weights, one for a global guide
+  or one per data point for an amortized guide; :func:`guide_report` tabulates them.
+
+The importance weights and the IS estimate of :math:`\log p(x)` live in :mod:`pyroflows.infer`
+(:func:`~pyroflows.infer.log_importance_weights`, :func:`~pyroflows.infer.importance_log_likelihood`).
+"""
+
+from .inference_data import guide_report, to_inference_data
+from .psis import K_GOOD, K_OK, K_VERY_BAD, good_k_threshold, k_category, pareto_k, pareto_k_from_log_weights
+
+__all__ = [
+    "K_GOOD",
+    "K_OK",
+    "K_VERY_BAD",
+    "good_k_threshold",
+    "guide_report",
+    "k_category",
+    "pareto_k",
+    "pareto_k_from_log_weights",
+    "to_inference_data",
+]

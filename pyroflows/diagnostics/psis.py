@@ -1,0 +1,149 @@
+r"""Pareto-:math:`\hat k`: how far a guide's importance weights can be trusted.
+
+Pareto smoothed importance sampling (PSIS, Vehtari et al. 2024) fits a generalized Pareto
+distribution to the largest importance ratios :math:`w_s = p(x, z_s) / q(z_s)`, :math:`z_s \sim q`.
+Its shape :math:`\hat k` estimates how heavy the tail of the weights is: the ratios have finite
+moments of order below :math:`1/k`, so for :math:`k \ge 1/2` their variance is infinite and for
+:math:`k \ge 1` even their mean. Yao et al. (2018) read it as a diagnostic of the guide: the
+smaller :math:`\hat k`, the closer :math:`q` is to the posterior in the region that matters. The
+bins, as ArviZ labels them:
+
+==================  ============  =====================================================
+:math:`\hat k`      label         meaning
+==================  ============  =====================================================
+:math:`< 0.5`       ``good``      IS and PSIS estimates are reliable
+:math:`[0.5, 0.7)`  ``ok``        PSIS estimates usable, plain IS noisy
+:math:`[0.7, 1)`    ``bad``       estimates unreliable, the guide misses posterior mass
+:math:`\ge 1`       ``very bad``  the weights' mean does not exist
+==================  ============  =====================================================
+
+ArviZ's ``loo`` also uses a sample-size dependent bar, :math:`\min(1 - 1/\log_{10} S,\ 0.7)`
+(:func:`good_k_threshold`). Importance weights that are all equal (the guide *is* the
+posterior, to rounding) have no tail to fit; :func:`pareto_k_from_log_weights` reports
+:math:`-\infty` for them, where ArviZ would return :math:`+\infty`.
+
+References: A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry, "Pareto smoothed importance
+sampling", JMLR 25(72), 2024; Y. Yao, A. Vehtari, D. Simpson, A. Gelman, "Yes, but did it work?:
+Evaluating variational inference", ICML 2018.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import arviz as az
+import numpy as np
+import torch
+
+from ..infer.importance import log_importance_weights
+
+K_GOOD = 0.5
+"""Below this :math:`\\hat k` the weights are ``good``."""
+K_OK = 0.7
+"""Below this (and at least :data:`K_GOOD`) ``ok``; from here on ``bad``."""
+K_VERY_BAD = 1.0
+"""From here on ``very bad``: the importance ratios have no finite mean."""
+
+
+def good_k_threshold(num_samples: int) -> float:
+    r"""ArviZ's sample-size dependent bar for a good :math:`\hat k`: :math:`\min(1 - 1/\log_{10} S, 0.7)`.
+
+    Example::
+
+        >>> round(good_k_threshold(1000), 3)
+        0.667
+    """
+    if num_samples < 11:
+        raise ValueError(f"num_samples: expected more than 10 draws for a Pareto-k bar, got {num_samples}")
+    return min(1.0 - 1.0 / math.log10(num_samples), K_OK)
+
+
+def k_category(k):
+    """The label of each :math:`\\hat k`: ``"good"``, ``"ok"``, ``"bad"`` or ``"very bad"``.
+
+    Example::
+
+        >>> k_category(0.3), k_category(np.array([0.6, 0.8, 1.2])).tolist()
+        ('good', ['ok', 'bad', 'very bad'])
+    """
+    k = np.asarray(k, dtype=float)
+    labels = np.select([k < K_GOOD, k < K_OK, k < K_VERY_BAD], ["good", "ok", "bad"], "very bad")
+    return str(labels) if labels.ndim == 0 else labels
+
+
+def pareto_k_from_log_weights(log_weights, axis: int = 0):
+    r"""PSIS :math:`\hat k` of log importance weights, computed with ``arviz.psislw`` (``reff=1``:
+    the draws are independent).
+
+    Args:
+        log_weights: tensor or array whose ``axis`` runs over draws; any other axes (data points)
+            get one :math:`\hat k` each.
+        axis: the axis of the draws.
+
+    Returns:
+        a float for 1-d input, else an array of the shape without ``axis``. Rows of weights equal
+        to rounding (a spread below 100 machine epsilons of their dtype, times their magnitude)
+        give :math:`-\infty` (see the module docstring).
+
+    Example::
+
+        >>> g = np.random.default_rng(0)
+        >>> light = g.normal(size=4000)                      # log-normal ratios: thin tail
+        >>> heavy = np.log(g.pareto(1 / 0.9, size=4000))     # Pareto tail with k = 0.9
+        >>> k = pareto_k_from_log_weights(np.stack([light, heavy], 1))
+        >>> bool(k[0] < 0.5 and k[1] > 0.7)
+        True
+    """
+    if isinstance(log_weights, torch.Tensor):
+        eps = torch.finfo(log_weights.dtype).eps if log_weights.is_floating_point() else np.finfo(float).eps
+        log_weights = log_weights.detach().cpu().double().numpy()
+    else:
+        log_weights = np.asarray(log_weights)
+        eps = np.finfo(log_weights.dtype).eps if np.issubdtype(log_weights.dtype, np.floating) else np.finfo(float).eps
+    lw = np.moveaxis(np.asarray(log_weights, dtype=float), axis, -1)
+    if lw.shape[-1] < 2:
+        raise ValueError(f"log_weights: expected at least 2 draws along axis {axis}, got shape {np.shape(log_weights)}")
+    if np.isnan(lw).any() or np.isposinf(lw).any():
+        raise ValueError("log_weights: expected no NaN or +inf entries (the guide puts mass where the model has none?)")
+    # equal to rounding: a spread below 100 machine epsilons of the weights' magnitude
+    equal = lw.max(-1) - lw.min(-1) <= 100 * eps * np.maximum(1.0, np.abs(lw).max(-1))
+    _, k = az.psislw(lw.copy(), reff=1.0)
+    k = np.where(equal, -np.inf, np.asarray(k, dtype=float))
+    return float(k) if k.ndim == 0 else k
+
+
+def pareto_k(
+    model: Callable,
+    guide: Callable,
+    *args,
+    num_samples: int = 1000,
+    chunk_size: int | None = None,
+    data_plate: str | None = None,
+    max_plate_nesting: int | None = None,
+    **kwargs,
+):
+    r"""PSIS :math:`\hat k` of a guide's importance weights for a model.
+
+    One :math:`\hat k` for the joint weights of a guide over global latents; with ``data_plate``
+    (every latent and observed site inside that plate: an amortized guide) one per data point,
+    from the per-datum weights of :func:`~pyroflows.infer.log_importance_weights`, whose arguments
+    these are.
+
+    Returns:
+        a float, or an array of shape ``(N,)`` with ``data_plate``.
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist
+        >>> def model():
+        ...     pyro.sample("z", dist.Normal(0.0, 1.0))
+        >>> def narrow():  # a third of the posterior's scale
+        ...     pyro.sample("z", dist.Normal(0.0, 1 / 3))
+        >>> bool(pareto_k(model, narrow, num_samples=4000) > 0.7)
+        True
+    """
+    lw = log_importance_weights(
+        model, guide, *args, num_samples=num_samples, chunk_size=chunk_size, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **kwargs
+    )
+    return pareto_k_from_log_weights(lw, axis=0)

@@ -1,0 +1,272 @@
+"""pyroflows.diagnostics: InferenceData from guides, Pareto-k of their importance weights, the report."""
+
+import logging
+import warnings
+from functools import partial
+
+import arviz as az
+import matplotlib
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormalizingFlow
+from pyro.optim import ClippedAdam
+
+from pyroflows.diagnostics import guide_report, k_category, pareto_k, pareto_k_from_log_weights, to_inference_data
+from pyroflows.transforms import coupling_flow
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+torch.set_num_threads(1)
+
+N = 30
+X = torch.linspace(-1.0, 3.0, N)
+POST_MEAN, POST_SD = float(X.sum()) / (N + 1), (1.0 / (N + 1)) ** 0.5
+
+
+def model(x):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    pyro.deterministic("mu2", mu**2)
+    with pyro.plate("data", len(x)):
+        pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+
+def guide(x, shift=0.0, scale=1.0):
+    pyro.sample("mu", dist.Normal(POST_MEAN + shift * POST_SD, scale * POST_SD))
+
+
+@pytest.fixture
+def no_warnings(caplog):
+    """Fail on any Python warning, and on any warning ArviZ logs, inside the block."""
+
+    class Block:
+        def __enter__(self):
+            self.cm = warnings.catch_warnings()
+            self.cm.__enter__()
+            warnings.simplefilter("error")
+            caplog.clear()
+            caplog.set_level(logging.WARNING, logger="arviz")
+
+        def __exit__(self, *exc):
+            self.cm.__exit__(*exc)
+            logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert not logged, logged
+
+    return Block()
+
+
+def test_groups_shapes_dims_and_coords():
+    torch.manual_seed(0)
+    coords = {"data": [f"obs{i}" for i in range(N)]}
+    idata = to_inference_data(model, guide, X, num_samples=200, num_chains=2, prior=True, coords=coords)
+    assert set(idata.groups()) == {
+        "posterior",
+        "posterior_predictive",
+        "log_likelihood",
+        "sample_stats",
+        "prior",
+        "prior_predictive",
+        "observed_data",
+    }
+    post = idata.posterior
+    assert post["mu"].dims == ("chain", "draw") and post["mu"].shape == (2, 200)
+    assert set(post.data_vars) == {"mu", "mu2"}  # the deterministic site too
+    np.testing.assert_allclose(post["mu2"].values, post["mu"].values ** 2, rtol=1e-5)
+    assert idata.log_likelihood["x"].dims == ("chain", "draw", "data")
+    assert idata.posterior_predictive["x"].shape == (2, 200, N)
+    assert idata.prior_predictive["x"].shape == (2, 200, N) and idata.prior["mu"].shape == (2, 200)
+    assert list(idata.observed_data["x"].coords["data"].values) == coords["data"]
+    np.testing.assert_array_equal(idata.observed_data["x"].values, X.numpy())
+    stats = idata.sample_stats
+    assert {"log_p", "log_q", "log_weight", "pareto_k"} <= set(stats.data_vars)
+    np.testing.assert_allclose(stats["log_weight"], stats["log_p"] - stats["log_q"], rtol=1e-6)
+    assert stats.attrs["pareto_k_thresholds"] == [0.5, 0.7, 1.0]
+    # the prior group follows the prior, the posterior the guide
+    assert abs(float(idata.prior["mu"].std()) - 1.0) < 0.15
+    assert abs(float(post["mu"].std()) - POST_SD) < 0.03
+
+
+def test_vector_sites_named_dims_and_auxiliary_sites():
+    def regression(X, y=None):
+        w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+        with pyro.plate("rows", X.shape[0]):
+            pyro.sample("y", dist.Normal((X * w).sum(-1), 0.5), obs=y)
+
+    def aux_guide(X, y=None):
+        # a joint Gaussian drawn as an auxiliary site, read out through a Delta without density
+        loc = pyro.param("loc", torch.zeros(3))
+        u = pyro.sample("u", dist.Normal(loc, 0.5).to_event(1), infer={"is_auxiliary": True})
+        pyro.sample("w", dist.Delta(u, event_dim=1))
+
+    pyro.clear_param_store()
+    Xr = torch.randn(12, 3)
+    y = Xr @ torch.tensor([1.0, -1.0, 0.5])
+    idata = to_inference_data(regression, aux_guide, Xr, y, num_samples=50, dims={"w": ["coef"]}, coords={"coef": ["a", "b", "c"]})
+    assert idata.posterior["w"].dims == ("chain", "draw", "coef")
+    assert list(idata.posterior["coef"].values) == ["a", "b", "c"]
+    assert "u" not in idata.posterior  # auxiliary: guide only
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "rows")
+    # log q counts the auxiliary density: log q = log N(w; 0, 0.5)
+    w = torch.as_tensor(idata.posterior["w"].values[0])
+    np.testing.assert_allclose(idata.sample_stats["log_q"].values[0], dist.Normal(0.0, 0.5).log_prob(w).sum(-1).numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"dims\['w'\]: expected at most 1 names"):
+        to_inference_data(regression, aux_guide, Xr, y, num_samples=5, dims={"w": ["coef", "extra"]})
+
+
+def test_log_likelihood_matches_a_manual_computation():
+    torch.manual_seed(0)
+    idata = to_inference_data(model, partial(guide, shift=0.5, scale=2.0), X, num_samples=100)
+    mu = torch.as_tensor(idata.posterior["mu"].values[0])  # (100,)
+    manual = dist.Normal(mu[:, None], 1.0).log_prob(X).numpy()
+    np.testing.assert_allclose(idata.log_likelihood["x"].values[0], manual, rtol=1e-5, atol=1e-5)
+    log_p = dist.Normal(0.0, 1.0).log_prob(mu).numpy() + manual.sum(1)
+    np.testing.assert_allclose(idata.sample_stats["log_p"].values[0], log_p, rtol=1e-5)
+    log_q = dist.Normal(POST_MEAN + 0.5 * POST_SD, 2 * POST_SD).log_prob(mu).numpy()
+    np.testing.assert_allclose(idata.sample_stats["log_q"].values[0], log_q, rtol=1e-5)
+
+
+def test_arviz_functions_run_without_warnings(no_warnings):
+    torch.manual_seed(0)
+    one_chain = to_inference_data(model, guide, X, num_samples=400)
+    four_chains = to_inference_data(model, guide, X, num_samples=100, num_chains=4)
+    wider = to_inference_data(model, partial(guide, scale=1.3), X, num_samples=400)
+    with no_warnings:
+        stats = az.summary(one_chain, kind="stats")
+        full = az.summary(four_chains)
+        loo = az.loo(one_chain, pointwise=True)
+        with warnings.catch_warnings():
+            # ArviZ 0.23's compare calls DataFrame.sort_values(inplace=True), which pandas >= 3.1 deprecates
+            warnings.filterwarnings("ignore", message="The inplace keyword", category=DeprecationWarning)
+            compare = az.compare({"exact": one_chain, "wider": wider})
+        az.waic(one_chain)
+        with warnings.catch_warnings():
+            # ArviZ 0.23's plotting passes a dict to matplotlib's normalize_kwargs, deprecated in matplotlib 3.11
+            warnings.filterwarnings("ignore", category=matplotlib.MatplotlibDeprecationWarning)
+            az.plot_posterior(one_chain, var_names=["mu"])
+            az.plot_ppc(one_chain, num_pp_samples=20)
+        plt.close("all")
+    assert abs(stats.loc["mu", "mean"] - POST_MEAN) < 0.03
+    assert full.loc["mu", "r_hat"] < 1.05 and full.loc["mu", "ess_bulk"] > 200
+    assert loo.pareto_k.shape == (N,) and np.isfinite(loo.elpd_loo)
+    assert list(compare.index) and set(compare.index) == {"exact", "wider"}
+
+
+def test_fitted_guide_recovers_the_conjugate_posterior():
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    auto = AutoDiagonalNormal(model)
+    svi = SVI(model, auto, ClippedAdam({"lr": 0.05, "lrd": 0.01 ** (1 / 500)}), Trace_ELBO(num_particles=8, vectorize_particles=True))
+    for _ in range(500):
+        svi.step(X)
+    idata = to_inference_data(model, auto, X, num_samples=2000)
+    summary = az.summary(idata, var_names=["mu"], kind="stats")
+    assert abs(summary.loc["mu", "mean"] - POST_MEAN) < 0.02
+    assert abs(summary.loc["mu", "sd"] - POST_SD) < 0.03
+    report = guide_report(idata)
+    assert report.loc["joint", "pareto_k"] < 0.5 and report.loc["joint", "k_category"] == "good"
+
+
+def test_pareto_k_exact_guide_low_narrow_guide_high():
+    torch.manual_seed(0)
+    assert pareto_k(model, guide, X, num_samples=2000) < 0.5  # exact: equal weights, -inf
+    assert pareto_k(model, partial(guide, scale=1.2), X, num_samples=4000) < 0.5  # a bit wide: light-tailed weights
+    narrow = pareto_k(model, partial(guide, scale=0.35), X, num_samples=4000)
+    assert narrow > 0.7 and k_category(narrow) in ("bad", "very bad")
+    idata = to_inference_data(model, partial(guide, scale=0.35), X, num_samples=4000, posterior_predictive=False)
+    assert float(idata.sample_stats["pareto_k"]) > 0.7
+    report = guide_report(idata)
+    assert list(report.columns) == ["elbo", "log_evidence", "ess", "ess_fraction", "pareto_k", "k_category"]
+    assert report.loc["joint", "k_category"] in ("bad", "very bad") and report.loc["joint", "ess_fraction"] < 0.3
+
+
+def test_pareto_k_from_log_weights_and_equal_weights():
+    g = np.random.default_rng(0)
+    assert pareto_k_from_log_weights(np.zeros(100)) == -np.inf
+    k = pareto_k_from_log_weights(torch.tensor(g.normal(size=(3000, 2)) * [0.1, 2.5]), axis=0)
+    assert k.shape == (2,) and k[0] < 0.3 < 0.7 < k[1]
+    with pytest.raises(ValueError, match="log_weights: expected no NaN"):
+        pareto_k_from_log_weights(np.array([0.0, np.nan, 1.0]))
+
+
+def _funnel():
+    v = pyro.sample("v", dist.Normal(0.0, 3.0))
+    pyro.sample("x", dist.Normal(torch.zeros(4), torch.exp(v / 2).unsqueeze(-1)).to_event(1))
+
+
+def _fit(guide, steps):
+    pyro.clear_param_store()
+    optim = ClippedAdam({"lr": 1e-2, "clip_norm": 10.0, "lrd": 0.1 ** (1 / steps)})
+    svi = SVI(_funnel, guide, optim, Trace_ELBO(num_particles=16, vectorize_particles=True))
+    for _ in range(steps):
+        svi.step()
+    return guide
+
+
+def test_funnel_diagonal_guide_is_flagged_and_a_flow_guide_does_better():
+    torch.manual_seed(0)
+    diagonal = _fit(AutoDiagonalNormal(_funnel), 500)
+    # the funnel's weights have heavy, slowly converging tails: many draws keep the k estimates steady
+    k_diagonal = pareto_k(_funnel, diagonal, num_samples=40000, chunk_size=10000)
+    torch.manual_seed(0)
+    flow = _fit(AutoNormalizingFlow(_funnel, partial(coupling_flow, num_blocks=4, hidden=(32, 32))), 600)
+    k_flow = pareto_k(_funnel, flow, num_samples=40000, chunk_size=10000)
+    assert k_diagonal > 0.7, k_diagonal
+    assert k_flow < k_diagonal, (k_flow, k_diagonal)
+
+
+def test_amortized_guide_gets_one_k_per_data_point():
+    def vae_model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    encoder = torch.nn.Linear(1, 2)  # z | x ~ N(a x + b, exp(c x + d)); exact: N(x / 2, 1 / 2)
+    with torch.no_grad():
+        encoder.weight.copy_(torch.tensor([[0.5], [0.0]]))
+        encoder.bias.copy_(torch.tensor([0.0, 0.5 * np.log(0.5)]))
+
+    def vae_guide(x, narrow=1.0):
+        pyro.module("encoder", encoder)
+        loc, log_scale = encoder(x.unsqueeze(-1)).unbind(-1)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, narrow * log_scale.exp()))
+
+    torch.manual_seed(0)
+    x = torch.randn(8) * 1.4
+    k = pareto_k(vae_model, vae_guide, x, num_samples=2000, data_plate="data")
+    assert k.shape == (8,) and (k < 0.5).all()
+    idata = to_inference_data(vae_model, partial(vae_guide, narrow=0.2), x, num_samples=8000, data_plate="data")
+    stats = idata.sample_stats
+    assert stats["log_weight_datum"].dims == ("chain", "draw", "data") and stats["pareto_k"].dims == ("data",)
+    np.testing.assert_allclose(stats["log_weight_datum"].sum("data"), stats["log_weight"], rtol=1e-4, atol=1e-4)
+    assert (stats["pareto_k"].values > 0.7).mean() >= 0.75
+    report = guide_report(idata)
+    assert len(report) == 8 and report.index.name == "data"
+    np.testing.assert_allclose(report["pareto_k"].values, stats["pareto_k"].values)
+    assert idata.posterior["z"].dims == ("chain", "draw", "data")
+    with pytest.raises(ValueError, match="latent site 'mu'"):
+        to_inference_data(model, guide, X, num_samples=5, data_plate="data")
+
+
+def test_one_draw_at_a_time_matches_the_vectorised_layout():
+    torch.manual_seed(0)
+    fast = to_inference_data(model, guide, X, num_samples=40, prior=True)
+    slow = to_inference_data(model, guide, X, num_samples=40, prior=True, vectorize=False)
+    for group in fast.groups():
+        assert {k: v.dims for k, v in fast[group].data_vars.items()} == {k: v.dims for k, v in slow[group].data_vars.items()}, group
+        assert dict(fast[group].sizes) == dict(slow[group].sizes), group
+    # the exact guide: identical log weights either way
+    np.testing.assert_allclose(slow.sample_stats["log_weight"], fast.sample_stats["log_weight"].values[0, 0], rtol=1e-5)
+    np.testing.assert_allclose(slow.posterior["mu2"], slow.posterior["mu"] ** 2, rtol=1e-5)
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="num_chains: expected a positive integer"):
+        to_inference_data(model, guide, X, num_chains=0)
+    with pytest.raises(TypeError, match="dims: expected a dict"):
+        to_inference_data(model, guide, X, dims=["mu"])
+    with pytest.raises(ValueError, match="idata: expected a sample_stats group"):
+        guide_report(az.from_dict(posterior={"a": np.zeros((1, 5))}))
