@@ -14,6 +14,7 @@ EXPERIMENTS = {
     "xiao_gaussian_mixture": "models.xiao_gaussian_mixture",
     "xiao_digits": "models.xiao_digits",
     "planar_energies": "models.planar_energies",
+    "sylvester_vae": "models.sylvester_vae",
 }
 
 #: columns of a result row: ``reference`` is the paper's (or the issue's target) value, or None.

@@ -1,11 +1,15 @@
-"""Training losses beyond the ELBO (the INN baseline), a resumable fit loop, and importance
-weights / importance-sampled likelihoods of any guide."""
+"""Amortized flow posteriors, training losses beyond the ELBO (the INN baseline), a resumable fit
+loop, and importance weights / importance-sampled likelihoods of any guide."""
 
+from .amortized import POSTERIOR_KINDS, AmortizedFlowPosterior, amortized_posterior
 from .fit import fit, save_checkpoint
 from .importance import ImportanceChunk, chunk_log_densities, importance_log_likelihood, log_importance_weights, vectorized_traces
 from .inn import INNLoss, inverse_multiquadric_mmd
 
 __all__ = [
+    "POSTERIOR_KINDS",
+    "AmortizedFlowPosterior",
+    "amortized_posterior",
     "INNLoss",
     "ImportanceChunk",
     "chunk_log_densities",

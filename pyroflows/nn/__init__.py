@@ -3,5 +3,6 @@
 from .concatsquash import ConcatSquashLinear, ConcatSquashNet
 from .conv import ConvNet
 from .dense import MLP, ResidualMLP
+from .encoder import GaussianEncoder
 
-__all__ = ["ConcatSquashLinear", "ConcatSquashNet", "ConvNet", "MLP", "ResidualMLP"]
+__all__ = ["ConcatSquashLinear", "ConcatSquashNet", "ConvNet", "GaussianEncoder", "MLP", "ResidualMLP"]
