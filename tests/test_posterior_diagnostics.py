@@ -2,14 +2,11 @@
 a flow guide is not as badly, and the flow's spread of v is nearer NUTS's."""
 
 import pandas as pd
-import pytest
 
 from analyses import posterior_diagnostics as analysis
 
 
-# Marked slow (25 s on a free core, 42 s on a busy one: four SVI fits, NUTS, 10^4 draws per guide), but it
-# does not skip itself: it runs by default, and -m "not slow" leaves it out.
-@pytest.mark.slow
+# 25 s on a free core, 42 s on a busy one (four SVI fits, NUTS, 10^4 draws per guide): part of the default suite.
 def test_quick_run_on_the_funnel(tmp_path):
     summary = analysis.main(["--quick", "--models", "funnel", "--out", str(tmp_path), "--no-progress"])
     assert set(summary["method"]) == {"exact", "nuts", *analysis.GUIDES}
