@@ -10,6 +10,18 @@ from .coupling import (
 )
 from .cnf import CNF, ConditionalCNF, ConditionedCNF, cnf, cnf_regularization, conditional_cnf
 from .flows import coupling_flow, conditional_coupling_flow
+from .glow import (
+    ConditionalGlow,
+    ConditionalGlowStep,
+    ConditionedGlow,
+    ConditionedGlowStep,
+    Glow,
+    GlowStep,
+    conditional_glow,
+    conditional_glow_step,
+    glow,
+    glow_step,
+)
 from .linear import (
     ConditionalInvertibleLinear,
     ConditionedInvertibleLinear,
@@ -22,6 +34,7 @@ from .linear import (
 from .permute import Permute, permute
 from .planar import ConditionalPlanar, ConditionedPlanar, Planar, conditional_planar, planar
 from .radial import ConditionalRadial, ConditionedRadial, Radial, conditional_radial, radial
+from .squeeze import Squeeze, Unsqueeze
 from .sylvester import (
     ConditionalHouseholderSylvester,
     ConditionalOrthogonalSylvester,
@@ -85,4 +98,16 @@ __all__ = [
     "TriangularSylvester",
     "conditional_sylvester",
     "sylvester",
+    "ConditionalGlow",
+    "ConditionalGlowStep",
+    "ConditionedGlow",
+    "ConditionedGlowStep",
+    "Glow",
+    "GlowStep",
+    "Squeeze",
+    "Unsqueeze",
+    "conditional_glow",
+    "conditional_glow_step",
+    "glow",
+    "glow_step",
 ]

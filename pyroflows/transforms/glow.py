@@ -1,0 +1,753 @@
+r"""Glow: steps of ActNorm, invertible 1x1 (1x1x1) convolution and affine coupling, and the
+multi-scale Glow with learned split priors, for images ``(C, H, W)`` and volumes ``(C, D, H, W)``.
+
+**One step.** In the data-to-latent direction (Glow's :math:`f`, Pyro's inverse), a step maps
+:math:`x \mapsto z` by
+
+.. math::
+
+    a = (x - b) \odot e^{-s}, \qquad u = W^{-1} a, \qquad
+    z_a = u_a, \quad z_b = (u_b - t(u_a)) \odot \sigma(h(u_a) + 2),
+
+with per-channel ActNorm :math:`(s, b)` (data-initialised), an LU-parameterised invertible 1x1
+convolution :math:`W` and an affine coupling whose convolutional network
+(conv 3 - ReLU - conv 1 - ReLU - zero-initialised conv 3) returns :math:`[h, t]`. Glow's scale
+:math:`\sigma(h + 2)` (``scale="sigmoid"``) only contracts; ``scale="softclamp"`` uses
+:math:`e^{-B\tanh(h/B)}` instead. Pyro's forward direction (latent to data, used for sampling)
+runs the inverse maps in reverse order, and
+
+.. math::
+
+    \log\left|\det \frac{\partial x}{\partial z}\right| = S \sum_k s_k + S \sum_i d_i
+    - \sum \log \sigma(h + 2),
+
+with :math:`S` the number of positions and :math:`e^{d_i}` the moduli of the diagonal of
+:math:`W`'s LU factor :math:`U`.
+
+**Multi-scale.** Level :math:`l = 0, \dots, L-1` squeezes (2x2 or 2x2x2 space-to-channel), runs
+:math:`K` steps, and (except the last level) factors out half of the channels. Glow scores the
+factored-out half :math:`z_l` with a learned prior given the kept half :math:`h_l`,
+:math:`z_l \sim \mathcal N(\mu(h_l), \operatorname{diag}\sigma(h_l)^2)`, and the last level's
+output with a learned per-channel prior. Here each prior is written as the bijection
+
+.. math::
+
+    z_l = \mu(h_l) + \sigma(h_l) \odot \varepsilon_l, \qquad
+    \log|\det| = \textstyle\sum \log \sigma(h_l),
+
+which is an affine coupling from :math:`h_l` to :math:`z_l` (:class:`~pyroflows.transforms.AffineCoupling`
+with a zero-initialised 3x3 conv, so it starts at the standard Normal). Then
+:math:`\log \mathcal N(z_l; \mu, \sigma^2) = \log \mathcal N(\varepsilon_l; 0, I) - \sum \log\sigma`,
+so the flow with a standard Normal base over all :math:`\varepsilon` has exactly Glow's likelihood.
+
+**The shape choice (how a multi-scale flow fits Pyro).** The noise parts
+:math:`\varepsilon_0, \dots, \varepsilon_{L-2}, \varepsilon_{top}` are packed into one tensor of the
+data's shape by undoing the squeezes: the packed latent of level :math:`l` is
+:math:`P_l = \mathrm{unsqueeze}([P_{l+1}, \varepsilon_l])` (channel concatenation) and
+:math:`P_{L-1} = \mathrm{unsqueeze}(\varepsilon_{top})`. So :class:`Glow` is an ordinary
+``TransformModule`` from ``event_shape`` to ``event_shape`` (event_dim 3 or 4) and its distribution
+is ``TransformedDistribution(Normal(0, 1).expand(event_shape).to_event(event_dim), [glow])``; the
+levels live inside the transform, and the base needs to know nothing about them. We chose this
+over a custom base distribution that knows the levels because every Pyro door stays standard:
+``log_prob``, ``rsample``, ``pyro.sample(..., obs=x)``, ``TransformedDistribution`` and
+``ConditionalTransformedDistribution`` all work unchanged. :meth:`Glow.unpack` returns the
+per-level parts of a packed latent.
+
+**Temperature.** Sampling with the base :math:`\mathcal N(0, T^2 I)` (``glow.distribution(T)``)
+gives :math:`z_l = \mu + T\sigma\varepsilon`: Glow's reduced-temperature sampling, at every level.
+
+**Context.** :class:`ConditionalGlow` feeds the context to every coupling network, every split
+prior and the top prior; a vector context ``(K,)`` is tiled over space, a map context
+``(K, *spatial)`` at the data's resolution is average-pooled to each level's resolution.
+
+**Memory.** ``checkpoint=True`` runs every step and split prior under
+``torch.utils.checkpoint`` while gradients are recorded: the graph keeps only each step's input
+and the backward pass recomputes the step (about one extra forward pass of compute).
+``benchmarks/glow_memory.py`` measures the saving.
+
+Reference: Kingma, Dhariwal, "Glow: generative flow with invertible 1x1 convolutions",
+NeurIPS 2018; Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP", ICLR 2017
+(multi-scale architecture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pyro.distributions import TransformModule
+from pyro.distributions.conditional import ConditionalTransformModule
+from torch.distributions import Transform
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from ..nn.conv import _CONV, ConvNet, _spatial_context
+from ..validation import check_tensor
+from .actnorm import ActNorm
+from .base import OnePassTransform, batch_shape_of, broadcast_batch, event_constraint, module_reference, soft_clamp
+from .coupling import AffineCoupling, ConditionalAffineCoupling, ConditionedAffineCoupling, _check_split, _sum_event
+from .linear import InvertibleConv1x1, InvertibleConv1x1x1
+from .squeeze import squeeze, unsqueeze
+
+SCALES = ("sigmoid", "softclamp")
+
+
+def _check_scale(scale: str) -> str:
+    if scale not in SCALES:
+        raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
+    return scale
+
+
+def _check_event_dim(event_dim: int) -> int:
+    if event_dim not in (3, 4):
+        raise ValueError(f"event_dim: expected 3 (images (C, H, W)) or 4 (volumes (C, D, H, W)), got {event_dim}")
+    return event_dim
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+class _GlowScale:
+    """Coupling parameters with Glow's scale: the conditioner returns ``[h, t]``; the log-scale of
+    the forward (latent -> data) map is ``-log sigmoid(h + 2) = softplus(-(h + 2))`` (``"sigmoid"``),
+    so the data -> latent map multiplies by ``sigmoid(h + 2)``, or ``B tanh(h / B)`` (``"softclamp"``)."""
+
+    scale = "sigmoid"
+
+    def _params(self, x_a):
+        h, t = self.conditioner(x_a).chunk(2, dim=-self._edim)
+        if self.scale == "sigmoid":
+            return F.softplus(-(h + 2.0)), t
+        return soft_clamp(h, self.clamp), t
+
+
+class _GlowCoupling(_GlowScale, AffineCoupling):
+    def __init__(self, num_features, conditioner, event_dim, split, clamp, scale):
+        super().__init__(num_features, conditioner, event_dim, split, clamp)
+        self.scale = _check_scale(scale)
+
+
+class _ConditionedGlowCoupling(_GlowScale, ConditionedAffineCoupling):
+    def __init__(self, conditioner, num_features, split, event_dim, clamp, scale, owner=None, context_batch_shape=()):
+        super().__init__(conditioner, num_features, split, event_dim, clamp, owner, context_batch_shape)
+        self.scale = scale
+
+
+def _conv1x1(num_channels: int, event_dim: int):
+    return InvertibleConv1x1(num_channels) if event_dim == 3 else InvertibleConv1x1x1(num_channels)
+
+
+class ConditionedGlowStep(OnePassTransform, Transform):
+    """A Glow step from given parts (the pure math): forward (latent -> data) is
+    ``actnorm(conv(coupling(z)))``, inverse is ``coupling^-1(conv^-1(actnorm^-1(x)))``, and the
+    log-det is the sum of the parts' log-dets."""
+
+    bijective = True
+
+    def __init__(self, coupling, conv, actnorm, num_channels: int, event_dim: int = 3, owner=None, context_batch_shape=()):
+        super().__init__(cache_size=1)
+        self.coupling, self.conv, self.actnorm = coupling, conv, actnorm
+        self.num_channels, self._edim = num_channels, event_dim
+        self.event_shape_spec = (num_channels,) + (None,) * (event_dim - 1)
+        self.domain = self.codomain = event_constraint(event_dim)
+        self.context_batch_shape = torch.Size(context_batch_shape)
+        self._owner = owner
+
+    def _reference(self):
+        return module_reference(self._owner) if self._owner is not None else None
+
+    def _forward_and_ladj(self, x):
+        v, a = self.coupling._forward_and_ladj(x)
+        v, b = self.conv._forward_and_ladj(v)
+        v, c = self.actnorm._forward_and_ladj(v)
+        return v, a + b + c
+
+    def _inverse_and_ladj(self, y):
+        v, c = self.actnorm._inverse_and_ladj(y)
+        v, b = self.conv._inverse_and_ladj(v)
+        v, a = self.coupling._inverse_and_ladj(v)
+        return v, a + b + c
+
+
+class GlowStep(ConditionedGlowStep, TransformModule):
+    r"""One Glow step on images ``(C, H, W)`` or volumes ``(C, D, H, W)``: ActNorm, invertible 1x1
+    (1x1x1) convolution and affine coupling with a convolutional network (module docstring).
+
+    Data -> latent (Pyro's inverse): :math:`a = (x - b)e^{-s}`, :math:`u = W^{-1}a`,
+    :math:`z_b = (u_b - t(u_a))\,\sigma(h(u_a) + 2)`; latent -> data (forward) undoes them in reverse.
+
+    Args:
+        num_channels: channels ``C`` (at least 2).
+        hidden_channels: width of the coupling network.
+        event_dim: 3 for images, 4 for volumes.
+        scale: ``"sigmoid"`` (Glow's :math:`\sigma(h + 2)`) or ``"softclamp"`` (:math:`e^{-B\tanh(h/B)}`).
+        clamp: the bound ``B`` of ``"softclamp"``.
+        split: channels passed through the coupling unchanged (default half).
+        conditioner: a network ``u_a -> [h, t]`` replacing the default :class:`~pyroflows.nn.ConvNet`.
+
+    Example::
+
+        >>> step = GlowStep(4, hidden_channels=16)
+        >>> x = torch.randn(8, 4, 6, 6)
+        >>> z = step.inv(x)                   # the first batch initialises ActNorm
+        >>> torch.allclose(step(z), x, atol=1e-5), step.log_abs_det_jacobian(z, x).shape
+        (True, torch.Size([8]))
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        hidden_channels: int = 512,
+        event_dim: int = 3,
+        scale: str = "sigmoid",
+        clamp: float | None = 3.0,
+        split: int | None = None,
+        conditioner: nn.Module | None = None,
+    ):
+        event_dim = _check_event_dim(event_dim)
+        split = _check_split(num_channels, split)
+        if conditioner is None:
+            conditioner = ConvNet(split, 2 * (num_channels - split), hidden_channels, spatial_dims=event_dim - 1)
+        coupling = _GlowCoupling(num_channels, conditioner, event_dim, split, clamp, scale)
+        super().__init__(coupling, _conv1x1(num_channels, event_dim), ActNorm(num_channels, event_dim), num_channels, event_dim)
+
+    def _reference(self):
+        return self.actnorm.params.log_scale
+
+
+class ConditionalGlowStep(ConditionalTransformModule):
+    r"""A Glow step whose coupling network also sees a context: :math:`[h, t] = g(u_a, c)`.
+
+    ActNorm and the 1x1 convolution stay unconditional (as in conditional Glow); ``.condition(c)``
+    returns a :class:`ConditionedGlowStep`.
+
+    Args:
+        num_channels, hidden_channels, event_dim, scale, clamp, split: as in :class:`GlowStep`.
+        context_shape: ``(K,)`` for a vector context, tiled over space, or ``(K, *spatial)`` for a
+            map with the step's spatial size, joined as channels. Its batch dims broadcast against
+            the input's.
+        conditioner: a network ``(u_a, context) -> [h, t]`` replacing the default.
+
+    Example::
+
+        >>> step = ConditionalGlowStep(4, context_shape=(3,), hidden_channels=16)
+        >>> x, c = torch.randn(8, 4, 6, 6), torch.randn(8, 3)
+        >>> z = step.condition(c).inv(x)
+        >>> torch.allclose(step.condition(c)(z), x, atol=1e-5)
+        True
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        context_shape: int | Sequence[int],
+        hidden_channels: int = 512,
+        event_dim: int = 3,
+        scale: str = "sigmoid",
+        clamp: float | None = 3.0,
+        split: int | None = None,
+        conditioner: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.num_channels, self.event_dim = num_channels, _check_event_dim(event_dim)
+        self.split, self.scale, self.clamp = _check_split(num_channels, split), _check_scale(scale), clamp
+        self.context_shape = (int(context_shape),) if isinstance(context_shape, int) else tuple(int(s) for s in context_shape)
+        if len(self.context_shape) not in (1, event_dim):
+            raise ValueError(f"context_shape: expected (K,) or (K, *spatial) with {event_dim - 1} spatial dims, got {self.context_shape}")
+        if conditioner is None:
+            conditioner = ConvNet(
+                self.split,
+                2 * (num_channels - self.split),
+                hidden_channels,
+                self.context_shape[0],
+                spatial_dims=event_dim - 1,
+                context_is_map=len(self.context_shape) > 1,
+            )
+        self.net = conditioner
+        self.conv = _conv1x1(num_channels, event_dim)
+        self.actnorm = ActNorm(num_channels, event_dim)
+
+    def condition(self, context):
+        ref = self.actnorm.params.log_scale
+        check_tensor("context", context, self.context_shape, ref.dtype, ref.device)
+        return self._conditioned(context)
+
+    def _conditioned(self, context):
+        """``condition`` without the checks (for callers that checked the context already)."""
+        cb = batch_shape_of(context, len(self.context_shape))
+        coupling = _ConditionedGlowCoupling(
+            partial(self.net, context=context), self.num_channels, self.split, self.event_dim, self.clamp, self.scale, owner=self, context_batch_shape=cb
+        )
+        return ConditionedGlowStep(coupling, self.conv, self.actnorm, self.num_channels, self.event_dim, owner=self, context_batch_shape=cb)
+
+
+# ----------------------------------------------------------------------------- priors
+
+
+class _PriorNet(nn.Module):
+    """Glow's split-prior network: one zero-initialised 3x3 (3x3x3) convolution of ``[h, context]``
+    returning ``[log sigma, mu]`` of the factored-out half (the standard Normal at initialisation)."""
+
+    def __init__(self, in_channels: int, out_channels: int, context_channels: int = 0, spatial_dims: int = 2, context_is_map: bool = False):
+        super().__init__()
+        self.spatial_dims, self.context_channels, self.context_is_map = spatial_dims, context_channels, context_is_map
+        self.conv = _CONV[spatial_dims](in_channels + context_channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        h, batch = _spatial_context(x, context, self.context_channels, self.spatial_dims, self.context_is_map)
+        out = self.conv(h)
+        return out.reshape(batch + out.shape[1:])
+
+
+class _TopPrior(nn.Module):
+    r"""The last level's prior :math:`\mathcal N(\mu, \sigma^2)`: a learned ``[log sigma, mu]`` per
+    channel, plus a zero-initialised linear map of a vector context or 3x3 convolution of a
+    (pooled) map context."""
+
+    def __init__(self, channels: int, spatial_dims: int, context_channels: int = 0, context_is_map: bool = False):
+        super().__init__()
+        self.channels, self.spatial_dims, self.context_is_map = channels, spatial_dims, context_is_map
+        self.bias = nn.Parameter(torch.zeros(2 * channels))
+        self.net = None
+        if context_channels:
+            if context_is_map:
+                self.net = _CONV[spatial_dims](context_channels, 2 * channels, 3, padding=1)
+            else:
+                self.net = nn.Linear(context_channels, 2 * channels)
+            nn.init.zeros_(self.net.weight)
+            nn.init.zeros_(self.net.bias)
+
+    def forward(self, context: torch.Tensor | None = None):
+        """``(log sigma, mu)``, each ``context_batch + (C,) + (1,) * spatial_dims`` (vector context or
+        none) or ``context_batch + (C, *spatial)`` (map context)."""
+        n = self.spatial_dims
+        p = self.bias.reshape((-1,) + (1,) * n)
+        if self.net is not None:
+            if self.context_is_map:
+                flat = context.reshape((-1,) + context.shape[context.dim() - n - 1:])
+                out = self.net(flat)
+                p = p + out.reshape(context.shape[: context.dim() - n - 1] + out.shape[1:])
+            else:
+                p = p + self.net(context).reshape(context.shape[:-1] + (-1,) + (1,) * n)
+        log_scale, loc = p.chunk(2, dim=-(n + 1))
+        return log_scale, loc
+
+
+def _pool(context: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """Average-pool a map context ``batch + (K, *spatial)`` by 2 along every spatial axis."""
+    k = spatial_dims + 1
+    batch = context.shape[: context.dim() - k]
+    flat = context.reshape((-1,) + context.shape[context.dim() - k:])
+    out = (F.avg_pool2d if spatial_dims == 2 else F.avg_pool3d)(flat, 2)
+    return out.reshape(batch + out.shape[1:])
+
+
+# ----------------------------------------------------------------------------- multi-scale
+
+
+def _as_shape(shape) -> tuple:
+    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+
+
+def _build_multiscale(
+    holder: nn.Module,
+    event_shape,
+    num_levels: int,
+    num_steps: int,
+    hidden_channels,
+    scale: str,
+    clamp,
+    prior_clamp,
+    checkpoint: bool,
+    context_shape,
+) -> None:
+    """Create the levels' steps, split priors and top prior as submodules of ``holder``."""
+    event_shape = _as_shape(event_shape)
+    event_dim = _check_event_dim(len(event_shape))
+    n = event_dim - 1
+    if num_levels < 1 or num_steps < 1:
+        raise ValueError(f"num_levels, num_steps: expected positive integers, got {num_levels}, {num_steps}")
+    grid = 2**num_levels
+    if any(s % grid for s in event_shape[1:]):
+        raise ValueError(
+            f"event_shape: {num_levels} levels halve the spatial sizes {num_levels} times, so they must be divisible by {grid}, got {event_shape}"
+        )
+    hidden = [int(hidden_channels)] * num_levels if isinstance(hidden_channels, int) else [int(h) for h in hidden_channels]
+    if len(hidden) != num_levels:
+        raise ValueError(f"hidden_channels: expected an int or {num_levels} ints (one per level), got {hidden_channels}")
+    _check_scale(scale)
+    if context_shape is not None:
+        context_shape = _as_shape(context_shape)
+        if len(context_shape) == event_dim and tuple(context_shape[1:]) != event_shape[1:]:
+            raise ValueError(f"context_shape: a map context needs the data's spatial size {event_shape[1:]}, got {context_shape}")
+        if len(context_shape) not in (1, event_dim):
+            raise ValueError(f"context_shape: expected (K,) or (K, *spatial) with {n} spatial dims, got {context_shape}")
+    is_map = context_shape is not None and len(context_shape) > 1
+    k = 0 if context_shape is None else context_shape[0]
+
+    holder.event_shape, holder._event_dim = torch.Size(event_shape), event_dim
+    holder.num_levels, holder.num_steps, holder.scale = num_levels, num_steps, scale
+    holder.checkpoint = bool(checkpoint)
+    holder.context_shape = context_shape
+    holder.context_event_dim = 0 if context_shape is None else len(context_shape)
+    channels, spatial = event_shape[0], list(event_shape[1:])
+    steps, priors, splits, shapes = nn.ModuleList(), nn.ModuleList(), [], []
+    for level in range(num_levels):
+        channels, spatial = channels * 2**n, [s // 2 for s in spatial]
+        shapes.append((channels, *spatial))
+        level_ctx = None if context_shape is None else ((k, *spatial) if is_map else (k,))
+        if context_shape is None:
+            steps.append(nn.ModuleList(GlowStep(channels, hidden[level], event_dim, scale, clamp) for _ in range(num_steps)))
+        else:
+            steps.append(nn.ModuleList(ConditionalGlowStep(channels, level_ctx, hidden[level], event_dim, scale, clamp) for _ in range(num_steps)))
+        if level < num_levels - 1:
+            kept = channels // 2
+            net = _PriorNet(kept, 2 * (channels - kept), k, n, is_map)
+            if context_shape is None:
+                priors.append(AffineCoupling(channels, net, event_dim, kept, prior_clamp))
+            else:
+                priors.append(ConditionalAffineCoupling(channels, net, level_ctx, event_dim, kept, prior_clamp))
+            splits.append((kept, channels - kept))
+            channels = kept
+    holder.steps, holder.priors = steps, priors
+    holder.top = _TopPrior(channels, n, k, is_map)
+    holder.prior_clamp = prior_clamp
+    holder.level_shapes = shapes  # shape after each level's squeeze
+    holder.splits = splits  # (kept, factored out) channels of every level but the last
+    holder._actnorm_inits = [step.actnorm.params for level in steps for step in level]
+
+
+class ConditionedGlow(OnePassTransform, Transform):
+    """The multi-scale Glow map with given parts (the pure math); see the module docstring.
+
+    ``owner`` is the :class:`Glow` / :class:`ConditionalGlow` holding the levels, ``context`` the
+    (checked) context or None.
+    """
+
+    bijective = True
+
+    def __init__(self, owner=None, context=None, context_batch_shape=(), _build=None):
+        super().__init__(cache_size=1)
+        self._owner, self._context = owner, context
+        if _build is not None:  # Glow: create the levels once nn.Module is initialised
+            _build(self)
+        holder = self._holder()
+        self._edim = holder._event_dim
+        self.event_shape_spec = tuple(holder.event_shape)
+        self.domain = self.codomain = event_constraint(self._edim)
+        self.context_batch_shape = torch.Size(context_batch_shape)
+
+    def _holder(self):
+        return self if isinstance(self, nn.Module) else self._owner
+
+    def _reference(self):
+        return module_reference(self._holder())
+
+    def _levels(self):
+        """Per level: (its steps, its split prior or None), conditioned on the level's context."""
+        holder, context = self._holder(), self._context
+        out = []
+        for level in range(holder.num_levels):
+            if context is not None and len(holder.context_shape) > 1:
+                context = _pool(context, self._edim - 1)
+            steps = list(holder.steps[level]) if context is None else [s._conditioned(context) for s in holder.steps[level]]
+            prior = holder.priors[level] if level < holder.num_levels - 1 else None
+            if prior is not None and context is not None:
+                prior = ConditionedAffineCoupling(
+                    partial(prior.conditioner, context=context),
+                    prior.num_features,
+                    prior.split,
+                    prior.event_dim,
+                    prior.clamp,
+                    owner=prior,
+                    context_batch_shape=self.context_batch_shape,
+                )
+            out.append((steps, prior))
+        return out, context
+
+    def _top(self, top_context):
+        log_scale, loc = self._holder().top(top_context)
+        return soft_clamp(log_scale, self._holder().prior_clamp), loc
+
+    def _run_part(self, fn, v):
+        """``fn(v)``, under ``torch.utils.checkpoint`` in memory-saving mode while gradients are
+        recorded (after ActNorm's data-dependent initialisation, which must not run twice)."""
+        holder = self._holder()
+        if holder.checkpoint and torch.is_grad_enabled() and v.device.type != "meta" and all(p._initialized for p in holder._actnorm_inits):
+            return _checkpoint(fn, v, use_reentrant=False, preserve_rng_state=False)
+        return fn(v)
+
+    def _broadcast(self, v):
+        if self._context is None:
+            return v
+        return broadcast_batch(v, self._edim, self._context, self._holder().context_event_dim)[0]
+
+    def _inverse_and_ladj(self, x):
+        """Data -> packed latent (Glow's encoder)."""
+        edim, holder = self._edim, self._holder()
+        levels, top_context = self._levels()
+        v = self._broadcast(x)
+        total, factored = 0, []
+        for level, (steps, prior) in enumerate(levels):
+            v = squeeze(v, edim)
+            for step in steps:
+                v, ladj = self._run_part(step._inverse_and_ladj, v)
+                total = total + ladj
+            if prior is not None:
+                v, ladj = self._run_part(prior._inverse_and_ladj, v)
+                total = total + ladj
+                v, eps = v.split(holder.splits[level], dim=-edim)
+                factored.append(eps)
+        log_scale, loc = self._top(top_context)
+        v = (v - loc) * torch.exp(-log_scale)
+        total = total + _sum_event(log_scale.expand(v.shape), edim)
+        v = unsqueeze(v, edim)
+        for eps in reversed(factored):
+            v = unsqueeze(torch.cat([v, eps], dim=-edim), edim)
+        return v, total
+
+    def _forward_and_ladj(self, z):
+        """Packed latent -> data (sampling)."""
+        edim, holder = self._edim, self._holder()
+        levels, top_context = self._levels()
+        v = self._broadcast(z)
+        factored = []
+        for level in range(holder.num_levels):
+            v = squeeze(v, edim)
+            if level < holder.num_levels - 1:
+                v, eps = v.split(holder.splits[level], dim=-edim)
+                factored.append(eps)
+        log_scale, loc = self._top(top_context)
+        v = v * torch.exp(log_scale) + loc
+        total = _sum_event(log_scale.expand(v.shape), edim)
+        for level in reversed(range(holder.num_levels)):
+            steps, prior = levels[level]
+            if prior is not None:
+                v, ladj = self._run_part(prior._forward_and_ladj, torch.cat([v, factored[level]], dim=-edim))
+                total = total + ladj
+            for step in reversed(steps):
+                v, ladj = self._run_part(step._forward_and_ladj, v)
+                total = total + ladj
+            v = unsqueeze(v, edim)
+        return v, total
+
+    def unpack(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """The parts of a packed latent ``batch + event_shape``: ``[eps_0, ..., eps_{L-2}, eps_top]``,
+        the noise factored out at each level (at that level's squeezed resolution) and the last
+        level's noise."""
+        return _unpack(self._holder(), z)
+
+    def pack(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The inverse of :meth:`unpack`."""
+        return _pack(self._holder(), parts)
+
+
+def _unpack(holder, z):
+    edim, out, v = holder._event_dim, [], z
+    for level in range(holder.num_levels):
+        v = squeeze(v, edim)
+        if level < holder.num_levels - 1:
+            v, eps = v.split(holder.splits[level], dim=-edim)
+            out.append(eps)
+    return out + [v]
+
+
+def _pack(holder, parts):
+    edim = holder._event_dim
+    parts = list(parts)
+    if len(parts) != holder.num_levels:
+        raise ValueError(f"parts: expected {holder.num_levels} tensors (one per level), got {len(parts)}")
+    v = unsqueeze(parts[-1], edim)
+    for eps in reversed(parts[:-1]):
+        v = unsqueeze(torch.cat([v, eps], dim=-edim), edim)
+    return v
+
+
+def _standard_normal_base(ref: torch.Tensor, event_shape, temperature: float):
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected a positive number, got {temperature}")
+    loc = ref.new_zeros(event_shape)
+    return dist.Normal(loc, torch.full_like(loc, float(temperature))).to_event(len(event_shape))
+
+
+class Glow(ConditionedGlow, TransformModule):
+    r"""Multi-scale Glow on images ``(C, H, W)`` or volumes ``(C, D, H, W)``: ``num_levels`` levels
+    of squeeze and ``num_steps`` :class:`GlowStep`\ s, a learned split prior after every level but
+    the last and a learned top prior, as one bijection from a packed latent of the data's shape to
+    the data (module docstring). With a standard Normal base its ``log_prob`` is Glow's likelihood.
+
+    Args:
+        event_shape: ``(C, H, W)`` or ``(C, D, H, W)``; spatial sizes divisible by ``2 ** num_levels``.
+        num_levels: levels ``L``.
+        num_steps: steps per level ``K``.
+        hidden_channels: width of the coupling networks (one int, or one per level).
+        scale: coupling scale, ``"sigmoid"`` (Glow's) or ``"softclamp"``.
+        clamp: bound of the ``"softclamp"`` log-scale.
+        prior_clamp: soft bound ``B tanh(. / B)`` on the priors' :math:`\log\sigma` (None: unbounded).
+        checkpoint: recompute each step in the backward pass instead of storing its activations.
+
+    Example::
+
+        >>> flow = Glow((1, 8, 8), num_levels=2, num_steps=2, hidden_channels=16)
+        >>> x = torch.rand(16, 1, 8, 8) - 0.5
+        >>> d = flow.distribution()           # standard Normal base over the packed latent
+        >>> d.log_prob(x).shape               # the first batch initialises ActNorm
+        torch.Size([16])
+        >>> flow.distribution(temperature=0.7).sample((4,)).shape
+        torch.Size([4, 1, 8, 8])
+        >>> [tuple(p.shape) for p in flow.unpack(flow.inv(x))]   # eps_0 (4x4), eps_top (2x2)
+        [(16, 2, 4, 4), (16, 8, 2, 2)]
+    """
+
+    def __init__(
+        self,
+        event_shape: Sequence[int],
+        num_levels: int = 3,
+        num_steps: int = 32,
+        hidden_channels: int | Sequence[int] = 512,
+        scale: str = "sigmoid",
+        clamp: float | None = 3.0,
+        prior_clamp: float | None = 5.0,
+        checkpoint: bool = False,
+    ):
+        super().__init__(
+            _build=partial(
+                _build_multiscale,
+                event_shape=event_shape,
+                num_levels=num_levels,
+                num_steps=num_steps,
+                hidden_channels=hidden_channels,
+                scale=scale,
+                clamp=clamp,
+                prior_clamp=prior_clamp,
+                checkpoint=checkpoint,
+                context_shape=None,
+            )
+        )
+
+    def distribution(self, temperature: float = 1.0) -> dist.TransformedDistribution:
+        r"""``TransformedDistribution`` of a Normal base :math:`\mathcal N(0, T^2 I)` over the packed
+        latent and this flow; ``temperature`` :math:`T = 1` is the model, :math:`T < 1` Glow's
+        reduced-temperature sampling. Build it after moving the flow to its device and dtype."""
+        return dist.TransformedDistribution(_standard_normal_base(module_reference(self), self.event_shape, temperature), [self])
+
+
+class ConditionalGlow(ConditionalTransformModule):
+    r"""Conditional multi-scale Glow: as :class:`Glow`, with the context fed to every step's
+    coupling network (:class:`ConditionalGlowStep`), every split prior and the top prior.
+
+    ``.condition(context)`` returns a :class:`ConditionedGlow`.
+
+    Args:
+        event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint:
+            as in :class:`Glow`.
+        context_shape: ``(K,)`` for a vector context (tiled over space), or ``(K, *spatial)`` for a
+            map at the data's resolution, average-pooled to each level's. Its batch dims broadcast
+            against the input's.
+
+    Example::
+
+        >>> from pyroflows.distributions import ConditionalFlowDistribution
+        >>> flow = ConditionalGlow((1, 8, 8), context_shape=(10,), num_levels=2, num_steps=1, hidden_channels=8)
+        >>> d = flow.distribution()
+        >>> c = torch.eye(10)[torch.tensor([3, 7])]
+        >>> d.condition(c).sample((5,)).shape
+        torch.Size([5, 2, 1, 8, 8])
+    """
+
+    def __init__(
+        self,
+        event_shape: Sequence[int],
+        context_shape: int | Sequence[int],
+        num_levels: int = 3,
+        num_steps: int = 32,
+        hidden_channels: int | Sequence[int] = 512,
+        scale: str = "sigmoid",
+        clamp: float | None = 3.0,
+        prior_clamp: float | None = 5.0,
+        checkpoint: bool = False,
+    ):
+        super().__init__()
+        _build_multiscale(self, event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint, context_shape)
+
+    def condition(self, context: torch.Tensor) -> ConditionedGlow:
+        ref = module_reference(self)
+        check_tensor("context", context, self.context_shape, ref.dtype, ref.device)
+        return ConditionedGlow(self, context, batch_shape_of(context, self.context_event_dim))
+
+    def unpack(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """As :meth:`ConditionedGlow.unpack`."""
+        return _unpack(self, z)
+
+    def pack(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """As :meth:`ConditionedGlow.pack`."""
+        return _pack(self, parts)
+
+    def distribution(self, temperature: float = 1.0):
+        r"""A :class:`~pyroflows.distributions.ConditionalFlowDistribution` with the base
+        :math:`\mathcal N(0, T^2 I)`: ``.condition(c)`` gives a ``TransformedDistribution``
+        usable as ``pyro.sample("x", d.condition(c), obs=x)``."""
+        from ..distributions.conditional_flow import ConditionalFlowDistribution
+
+        base = _standard_normal_base(module_reference(self), self.event_shape, temperature)
+        return ConditionalFlowDistribution(base, [self], context_event_dim=self.context_event_dim)
+
+
+# ----------------------------------------------------------------------------- factories
+
+
+def glow_step(num_channels: int, hidden_channels: int = 512, event_dim: int = 3, scale: str = "sigmoid", clamp: float | None = 3.0) -> GlowStep:
+    """One :class:`GlowStep` with Glow's default coupling network."""
+    return GlowStep(num_channels, hidden_channels, event_dim, scale, clamp)
+
+
+def conditional_glow_step(
+    num_channels: int, context_shape: int | Sequence[int], hidden_channels: int = 512, event_dim: int = 3, scale: str = "sigmoid", clamp: float | None = 3.0
+) -> ConditionalGlowStep:
+    """One :class:`ConditionalGlowStep`; ``context_shape`` ``(K,)`` (vector) or ``(K, *spatial)`` (map)."""
+    return ConditionalGlowStep(num_channels, context_shape, hidden_channels, event_dim, scale, clamp)
+
+
+def glow(
+    event_shape: Sequence[int],
+    num_levels: int = 3,
+    num_steps: int = 32,
+    hidden_channels: int | Sequence[int] = 512,
+    scale: str = "sigmoid",
+    clamp: float | None = 3.0,
+    prior_clamp: float | None = 5.0,
+    checkpoint: bool = False,
+) -> Glow:
+    """A multi-scale :class:`Glow` for images (``event_shape = (C, H, W)``) or volumes (``(C, D, H, W)``).
+
+    The paper's defaults are ``num_levels=3, num_steps=32, hidden_channels=512``; small data
+    wants far less (``tests/test_glow.py`` fits 8x8 digits with 2 levels of 4 steps of width 32).
+
+    Example::
+
+        >>> flow = glow((1, 8, 8, 8), num_levels=2, num_steps=1, hidden_channels=4)   # a volume
+        >>> flow.distribution().sample((2,)).shape
+        torch.Size([2, 1, 8, 8, 8])
+    """
+    return Glow(event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint)
+
+
+def conditional_glow(
+    event_shape: Sequence[int],
+    context_shape: int | Sequence[int],
+    num_levels: int = 3,
+    num_steps: int = 32,
+    hidden_channels: int | Sequence[int] = 512,
+    scale: str = "sigmoid",
+    clamp: float | None = 3.0,
+    prior_clamp: float | None = 5.0,
+    checkpoint: bool = False,
+) -> ConditionalGlow:
+    """A :class:`ConditionalGlow`; ``context_shape`` ``(K,)`` (vector) or ``(K, *spatial)`` (a map at
+    the data's resolution)."""
+    return ConditionalGlow(event_shape, context_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint)
