@@ -1,6 +1,7 @@
 """Flow distributions and learned priors, each usable in ``pyro.sample``."""
 
 from .conditional_flow import ConditionalFlowDistribution
+from .crow import CRow, CRowConditional
 from .relaxed_conditional_flow import RelaxedConditional, RelaxedConditionalFlow
 
-__all__ = ["ConditionalFlowDistribution", "RelaxedConditional", "RelaxedConditionalFlow"]
+__all__ = ["CRow", "CRowConditional", "ConditionalFlowDistribution", "RelaxedConditional", "RelaxedConditionalFlow"]

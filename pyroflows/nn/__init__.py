@@ -4,5 +4,6 @@ from .concatsquash import ConcatSquashLinear, ConcatSquashNet
 from .conv import ConvNet
 from .dense import MLP, ResidualMLP
 from .encoder import GaussianEncoder
+from .gru import GRUConditioner
 
-__all__ = ["ConcatSquashLinear", "ConcatSquashNet", "ConvNet", "GaussianEncoder", "MLP", "ResidualMLP"]
+__all__ = ["ConcatSquashLinear", "ConcatSquashNet", "ConvNet", "GaussianEncoder", "GRUConditioner", "MLP", "ResidualMLP"]

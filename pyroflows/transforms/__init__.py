@@ -8,6 +8,7 @@ from .coupling import (
     affine_coupling,
     conditional_affine_coupling,
 )
+from .crow import ConditionalCRowTransform, ConditionedCRow, CRowTransform, conditional_crow, crow
 from .cnf import CNF, ConditionalCNF, ConditionedCNF, cnf, cnf_regularization, conditional_cnf
 from .flows import coupling_flow, conditional_coupling_flow
 from .glow import (
@@ -110,4 +111,9 @@ __all__ = [
     "conditional_glow_step",
     "glow",
     "glow_step",
+    "CRowTransform",
+    "ConditionalCRowTransform",
+    "ConditionedCRow",
+    "conditional_crow",
+    "crow",
 ]
