@@ -15,6 +15,7 @@ EXPERIMENTS = {
     "xiao_digits": "models.xiao_digits",
     "planar_energies": "models.planar_energies",
     "sylvester_vae": "models.sylvester_vae",
+    "ffjord_toy": "models.ffjord_toy",
 }
 
 #: columns of a result row: ``reference`` is the paper's (or the issue's target) value, or None.
