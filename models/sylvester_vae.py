@@ -101,7 +101,7 @@ class Settings:
 def settings(dataset: str = "digits", quick: bool = False, heterogeneous: bool = False) -> Settings:
     s = Settings(dataset=dataset, heterogeneous=heterogeneous)
     if dataset == "frey":
-        s = replace(s, latent_dim=16, hidden=(300, 300), epochs=1000, warmup_epochs=100, patience=100, eval_samples=1000, eval_chunk=10)
+        s = replace(s, latent_dim=16, hidden=(300, 300), epochs=1000, warmup_epochs=100, patience=100, eval_samples=1000, eval_chunk=2)
     if quick:
         s = replace(
             s, posteriors=("diagonal", "householder"), seeds=(0,), num_flows=2, hidden=(128,), epochs=100, warmup_epochs=10,
@@ -593,6 +593,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--posteriors", nargs="*", default=None, help=f"subset of {POSTERIORS}")
     parser.add_argument("--seeds", nargs="*", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--warmup-epochs", type=int, default=None)
+    parser.add_argument("--eval-samples", type=int, default=None, help="importance samples per test point")
     parser.add_argument("--frey-path", default=None, help="freyfaces.npz (default ../shared/data/freyfaces.npz)")
     parser.add_argument("--out", type=Path, default=Path("results") / EXPERIMENT)
     parser.add_argument("--threads", type=int, default=1)
@@ -600,7 +602,7 @@ def main(argv=None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     s = settings(args.dataset, args.quick, args.heterogeneous)
-    overrides = {k: v for k, v in (("posteriors", args.posteriors and tuple(args.posteriors)), ("seeds", args.seeds and tuple(args.seeds)), ("epochs", args.epochs)) if v}
+    overrides = {k: v for k, v in (("posteriors", args.posteriors and tuple(args.posteriors)), ("seeds", args.seeds and tuple(args.seeds)), ("epochs", args.epochs), ("warmup_epochs", args.warmup_epochs), ("eval_samples", args.eval_samples)) if v}
     s = replace(s, **overrides)
     start = time.perf_counter()
     if args.compare:
