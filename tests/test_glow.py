@@ -24,12 +24,7 @@ from pyroflows.transforms.base import soft_clamp
 from pyroflows.transforms.squeeze import squeeze, unsqueeze
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _initialised(flow, x, context=None, perturb=0.05, seed=0):

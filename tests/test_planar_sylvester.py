@@ -22,13 +22,8 @@ F64 = torch.float64
 CASES = {c.name: c for c in cases_planar_sylvester.cases()}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one thread avoids stalls of the multi-threaded CPU kernels on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny matrices: one thread avoids stalls of the multi-threaded CPU kernels on shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _far(case, perturb=1.0, seed=0):
