@@ -551,7 +551,9 @@ def compare_heterogeneous(out_dir: Path, quick: bool = False, progress: bool = T
         for kind, group in runs.groupby("kind", sort=False):
             ok = group[~group.get("diverged", pd.Series(False, index=group.index)).fillna(False).astype(bool)]
             for _, r in ok.iterrows():
-                curve = np.asarray(r["val_curve"], dtype=float)
+                curve = np.asarray(r["val_curve"] if isinstance(r.get("val_curve"), list) else [], dtype=float)
+                if curve.ndim != 2:  # a run stored before curves were recorded
+                    continue
                 ax.plot(curve[:, 0] + 1, curve[:, 1] / (dims * math.log(2)), label=f"{kind}, {'images + labels' if het else 'images'} (seed {r.seed})",
                         ls="--" if het else "-")
             records.append({
