@@ -34,8 +34,6 @@ Y. Amit, "A method to model conditional distributions with normalizing flows", 2
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 from pyro.distributions import TorchDistribution, constraints
@@ -43,15 +41,10 @@ from pyro.distributions.conditional import ConditionalDistribution
 
 from ..transforms.crow import CRowTransform
 from ..validation import check_tensor
-
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def _std_normal_log_prob(v: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (v**2).sum(-1) - 0.5 * v.shape[-1] * _LOG_2PI
+from .relaxed_conditional_flow import RelaxedLatent
 
 
-class CRow(nn.Module, ConditionalDistribution):
+class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
     r"""Conditional Recurrent Flow over sequences :math:`x_{1:T}` given covariates :math:`y_{1:T}`.
 
     Args:
@@ -108,37 +101,18 @@ class CRow(nn.Module, ConditionalDistribution):
         flow: CRowTransform | None = None,
     ):
         super().__init__()
-        z_dim = x_dim if z_dim is None else z_dim
-        pad = z_dim + y_dim - x_dim
-        if pad < 0:
-            raise ValueError(f"z_dim: z_dim + y_dim must be at least x_dim = {x_dim}, got z_dim={z_dim}, y_dim={y_dim}")
-        self.x_dim, self.y_dim, self.z_dim, self.pad_dim = int(x_dim), int(y_dim), int(z_dim), int(pad)
-        self.eps, self.pad_noise = float(eps), float(pad_noise)
+        self._set_sizes(x_dim, y_dim, z_dim, eps, pad_noise)
         if flow is None:
-            flow = CRowTransform(z_dim + y_dim, num_blocks, hidden_size, hidden_features, res_blocks, recurrent, gate, clamp, permutation, seed)
-        elif flow.dim != z_dim + y_dim:
-            raise ValueError(f"flow: expected a CRow transform on frames of size z_dim + y_dim = {z_dim + y_dim}, got {flow.dim}")
+            flow = CRowTransform(self.dim, num_blocks, hidden_size, hidden_features, res_blocks, recurrent, gate, clamp, permutation, seed)
+        elif flow.dim != self.dim:
+            raise ValueError(f"flow: expected a CRow transform on frames of size z_dim + y_dim = {self.dim}, got {flow.dim}")
         self.flow = flow
-
-    @property
-    def dim(self) -> int:
-        """Size of a padded frame, ``z_dim + y_dim``."""
-        return self.z_dim + self.y_dim
 
     def _check(self, name: str, value: torch.Tensor, size: int, steps: int | None = None) -> None:
         ref = next(self.parameters())
         check_tensor(name, value, (None, size), ref.dtype, ref.device)
         if steps is not None and value.shape[-2] != steps:
             raise ValueError(f"{name}: expected {steps} time steps (those of y), got {value.shape[-2]} in shape {tuple(value.shape)}")
-
-    def pad(self, x: torch.Tensor, noise: bool) -> torch.Tensor:
-        r""":math:`\hat x_t = [x_t, x_{0,t}]` for every step, :math:`x_{0,t} \sim \mathcal N(0, \sigma^2 I)` if ``noise`` else 0."""
-        if self.pad_dim == 0:
-            return x
-        x0 = x.new_zeros(x.shape[:-1] + (self.pad_dim,))
-        if noise:
-            x0 = x0 + self.pad_noise * torch.randn_like(x0)
-        return torch.cat([x, x0], dim=-1)
 
     def encode(self, x_hat: torch.Tensor, state=None):
         r"""The paper's forward map on padded sequences ``(..., T, dim)``: ``(latent [z_t, c_t],
@@ -156,17 +130,12 @@ class CRow(nn.Module, ConditionalDistribution):
         latent, _, _ = self.encode(self.pad(x, noise))
         return latent[..., self.z_dim:]
 
-    def _step_log_prob(self, latent, logdet, y):
-        z, c = latent[..., : self.z_dim], latent[..., self.z_dim:]
-        log_pc = _std_normal_log_prob((c - y) / self.eps) - self.y_dim * math.log(self.eps)
-        return _std_normal_log_prob(z) + log_pc + logdet
-
     def padded_step_log_prob(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r""":math:`\log p(\hat x_t \mid \hat x_{<t}, y_{\le t})` of padded sequences, shape ``batch + (T,)``."""
         self._check("y", y, self.y_dim)
         self._check("x_hat", x_hat, self.dim, y.shape[-2])
         latent, logdet, _ = self.encode(x_hat)
-        return self._step_log_prob(latent, logdet, y)
+        return self.relaxed_log_prob(latent, logdet, y)
 
     def step_log_prob(self, x: torch.Tensor, y: torch.Tensor, noise: bool) -> torch.Tensor:
         r"""Per-step log-densities of ``x`` ``(..., T, x_dim)`` given ``y`` ``(..., T, y_dim)``, padded
@@ -174,7 +143,7 @@ class CRow(nn.Module, ConditionalDistribution):
         self._check("y", y, self.y_dim)
         self._check("x", x, self.x_dim, y.shape[-2])
         latent, logdet, _ = self.encode(self.pad(x, noise))
-        return self._step_log_prob(latent, logdet, y)
+        return self.relaxed_log_prob(latent, logdet, y)
 
     def condition(self, y: torch.Tensor, pad: str | None = None) -> "CRowConditional":
         """The distribution :math:`p(x_{1:T} \\mid y_{1:T})`; ``pad`` is ``"noise"``, ``"zero"`` or None (by mode)."""
@@ -223,7 +192,7 @@ class CRowConditional(TorchDistribution):
         (the density the paper shows above each generated frame)."""
         latent = self._latent(sample_shape)
         x_hat, logdet, _ = self.parent.decode(latent)
-        return x_hat[..., : self.parent.x_dim], self.parent._step_log_prob(latent, logdet, self.y)
+        return x_hat[..., : self.parent.x_dim], self.parent.relaxed_log_prob(latent, logdet, self.y)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         x_hat, _, _ = self.parent.decode(self._latent(sample_shape))

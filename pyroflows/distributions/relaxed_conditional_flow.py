@@ -39,7 +39,42 @@ def _std_normal_log_prob(v: torch.Tensor) -> torch.Tensor:
     return -0.5 * (v**2).sum(-1) - 0.5 * v.shape[-1] * _LOG_2PI
 
 
-class RelaxedConditionalFlow(nn.Module, ConditionalDistribution):
+class RelaxedLatent:
+    r"""The bookkeeping every relaxed-condition flow shares (:class:`RelaxedConditionalFlow`,
+    :class:`~pyroflows.distributions.CRow`): the sizes of :math:`x`, :math:`y`, :math:`z` and the
+    padding, the padding itself, and the density of eq. (6) from the network's output."""
+
+    def _set_sizes(self, x_dim: int, y_dim: int, z_dim: int | None, eps: float, pad_noise: float) -> None:
+        z_dim = x_dim if z_dim is None else z_dim
+        pad = z_dim + y_dim - x_dim
+        if pad < 0:
+            raise ValueError(f"z_dim: z_dim + y_dim must be at least x_dim = {x_dim}, got z_dim={z_dim}, y_dim={y_dim}")
+        self.x_dim, self.y_dim, self.z_dim, self.pad_dim = int(x_dim), int(y_dim), int(z_dim), int(pad)
+        self.eps, self.pad_noise = float(eps), float(pad_noise)
+
+    @property
+    def dim(self) -> int:
+        """Size of the padded data, ``z_dim + y_dim``."""
+        return self.z_dim + self.y_dim
+
+    def pad(self, x: torch.Tensor, noise: bool) -> torch.Tensor:
+        r""":math:`\hat x = [x, x_0]` (along the last dim), with :math:`x_0 \sim \mathcal N(0, \sigma^2 I)` if ``noise`` else 0."""
+        if self.pad_dim == 0:
+            return x
+        x0 = x.new_zeros(x.shape[:-1] + (self.pad_dim,))
+        if noise:
+            x0 = x0 + self.pad_noise * torch.randn_like(x0)
+        return torch.cat([x, x0], dim=-1)
+
+    def relaxed_log_prob(self, latent: torch.Tensor, log_det: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r"""Eq. (6) from the forward pass: :math:`\log \mathcal N(z) + \log \mathcal N(c; y, \epsilon^2 I) + \log|\det|`
+        with ``latent = [z, c]``."""
+        z, c = latent[..., : self.z_dim], latent[..., self.z_dim:]
+        log_pc = _std_normal_log_prob((c - y) / self.eps) - self.y_dim * math.log(self.eps)
+        return _std_normal_log_prob(z) + log_pc + log_det
+
+
+class RelaxedConditionalFlow(RelaxedLatent, nn.Module, ConditionalDistribution):
     r"""Conditional flow :math:`p(x \mid y)` trained with the single likelihood loss of Xiao et al.
 
     Args:
@@ -88,17 +123,8 @@ class RelaxedConditionalFlow(nn.Module, ConditionalDistribution):
         flow: nn.Module | None = None,
     ):
         super().__init__()
-        z_dim = x_dim if z_dim is None else z_dim
-        pad = z_dim + y_dim - x_dim
-        if pad < 0:
-            raise ValueError(f"z_dim: z_dim + y_dim must be at least x_dim = {x_dim}, got z_dim={z_dim}, y_dim={y_dim}")
-        self.x_dim, self.y_dim, self.z_dim, self.pad_dim = x_dim, y_dim, z_dim, pad
-        self.eps, self.pad_noise = float(eps), float(pad_noise)
-        self.flow = coupling_flow(z_dim + y_dim, num_blocks, hidden, clamp=clamp, seed=seed) if flow is None else flow
-
-    @property
-    def dim(self) -> int:
-        return self.z_dim + self.y_dim
+        self._set_sizes(x_dim, y_dim, z_dim, eps, pad_noise)
+        self.flow = coupling_flow(self.dim, num_blocks, hidden, clamp=clamp, seed=seed) if flow is None else flow
 
     def _reference(self) -> torch.Tensor:
         return next(self.parameters())
@@ -106,15 +132,6 @@ class RelaxedConditionalFlow(nn.Module, ConditionalDistribution):
     def _check(self, name: str, value: torch.Tensor, size: int) -> None:
         ref = self._reference()
         check_tensor(name, value, (size,), ref.dtype, ref.device)
-
-    def pad(self, x: torch.Tensor, noise: bool) -> torch.Tensor:
-        r""":math:`\hat x = [x, x_0]`, with :math:`x_0 \sim \mathcal N(0, \sigma^2 I)` if ``noise`` else 0."""
-        if self.pad_dim == 0:
-            return x
-        x0 = x.new_zeros(x.shape[:-1] + (self.pad_dim,))
-        if noise:
-            x0 = x0 + self.pad_noise * torch.randn_like(x0)
-        return torch.cat([x, x0], dim=-1)
 
     def encode(self, x_hat: torch.Tensor):
         r"""The forward pass :math:`f(\hat x) = [z, c]` and :math:`\log|\det \partial f / \partial \hat x|`."""
@@ -137,9 +154,7 @@ class RelaxedConditionalFlow(nn.Module, ConditionalDistribution):
         self._check("x", x, self.x_dim)
         self._check("y", y, self.y_dim)
         latent, ladj = self.encode(self.pad(x, noise))
-        z, c = latent[..., : self.z_dim], latent[..., self.z_dim:]
-        log_pc = _std_normal_log_prob((c - y) / self.eps) - self.y_dim * math.log(self.eps)
-        return _std_normal_log_prob(z) + log_pc + ladj
+        return self.relaxed_log_prob(latent, ladj, y)
 
     def condition(self, y: torch.Tensor, pad: str | None = None) -> "RelaxedConditional":
         """The distribution :math:`p(x \\mid y)`; ``pad`` is ``"noise"``, ``"zero"`` or None (by mode)."""
