@@ -42,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -57,7 +56,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 from pyroflows.data import digits as digit_data
-from pyroflows.infer import amortized_posterior, fit, log_importance_weights
+from pyroflows.infer import amortized_posterior, atomic_write, fit, log_importance_weights
 
 PAPER = (
     'R. van den Berg, L. Hasenclever, J. Tomczak, M. Welling, "Sylvester normalizing flows for variational inference", UAI 2018; '
@@ -366,11 +365,7 @@ def label_agreement(vae: VAE, data: Images, num: int = 1000, seed: int = 0) -> d
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
 
 
 def load_data(s: Settings, seed: int, frey_path: str | os.PathLike | None = None) -> Images:

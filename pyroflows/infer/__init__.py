@@ -2,7 +2,7 @@
 loop, and importance weights / importance-sampled likelihoods of any guide."""
 
 from .amortized import POSTERIOR_KINDS, AmortizedFlowPosterior, amortized_posterior
-from .fit import fit, save_checkpoint
+from .fit import atomic_write, fit, save_checkpoint
 from .importance import ImportanceChunk, chunk_log_densities, importance_log_likelihood, log_importance_weights, vectorized_traces
 from .inn import INNLoss, inverse_multiquadric_mmd
 
@@ -11,6 +11,7 @@ __all__ = [
     "AmortizedFlowPosterior",
     "amortized_posterior",
     "INNLoss",
+    "atomic_write",
     "ImportanceChunk",
     "chunk_log_densities",
     "fit",

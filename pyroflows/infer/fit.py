@@ -32,18 +32,24 @@ def _load_into(obj, state) -> None:
         obj.set_state(state)
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """``torch.save`` to a temporary file in the same folder, then an atomic rename."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` to a temporary file in ``path``'s folder, then an atomic rename to ``path``:
+    a reader never sees a half-written file, and a failed write leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """``torch.save`` to a temporary file in the same folder, then an atomic rename."""
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _rng_state() -> dict:
