@@ -57,6 +57,7 @@ from pyro.infer import Trace_ELBO
 
 from pyroflows.data import digits as digit_data
 from pyroflows.infer import amortized_posterior, atomic_write, fit, log_importance_weights
+from pyroflows.nn import MLP
 
 PAPER = (
     'R. van den Berg, L. Hasenclever, J. Tomczak, M. Welling, "Sylvester normalizing flows for variational inference", UAI 2018; '
@@ -165,18 +166,19 @@ def frey_faces(path: str | os.PathLike, seed: int = 0) -> Images:
 # ---------------------------------------------------------------------------------------- model
 
 
+def level_log_frequencies(x: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """Per-pixel log frequencies of the integer levels in ``x`` ``(N, P)``, add-one smoothed: ``(P, levels)``."""
+    counts = torch.stack([torch.bincount(col, minlength=levels) for col in x.T]).float() + 1.0
+    return (counts / counts.sum(-1, keepdim=True)).log()
+
+
 class PixelCategorical(nn.Module):
     """256-way logits per pixel: an MLP of ``z`` gives ``k`` features per pixel, a shared linear map
     turns them into 256 logits, plus a learned per-pixel bias (a 1x1 convolution over features)."""
 
     def __init__(self, latent_dim: int, num_pixels: int, hidden: tuple[int, ...], features: int = 8, levels: int = 256):
         super().__init__()
-        widths = [latent_dim, *hidden]
-        layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        layers.append(nn.Linear(widths[-1], num_pixels * features))
-        self.net = nn.Sequential(*layers)
+        self.net = MLP(latent_dim, num_pixels * features, hidden, zero_init=False)
         self.mix = nn.Linear(features, levels, bias=False)
         self.bias = nn.Parameter(torch.zeros(num_pixels, levels))
         self.num_pixels, self.features = num_pixels, features
@@ -185,21 +187,11 @@ class PixelCategorical(nn.Module):
     def init_bias(self, x: torch.Tensor) -> None:
         """Set the per-pixel bias to the training set's log level frequencies (add-one smoothed),
         so a fresh decoder starts at the independent-pixel model."""
-        counts = torch.stack([torch.bincount(col, minlength=self.bias.shape[1]) for col in x.T]).to(self.bias.dtype) + 1.0
-        self.bias.copy_((counts / counts.sum(-1, keepdim=True)).log())
+        self.bias.copy_(level_log_frequencies(x, self.bias.shape[1]))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.net(z).unflatten(-1, (self.num_pixels, self.features))
         return self.mix(h) + self.bias
-
-
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 class VAE(nn.Module):
@@ -212,12 +204,12 @@ class VAE(nn.Module):
         self.latent_dim, self.num_pixels, self.likelihood, self.num_classes = latent_dim, num_pixels, likelihood, num_classes
         self.posterior = amortized_posterior(kind, num_pixels + num_classes, latent_dim, num_flows=num_flows, hidden=hidden)
         if likelihood == "bernoulli":
-            self.decoder = _mlp([latent_dim, *hidden[::-1], num_pixels])
+            self.decoder = MLP(latent_dim, num_pixels, hidden[::-1], zero_init=False)
         elif likelihood == "categorical256":
             self.decoder = PixelCategorical(latent_dim, num_pixels, hidden[::-1])
         else:
             raise ValueError(f"likelihood: expected 'bernoulli' or 'categorical256', got {likelihood!r}")
-        self.label_head = _mlp([latent_dim, hidden[-1], num_classes]) if num_classes else None
+        self.label_head = MLP(latent_dim, num_classes, (hidden[-1],), zero_init=False) if num_classes else None
 
     def encoder_input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = x / 255.0 if self.likelihood == "categorical256" else x
@@ -336,8 +328,7 @@ def independent_pixel_nll(data: Images, with_labels: bool = False) -> float:
             freq = torch.bincount(data.y_train, minlength=10).float().add(1.0)
             nll += float(-(freq / freq.sum()).log()[data.y_test].mean())
         return nll
-    counts = torch.stack([torch.bincount(col, minlength=256) for col in data.train.T]).float() + 1.0
-    logp = (counts / counts.sum(-1, keepdim=True)).log()
+    logp = level_log_frequencies(data.train)
     return float(-logp.gather(1, data.test.T).sum(0).mean())
 
 
