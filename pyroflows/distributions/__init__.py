@@ -2,6 +2,7 @@
 
 from .conditional_flow import ConditionalFlowDistribution
 from .crow import CRow, CRowConditional
+from .dual_glow import DualGlow, SideDiscriminator, dual_glow
 from .relaxed_conditional_flow import RelaxedConditional, RelaxedConditionalFlow
 
-__all__ = ["CRow", "CRowConditional", "ConditionalFlowDistribution", "RelaxedConditional", "RelaxedConditionalFlow"]
+__all__ = ["CRow", "CRowConditional", "ConditionalFlowDistribution", "DualGlow", "SideDiscriminator", "dual_glow", "RelaxedConditional", "RelaxedConditionalFlow"]

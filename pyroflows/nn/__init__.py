@@ -4,6 +4,7 @@ from .concatsquash import ConcatSquashLinear, ConcatSquashNet
 from .conv import ConvNet
 from .dense import MLP, ResidualMLP
 from .encoder import GaussianEncoder
+from .gradient_reversal import GradientReversal, gradient_reversal
 from .gru import GRUConditioner
 
-__all__ = ["ConcatSquashLinear", "ConcatSquashNet", "ConvNet", "GaussianEncoder", "GRUConditioner", "MLP", "ResidualMLP"]
+__all__ = ["ConcatSquashLinear", "ConcatSquashNet", "ConvNet", "GaussianEncoder", "GradientReversal", "gradient_reversal", "GRUConditioner", "MLP", "ResidualMLP"]

@@ -35,6 +35,7 @@ from .linear import (
 from .permute import Permute, permute
 from .planar import ConditionalPlanar, ConditionedPlanar, Planar, conditional_planar, planar
 from .radial import ConditionalRadial, ConditionedRadial, Radial, conditional_radial, radial
+from .relation import ConditionedLatentRelation, LatentRelation, latent_relation, multiscale_layout
 from .squeeze import Squeeze, Unsqueeze
 from .sylvester import (
     ConditionalHouseholderSylvester,
@@ -51,6 +52,10 @@ from .sylvester import (
 )
 
 __all__ = [
+    "ConditionedLatentRelation",
+    "LatentRelation",
+    "latent_relation",
+    "multiscale_layout",
     "ActNorm",
     "AffineCoupling",
     "CNF",

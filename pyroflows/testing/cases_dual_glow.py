@@ -1,0 +1,16 @@
+"""Cases of DUAL-GLOW's relation transform (:class:`~pyroflows.transforms.LatentRelation`): the
+target's prior at every level given the source's packed latent, on images and volumes, with
+source and target of different channel counts, and with a mean-only relation."""
+
+from __future__ import annotations
+
+from .. import transforms as T
+from . import TransformCase
+
+
+def cases() -> list[TransformCase]:
+    return [
+        TransformCase("latent_relation_image", lambda: T.latent_relation((1, 4, 4), (2, 4, 4), num_levels=2, hidden_channels=8), (1, 4, 4), (2, 4, 4)),
+        TransformCase("latent_relation_image_mean_only", lambda: T.latent_relation((2, 4, 4), num_levels=1, hidden_channels=8, learn_scale=False), (2, 4, 4), (2, 4, 4)),
+        TransformCase("latent_relation_volume", lambda: T.latent_relation((1, 4, 4, 4), (1, 4, 4, 4), num_levels=2, hidden_channels=4), (1, 4, 4, 4), (1, 4, 4, 4)),
+    ]
