@@ -87,3 +87,47 @@ class ConvNet(nn.Module):
         h, batch = _spatial_context(x, context, self.context_channels, self.spatial_dims, self.context_is_map)
         out = self.net(h)
         return out.reshape(batch + out.shape[1:])
+
+
+class ContextCouplingNet(nn.Module):
+    r"""MotionFlow's coupling network, eq. (7): a context map :math:`u` goes through
+    :math:`\mathrm{CNN}_1` (conv 3 - ReLU - conv 3), joins the passive half :math:`\alpha_1` as
+    channels, :math:`h = [\alpha_1, \mathrm{CNN}_1(u)]`, and :math:`\mathrm{CNN}_2` (a :class:`ConvNet`
+    with a zero-initialised last layer) maps :math:`h` to the coupling parameters. Its output is
+    returned in the "cross" layout: :math:`\mathrm{cross}()` takes the even channels as the first
+    parameter (the scale) and the odd ones as the second (the bias), and they are returned one after
+    the other, ``[even, odd]``, which is the ``[s, t]`` layout that
+    :class:`~pyroflows.transforms.ConditionalAffineCoupling` splits in halves.
+
+    Args:
+        in_channels: channels of the passive half :math:`\alpha_1`.
+        out_channels: channels of the output (even: twice the active half).
+        context_channels: channels ``K`` of the context map ``(K, H, W)`` (the input's spatial size).
+        hidden_channels: width of :math:`\mathrm{CNN}_2`.
+        context_features: channels of :math:`\mathrm{CNN}_1(u)` (and width of its hidden layer).
+
+    Example::
+
+        >>> net = ContextCouplingNet(2, 4, context_channels=6, hidden_channels=8)
+        >>> net(torch.randn(5, 2, 3, 1), torch.randn(5, 6, 3, 1)).shape
+        torch.Size([5, 4, 3, 1])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, context_channels: int, hidden_channels: int = 64, context_features: int = 8):
+        super().__init__()
+        if out_channels % 2:
+            raise ValueError(f"out_channels: expected an even number (scale and bias), got {out_channels}")
+        self.context_channels = context_channels
+        self.cnn1 = nn.Sequential(
+            nn.Conv2d(context_channels, context_features, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(context_features, context_features, 3, padding=1),
+        )
+        self.cnn2 = ConvNet(in_channels + context_features, out_channels, hidden_channels)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        h, batch = _spatial_context(x, context, self.context_channels, 2, True)
+        a, u = h.split([h.shape[1] - self.context_channels, self.context_channels], dim=1)
+        out = self.cnn2(torch.cat([a, self.cnn1(u)], dim=1))
+        out = torch.cat([out[:, 0::2], out[:, 1::2]], dim=1)
+        return out.reshape(batch + out.shape[1:])

@@ -297,6 +297,23 @@ class MLP(nn.Module):
         return _run(self.net, _join_context(x, context, self.context_features))
 
 
+def context_mlp(context_shape: Sequence[int], out_features: int, hidden_features: Sequence[int] = (64,)) -> nn.Module:
+    """A zero-initialised :class:`MLP` from a context of event shape ``context_shape`` to
+    ``out_features``: for a vector ``(K,)`` the MLP itself, for a map ``(K, *spatial)`` the MLP on the
+    flattened map (MotionFlow's fully connected heads). Accepts any batch shape.
+
+    Example::
+
+        >>> context_mlp((3, 4, 2), 5)(torch.randn(7, 3, 4, 2)).shape
+        torch.Size([7, 5])
+    """
+    size = 1
+    for s in context_shape:
+        size *= int(s)
+    mlp = MLP(size, out_features, tuple(hidden_features))
+    return mlp if len(context_shape) == 1 else nn.Sequential(nn.Flatten(-len(context_shape)), mlp)
+
+
 class ResidualMLP(nn.Module):
     r"""Residual MLP: a linear lift, ``num_blocks`` pre-activation blocks
     :math:`h \leftarrow h + W_2\,\sigma(W_1\,\sigma(h))`, a zero-initialised linear read-out.

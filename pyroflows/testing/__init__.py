@@ -24,7 +24,7 @@ from pyro.distributions.conditional import ConditionalTransform
 
 from ..transforms.base import module_reference
 
-CASE_MODULES = ["pyroflows.testing.cases_core", "pyroflows.testing.cases_cnf", "pyroflows.testing.cases_planar_sylvester", "pyroflows.testing.cases_glow", "pyroflows.testing.cases_crow", "pyroflows.testing.cases_dual_glow"]
+CASE_MODULES = ["pyroflows.testing.cases_core", "pyroflows.testing.cases_cnf", "pyroflows.testing.cases_planar_sylvester", "pyroflows.testing.cases_glow", "pyroflows.testing.cases_crow", "pyroflows.testing.cases_dual_glow", "pyroflows.testing.cases_motionflow"]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from .coupling import (
 )
 from .crow import ConditionalCRowTransform, ConditionedCRow, CRowTransform, conditional_crow, crow
 from .cnf import CNF, ConditionalCNF, ConditionedCNF, cnf, cnf_regularization, conditional_cnf
+from .dynamic_prior import ConditionalLatentDynamics, ConditionedLatentDynamics, conditional_latent_dynamics
 from .flows import coupling_flow, conditional_coupling_flow
 from .glow import (
     ConditionalGlow,
@@ -31,6 +32,13 @@ from .linear import (
     InvertibleLinear,
     conditional_invertible_linear,
     invertible_linear,
+)
+from .motionflow import (
+    ConditionalMotionFlowStep,
+    ConditionalMotionFlowTransform,
+    ConditionedMotionFlow,
+    conditional_motionflow,
+    conditional_motionflow_step,
 )
 from .permute import Permute, permute
 from .planar import ConditionalPlanar, ConditionedPlanar, Planar, conditional_planar, planar
@@ -121,4 +129,12 @@ __all__ = [
     "ConditionedCRow",
     "conditional_crow",
     "crow",
+    "ConditionalLatentDynamics",
+    "ConditionedLatentDynamics",
+    "conditional_latent_dynamics",
+    "ConditionalMotionFlowStep",
+    "ConditionalMotionFlowTransform",
+    "ConditionedMotionFlow",
+    "conditional_motionflow",
+    "conditional_motionflow_step",
 ]

@@ -24,7 +24,7 @@ from pyro.distributions import TransformModule
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
-from ..nn.dense import MLP
+from ..nn.dense import context_mlp
 from ..validation import check_tensor
 from .base import OnePassTransform, batch_shape_of, event_constraint, module_reference
 
@@ -151,7 +151,9 @@ class ConditionalActNorm(ConditionalTransformModule):
     .. math:: [s, b] = [s_0, b_0] + g(c),
 
     with :math:`s_0, b_0` data-initialised as in :class:`ActNorm` and :math:`g` a zero-initialised
-    network, so the layer starts as a plain ActNorm. The context has shape ``batch' + (K,)``.
+    network, so the layer starts as a plain ActNorm. The context has shape ``batch' + (K,)``, or
+    ``batch' + context_shape`` when ``context_shape`` is given (e.g. a feature map ``(K, H, W)``,
+    flattened into the MLP: MotionFlow's conditional ActNorm, eq. (4), with :math:`g` its FC1).
 
     Example::
 
@@ -160,11 +162,20 @@ class ConditionalActNorm(ConditionalTransformModule):
         torch.Size([5, 3])
     """
 
-    def __init__(self, num_features: int, context_dim: int, event_dim: int = 1, hidden: Sequence[int] = (64,), net: nn.Module | None = None):
+    def __init__(
+        self,
+        num_features: int,
+        context_dim: int,
+        event_dim: int = 1,
+        hidden: Sequence[int] = (64,),
+        net: nn.Module | None = None,
+        context_shape: Sequence[int] | None = None,
+    ):
         super().__init__()
-        self.num_features, self.event_dim, self.context_shape = num_features, event_dim, (context_dim,)
+        self.num_features, self.event_dim = num_features, event_dim
+        self.context_shape = (context_dim,) if context_shape is None else tuple(int(s) for s in context_shape)
         self.params = _DataInit(num_features, event_dim)
-        self.net = MLP(context_dim, 2 * num_features, hidden) if net is None else net
+        self.net = context_mlp(self.context_shape, 2 * num_features, hidden) if net is None else net
 
     def condition(self, context):
         ref = self.params.log_scale
@@ -179,7 +190,7 @@ class ConditionalActNorm(ConditionalTransformModule):
             self.num_features,
             self.event_dim,
             owner=self,
-            context_batch_shape=batch_shape_of(context, 1),
+            context_batch_shape=batch_shape_of(context, len(self.context_shape)),
             on_first_call=self.params.maybe_initialize,
         )
 
@@ -189,6 +200,9 @@ def actnorm(num_features: int, event_dim: int = 1) -> ActNorm:
     return ActNorm(num_features, event_dim)
 
 
-def conditional_actnorm(num_features: int, context_dim: int, event_dim: int = 1, hidden: Sequence[int] = (64,)) -> ConditionalActNorm:
-    """Conditional ActNorm with an MLP from the context to per-channel offsets of scale and bias."""
-    return ConditionalActNorm(num_features, context_dim, event_dim, hidden)
+def conditional_actnorm(
+    num_features: int, context_dim: int, event_dim: int = 1, hidden: Sequence[int] = (64,), context_shape: Sequence[int] | None = None
+) -> ConditionalActNorm:
+    """Conditional ActNorm with an MLP from the context (a vector, or a flattened map of
+    ``context_shape``) to per-channel offsets of scale and bias."""
+    return ConditionalActNorm(num_features, context_dim, event_dim, hidden, context_shape=context_shape)

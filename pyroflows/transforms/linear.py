@@ -26,7 +26,7 @@ from pyro.distributions import TransformModule
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
-from ..nn.dense import MLP
+from ..nn.dense import context_mlp
 from ..validation import check_tensor
 from .base import OnePassTransform, batch_shape_of, event_constraint, module_reference
 
@@ -158,14 +158,27 @@ class ConditionalInvertibleLinear(ConditionalTransformModule):
     r"""Invertible linear map with one matrix per context:
     :math:`(L, U, d) = (L_0, U_0, d_0) + g(c)` with :math:`g` zero-initialised.
 
-    The context has shape ``batch' + (K,)``; ``event_dim`` as in :class:`InvertibleLinear`.
+    The context has shape ``batch' + (K,)``, or ``batch' + context_shape`` when ``context_shape``
+    is given (a feature map ``(K, H, W)`` is flattened into the MLP: MotionFlow's conditional 1x1
+    convolution, eq. (6), with :math:`g` its FC2). The matrix stays invertible for every context:
+    :math:`L` keeps a unit diagonal and :math:`U` the diagonal :math:`\sigma e^{d}`.
+    ``event_dim`` as in :class:`InvertibleLinear`.
     """
 
-    def __init__(self, num_features: int, context_dim: int, event_dim: int = 1, hidden: Sequence[int] = (64,), net: nn.Module | None = None):
+    def __init__(
+        self,
+        num_features: int,
+        context_dim: int,
+        event_dim: int = 1,
+        hidden: Sequence[int] = (64,),
+        net: nn.Module | None = None,
+        context_shape: Sequence[int] | None = None,
+    ):
         super().__init__()
-        self.num_features, self.event_dim, self.context_shape = num_features, event_dim, (context_dim,)
+        self.num_features, self.event_dim = num_features, event_dim
+        self.context_shape = (context_dim,) if context_shape is None else tuple(int(s) for s in context_shape)
         self.lu = _LUFactors(num_features)
-        self.net = MLP(context_dim, 2 * num_features * num_features + num_features, hidden) if net is None else net
+        self.net = context_mlp(self.context_shape, 2 * num_features * num_features + num_features, hidden) if net is None else net
 
     def condition(self, context):
         ref = self.lu.log_diag
@@ -179,7 +192,7 @@ class ConditionalInvertibleLinear(ConditionalTransformModule):
             lu = self.lu
             return lu.perm, lu.lower + dl.reshape(shape), lu.upper + du.reshape(shape), lu.log_diag + dd, lu.sign
 
-        return ConditionedInvertibleLinear(factors_fn, d, self.event_dim, owner=self, context_batch_shape=batch_shape_of(context, 1))
+        return ConditionedInvertibleLinear(factors_fn, d, self.event_dim, owner=self, context_batch_shape=batch_shape_of(context, len(self.context_shape)))
 
 
 def invertible_linear(num_features: int, event_dim: int = 1) -> InvertibleLinear:
@@ -187,6 +200,9 @@ def invertible_linear(num_features: int, event_dim: int = 1) -> InvertibleLinear
     return InvertibleLinear(num_features, event_dim)
 
 
-def conditional_invertible_linear(num_features: int, context_dim: int, event_dim: int = 1, hidden: Sequence[int] = (64,)) -> ConditionalInvertibleLinear:
-    """Invertible linear map whose LU factors are offset by an MLP of the context."""
-    return ConditionalInvertibleLinear(num_features, context_dim, event_dim, hidden)
+def conditional_invertible_linear(
+    num_features: int, context_dim: int, event_dim: int = 1, hidden: Sequence[int] = (64,), context_shape: Sequence[int] | None = None
+) -> ConditionalInvertibleLinear:
+    """Invertible linear map whose LU factors are offset by an MLP of the context (a vector, or a
+    flattened map of ``context_shape``)."""
+    return ConditionalInvertibleLinear(num_features, context_dim, event_dim, hidden, context_shape=context_shape)
