@@ -59,6 +59,39 @@ def test_step_log_probs_sum_to_the_sequence_log_density_of_the_jacobian(kw):
             assert abs(torch.linalg.slogdet(blocks[t, :, t])[1].item() - logdet[i, t].item()) < 1e-9
 
 
+def test_label_context_keeps_exact_per_step_densities_and_causality():
+    # context=True: y_t also feeds every subnetwork (a ConditionalCRowTransform)
+    flow = _crow(torch.float64, context=True)
+    assert flow.context
+    T = 3
+    x, y = torch.randn(2, T, 2, dtype=torch.float64), _labels(2, T, 3, dtype=torch.float64)
+    steps = flow.condition(y).step_log_prob(x)
+    x_hat = flow.pad(x, noise=False)
+    latent, _, _ = flow.encode(x_hat, y=y)
+    for i in range(2):
+        jac = torch.autograd.functional.jacobian(lambda v: flow.encode(v.reshape(T, flow.dim), y=y[i])[0].reshape(-1), x_hat[i].reshape(-1))
+        full = dist.Normal(0.0, 1.0).log_prob(latent[i, :, :2]).sum() + dist.Normal(y[i], flow.eps).log_prob(latent[i, :, 2:]).sum()
+        assert abs((full + torch.linalg.slogdet(jac)[1]).item() - steps[i].sum().item()) < 1e-8
+    # the label changes the generated frames, from its own step on only
+    y_changed = y.clone()
+    y_changed[:, 2:] = torch.eye(3, dtype=torch.float64)[(y[:, 2:].argmax(-1) + 1) % 3]
+    torch.manual_seed(7)
+    a, la = flow.condition(y).rsample_with_step_log_prob((3,))
+    torch.manual_seed(7)
+    b, _ = flow.condition(y_changed).rsample_with_step_log_prob((3,))
+    assert (a[..., :2, :] - b[..., :2, :]).abs().max().item() < 1e-12
+    assert (a[..., 2:, :] - b[..., 2:, :]).abs().max().item() > 1e-3
+    torch.manual_seed(7)
+    x_hat_gen, _, _ = flow.decode(flow.condition(y)._latent((3,)), y=y)
+    assert torch.allclose(flow.padded_step_log_prob(x_hat_gen, y), la, atol=1e-9)
+    with pytest.raises(ValueError, match="predict: a CRow with context=True"):
+        flow.predict(x)
+    with pytest.raises(ValueError, match="encode/decode need y"):
+        flow.encode(x_hat)
+    with pytest.raises(ValueError, match="context_dim = y_dim = 3"):
+        CRow(2, 3, flow=conditional_crow(5, 2, num_blocks=1, hidden_size=4, hidden_features=4))
+
+
 def test_per_step_density_is_a_normalised_conditional():
     # no padding (z_dim = x_dim - y_dim): p(x_2 | x_1, y_1, y_2) integrates to 1 over x_2
     torch.manual_seed(0)

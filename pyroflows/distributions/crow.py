@@ -39,7 +39,7 @@ import torch.nn as nn
 from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.conditional import ConditionalDistribution
 
-from ..transforms.crow import CRowTransform
+from ..transforms.crow import ConditionalCRowTransform, CRowTransform
 from ..validation import check_tensor
 from .relaxed_conditional_flow import RelaxedLatent
 
@@ -59,7 +59,14 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
         recurrent: GRU subnetworks carrying hidden states over time; False gives the paper's cINN
             baseline (each frame alone).
         gate: temporal context gating (default: on with ``recurrent``, off without).
-        flow: a :class:`~pyroflows.transforms.CRowTransform` on frames of size ``z_dim + y_dim``.
+        context: also feed :math:`y_t` to every subnetwork, :math:`[s, r], h_t = q([u, y_t], h_{t-1})`
+            (a :class:`~pyroflows.transforms.ConditionalCRowTransform`), so the covariate is both an
+            input of the couplings, as in Ardizzone et al.'s conditional INN, and the relaxed output
+            :math:`c_t`. The density stays exact; :meth:`predict` is then unavailable (the forward
+            pass needs :math:`y`).
+        flow: a :class:`~pyroflows.transforms.CRowTransform` (or, for ``context``, a
+            :class:`~pyroflows.transforms.ConditionalCRowTransform` with ``context_dim = y_dim``) on
+            frames of size ``z_dim + y_dim``.
 
     ``.condition(y)`` with ``y`` of shape ``batch + (T, y_dim)`` returns a distribution over
     ``x`` with batch shape ``batch`` and event shape ``(T, x_dim)``: ``log_prob`` of whole
@@ -98,15 +105,20 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
         clamp: float | None = 3.0,
         permutation: str | None = "random",
         seed: int | None = None,
-        flow: CRowTransform | None = None,
+        context: bool = False,
+        flow: CRowTransform | ConditionalCRowTransform | None = None,
     ):
         super().__init__()
         self._set_sizes(x_dim, y_dim, z_dim, eps, pad_noise)
         if flow is None:
-            flow = CRowTransform(self.dim, num_blocks, hidden_size, hidden_features, res_blocks, recurrent, gate, clamp, permutation, seed)
+            args = (num_blocks, hidden_size, hidden_features, res_blocks, recurrent, gate, clamp, permutation, seed)
+            flow = ConditionalCRowTransform(self.dim, self.y_dim, *args) if context else CRowTransform(self.dim, *args)
         elif flow.dim != self.dim:
             raise ValueError(f"flow: expected a CRow transform on frames of size z_dim + y_dim = {self.dim}, got {flow.dim}")
+        elif isinstance(flow, ConditionalCRowTransform) and flow.context_dim != self.y_dim:
+            raise ValueError(f"flow: a conditional CRow transform needs context_dim = y_dim = {self.y_dim}, got {flow.context_dim}")
         self.flow = flow
+        self.context = isinstance(flow, ConditionalCRowTransform)
 
     def _check(self, name: str, value: torch.Tensor, size: int, steps: int | None = None) -> None:
         ref = next(self.parameters())
@@ -114,18 +126,28 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
         if steps is not None and value.shape[-2] != steps:
             raise ValueError(f"{name}: expected {steps} time steps (those of y), got {value.shape[-2]} in shape {tuple(value.shape)}")
 
-    def encode(self, x_hat: torch.Tensor, state=None):
-        r"""The paper's forward map on padded sequences ``(..., T, dim)``: ``(latent [z_t, c_t],
-        per-step log|det df_t/dx_t| of shape batch + (T,), final hidden states)``."""
-        return self.flow.encode(x_hat, state)
+    def _transform(self, y: torch.Tensor | None):
+        if not self.context:
+            return self.flow
+        if y is None:
+            raise ValueError("y: a CRow with context=True feeds y to its subnetworks, so encode/decode need y")
+        return self.flow.condition(y)
 
-    def decode(self, latent: torch.Tensor, state=None):
+    def encode(self, x_hat: torch.Tensor, state=None, y: torch.Tensor | None = None):
+        r"""The paper's forward map on padded sequences ``(..., T, dim)``: ``(latent [z_t, c_t],
+        per-step log|det df_t/dx_t| of shape batch + (T,), final hidden states)``; ``y`` is needed
+        (and only used) with ``context``."""
+        return self._transform(y).encode(x_hat, state)
+
+    def decode(self, latent: torch.Tensor, state=None, y: torch.Tensor | None = None):
         r"""The inverse, forward in time: ``(padded sequence, per-step log-dets, final hidden states)``."""
-        return self.flow.decode(latent, state)
+        return self._transform(y).decode(latent, state)
 
     def predict(self, x: torch.Tensor, noise: bool = False) -> torch.Tensor:
         r"""The covariate of every frame inferred by the forward pass, :math:`f_{t,c}([x_t, x_{0,t}])`
         given the frames before it: shape ``batch + (T, y_dim)``."""
+        if self.context:
+            raise ValueError("predict: a CRow with context=True needs y for its forward pass; compare step_log_prob under each candidate y instead")
         self._check("x", x, self.x_dim)
         latent, _, _ = self.encode(self.pad(x, noise))
         return latent[..., self.z_dim:]
@@ -134,7 +156,7 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
         r""":math:`\log p(\hat x_t \mid \hat x_{<t}, y_{\le t})` of padded sequences, shape ``batch + (T,)``."""
         self._check("y", y, self.y_dim)
         self._check("x_hat", x_hat, self.dim, y.shape[-2])
-        latent, logdet, _ = self.encode(x_hat)
+        latent, logdet, _ = self.encode(x_hat, y=y)
         return self.relaxed_log_prob(latent, logdet, y)
 
     def step_log_prob(self, x: torch.Tensor, y: torch.Tensor, noise: bool) -> torch.Tensor:
@@ -142,7 +164,7 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
         with noise or zeros: shape ``broadcast(batch of x, batch of y) + (T,)``."""
         self._check("y", y, self.y_dim)
         self._check("x", x, self.x_dim, y.shape[-2])
-        latent, logdet, _ = self.encode(self.pad(x, noise))
+        latent, logdet, _ = self.encode(self.pad(x, noise), y=y)
         return self.relaxed_log_prob(latent, logdet, y)
 
     def condition(self, y: torch.Tensor, pad: str | None = None) -> "CRowConditional":
@@ -191,9 +213,9 @@ class CRowConditional(TorchDistribution):
         per-step :math:`\log p(\hat x_t \mid \hat x_{<t}, y_{\le t})` of the generated (padded) frames
         (the density the paper shows above each generated frame)."""
         latent = self._latent(sample_shape)
-        x_hat, logdet, _ = self.parent.decode(latent)
+        x_hat, logdet, _ = self.parent.decode(latent, y=self.y)
         return x_hat[..., : self.parent.x_dim], self.parent.relaxed_log_prob(latent, logdet, self.y)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        x_hat, _, _ = self.parent.decode(self._latent(sample_shape))
+        x_hat, _, _ = self.parent.decode(self._latent(sample_shape), y=self.y)
         return x_hat[..., : self.parent.x_dim]
