@@ -14,15 +14,8 @@ from pyro.optim import Adam
 from pyroflows.distributions import DynamicPrior, MotionFlow
 from pyroflows.nn.gated_residual import CausalGatedResNet
 from pyroflows.nn.masked_conv import LocallyMaskedConv2d, MaskedARN, SpatioTemporalEncoder, local_masks, ordering_ranks, positional_norm
+from pyroflows.testing import perturb_parameters
 from pyroflows.transforms import conditional_latent_dynamics, conditional_motionflow, conditional_motionflow_step
-
-
-def _perturbed(module, scale=0.1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
 
 
 def _dependence(fn, x, position):
@@ -128,7 +121,7 @@ def test_bad_orderings_and_masks_raise():
 
 def test_gated_residual_network_is_causal_in_time():
     torch.manual_seed(0)
-    net = _perturbed(CausalGatedResNet(2, 4, hidden_channels=6))
+    net = perturb_parameters(CausalGatedResNet(2, 4, hidden_channels=6))
     seq = torch.randn(1, 9, 2, 3, 1, requires_grad=True)
     out = net(seq)
     for t in range(9):
@@ -153,7 +146,7 @@ def test_prior_rollout_shapes_and_fresh_prior_repeats_the_last_latent():
 
 def test_temperature_zero_gives_the_mean_and_small_temperatures_approach_it():
     torch.manual_seed(0)
-    prior = _perturbed(DynamicPrior((2, 2, 2), num_frames=5, hidden_channels=6), 0.2).double()
+    prior = perturb_parameters(DynamicPrior((2, 2, 2), num_frames=5, hidden_channels=6), 0.2).double()
     history = torch.randn(3, 1, 2, 2, 2, dtype=torch.float64)
     mean = prior.condition(history, temperature=0).sample()
     t = prior.dynamics.condition(history)
@@ -168,7 +161,7 @@ def test_temperature_zero_gives_the_mean_and_small_temperatures_approach_it():
 
 def test_prior_density_factorises_over_frames():
     torch.manual_seed(0)
-    prior = _perturbed(DynamicPrior((2, 1, 1), num_frames=4, hidden_channels=6), 0.3).double()
+    prior = perturb_parameters(DynamicPrior((2, 1, 1), num_frames=4, hidden_channels=6), 0.3).double()
     history = torch.randn(2, 2, 2, 1, 1, dtype=torch.float64)
     z = torch.randn(2, 4, 2, 1, 1, dtype=torch.float64)
     t = prior.dynamics.condition(history)
@@ -188,7 +181,7 @@ def _motionflow(frame_shape=(3,), residual=False, dtype=torch.float64, **kw):
     mf = MotionFlow(frame_shape, num_observed=4, num_future=3, residual=residual, **kw).to(dtype)
     x = torch.randn(5, 4, *frame_shape, dtype=dtype)
     mf.condition(x).log_prob(torch.randn(5, 3, *frame_shape, dtype=dtype))  # data-dependent init
-    return _perturbed(mf), x
+    return perturb_parameters(mf), x
 
 
 @pytest.mark.parametrize("frame_shape, residual", [((3,), False), ((2, 2, 1), True)], ids=["vector", "image_residual"])

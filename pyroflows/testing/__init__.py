@@ -97,10 +97,16 @@ def instantiate(case: TransformCase, dtype=torch.float64, seed: int = 0, perturb
     with torch.no_grad():
         transform = bind(module, c)
         transform.inv(x)
-        if perturb:
-            g = _generator(seed + 200)
-            for p in module.parameters():
-                p.add_(perturb * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return perturb_parameters(module, perturb, seed + 200) if perturb else module
+
+
+def perturb_parameters(module: torch.nn.Module, scale: float = 0.1, seed: int = 0) -> torch.nn.Module:
+    """Add ``scale`` times seeded standard Normal noise to every parameter of ``module`` (in place;
+    returns ``module``): moves zero-initialised conditioners away from the identity."""
+    g = _generator(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device))
     return module
 
 
