@@ -68,7 +68,7 @@ from pyro.distributions.conditional import ConditionalDistribution
 
 from ..nn.dense import MLP
 from ..nn.gradient_reversal import GradientReversal
-from ..transforms.base import as_shape, module_reference
+from ..transforms.base import as_shape, module_reference, soft_clamp
 from ..transforms.glow import Glow, _unpack
 from ..transforms.relation import LatentRelation
 from ..validation import check_tensor
@@ -79,6 +79,10 @@ class SideDiscriminator(nn.Module):
     an MLP with one hidden layer on the per-channel spatial mean and mean square (``2C`` features),
     optionally behind a gradient reversal layer; ``event_dim`` is 3 for images, 4 for volumes.
 
+    The prediction is soft-bounded, :math:`B\tanh(\cdot / B)` (``bound`` :math:`B`), so the squared
+    error that a reversed gradient makes the flow *maximise* stays bounded: without it the flow
+    could inflate its latents without limit to fool the discriminator.
+
     Example::
 
         >>> disc = SideDiscriminator(4, 1, hidden_features=8, reverse=True)
@@ -86,9 +90,11 @@ class SideDiscriminator(nn.Module):
         torch.Size([3, 1])
     """
 
-    def __init__(self, channels: int, side_features: int, hidden_features: int = 32, reverse: bool = False, alpha: float = 1.0, event_dim: int = 3):
+    def __init__(
+        self, channels: int, side_features: int, hidden_features: int = 32, reverse: bool = False, alpha: float = 1.0, event_dim: int = 3, bound: float = 3.0
+    ):
         super().__init__()
-        self.event_dim = int(event_dim)
+        self.event_dim, self.bound = int(event_dim), float(bound)
         self.reversal = GradientReversal(alpha) if reverse else None
         self.net = MLP(2 * channels, side_features, (hidden_features,), zero_init=False)
 
@@ -96,7 +102,7 @@ class SideDiscriminator(nn.Module):
         if self.reversal is not None:
             part = self.reversal(part)
         flat = part.reshape(part.shape[: part.dim() - self.event_dim + 1] + (-1,))
-        return self.net(torch.cat([flat.mean(-1), flat.pow(2).mean(-1)], dim=-1))
+        return soft_clamp(self.net(torch.cat([flat.mean(-1), flat.pow(2).mean(-1)], dim=-1)), self.bound)
 
 
 class DualGlow(nn.Module, ConditionalDistribution):
@@ -110,6 +116,7 @@ class DualGlow(nn.Module, ConditionalDistribution):
         num_levels, num_steps, hidden_channels: both Glows (see :class:`~pyroflows.transforms.Glow`).
         relation_hidden: width of the relation networks.
         side_features: size ``K`` of the side information (0: none).
+        side_levels: ``"top"`` (eqs. 16-17: ``c`` enters the top level's prior) or ``"all"`` levels.
         source_top: the top-level relation also sees the source's top latent (eq. 17 leaves it out).
         learn_scale: the relation learns :math:`\sigma(z_m)` as well as :math:`\mu(z_m)`.
         source_weight: :math:`\lambda` of eq. (12).
@@ -129,6 +136,7 @@ class DualGlow(nn.Module, ConditionalDistribution):
         hidden_channels: int | Sequence[int] = 64,
         relation_hidden: int = 32,
         side_features: int = 0,
+        side_levels: str = "top",
         source_top: bool = True,
         learn_scale: bool = True,
         source_weight: float = 1e-3,
@@ -152,7 +160,7 @@ class DualGlow(nn.Module, ConditionalDistribution):
         self.source = Glow(self.source_shape, **flow)
         self.target = Glow(self.target_shape, **flow)
         self.relation = LatentRelation(
-            self.target_shape, self.source_shape, num_levels, relation_hidden, self.side_features, source_top=source_top, learn_scale=learn_scale
+            self.target_shape, self.source_shape, num_levels, relation_hidden, self.side_features, side_levels, source_top, learn_scale
         )
         self.discriminators = nn.ModuleList()
         if self.side_features:

@@ -48,6 +48,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
@@ -88,6 +89,18 @@ def multiscale_layout(event_shape: Sequence[int], num_levels: int) -> SimpleName
     return SimpleNamespace(_event_dim=edim, num_levels=num_levels, splits=splits, part_shapes=parts)
 
 
+def _top_input(parts: list[torch.Tensor], event_dim: int) -> torch.Tensor:
+    """The top prior's input without the source's top latent (eq. 17): the level below's part,
+    average-pooled to the top resolution, or a constant map when there is one level."""
+    top = parts[-1]
+    if len(parts) == 1:
+        return torch.ones_like(top.narrow(-event_dim, 0, 1))
+    below = parts[-2]
+    flat = below.reshape((-1,) + below.shape[below.dim() - event_dim:])
+    pooled = (F.avg_pool2d if event_dim == 3 else F.avg_pool3d)(flat, 2)
+    return pooled.reshape(below.shape[: below.dim() - event_dim] + pooled.shape[1:])
+
+
 class ConditionedLatentRelation(OnePassTransform, Transform):
     r"""The relation map for a given source latent (and side information): per level
     :math:`z_p^{(l)} = \mu_l + \sigma_l u^{(l)}` (Pyro's forward), its exact inverse and log-det."""
@@ -112,7 +125,7 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
         out = []
         for level, (net, part) in enumerate(zip(owner.nets, parts)):
             if level == owner.num_levels - 1 and not owner.source_top:
-                part = torch.ones_like(part.narrow(-self._edim, 0, 1))  # a constant map: the prior sees c only
+                part = _top_input(parts, self._edim)
             side = self.side if owner.side_levels[level] else None
             p = net(part, side)
             if owner.learn_scale:
@@ -158,8 +171,10 @@ class LatentRelation(ConditionalTransformModule):
         side_features: size ``K`` of the side information vector ``c`` (0: none).
         side_levels: ``"top"`` (the paper's eqs. 16-17: ``c`` enters the top level's prior) or
             ``"all"``.
-        source_top: whether the top level's prior also sees the source's top latent (the paper's
-            eq. 17 leaves it out once side information is used; set False for that).
+        source_top: whether the top level's prior sees the source's top latent. The paper's eq. 17
+            leaves it out once side information is used (the source's top keeps ``c``, which would
+            compete with the given ``c``); False follows it: the top prior then sees ``c`` and the
+            source's next-lower part, average-pooled to the top resolution.
         learn_scale: learn :math:`\sigma_l` as well as :math:`\mu_l` (False: unit scale).
         clamp: soft bound :math:`B\tanh(\cdot/B)` on :math:`\log\sigma_l`.
 
@@ -186,8 +201,8 @@ class LatentRelation(ConditionalTransformModule):
             raise ValueError(f"source_shape: expected the target's spatial sizes {self.target_shape[1:]}, got {self.source_shape}")
         if side_levels not in ("top", "all"):
             raise ValueError(f"side_levels: expected 'top' or 'all', got {side_levels!r}")
-        if not source_top and not side_features:
-            raise ValueError("source_top: False leaves the top prior without inputs unless side_features > 0")
+        if not source_top and not side_features and num_levels == 1:
+            raise ValueError("source_top: False leaves a one-level relation's prior without inputs unless side_features > 0")
         self.target_layout = multiscale_layout(self.target_shape, num_levels)
         self.source_layout = multiscale_layout(self.source_shape, num_levels)
         self.event_dim, self.num_levels = len(self.target_shape), num_levels
@@ -195,7 +210,7 @@ class LatentRelation(ConditionalTransformModule):
         self.side_levels = [bool(side_features) and (side_levels == "all" or level == num_levels - 1) for level in range(num_levels)]
         self.nets = nn.ModuleList()
         for level, (src, tgt) in enumerate(zip(self.source_layout.part_shapes, self.target_layout.part_shapes)):
-            in_channels = src[0] if (level < num_levels - 1 or source_top) else 1
+            in_channels = src[0] if (level < num_levels - 1 or source_top) else (self.source_layout.part_shapes[-2][0] if num_levels > 1 else 1)
             out_channels = (2 if learn_scale else 1) * tgt[0]
             k = self.side_features if self.side_levels[level] else 0
             self.nets.append(ConvNet(in_channels, out_channels, hidden_channels, k, spatial_dims=self.event_dim - 1))
