@@ -34,9 +34,9 @@ series mapped through the same affine map.
 
 Example::
 
-    >>> data = load("eustock", context=30, horizon=10)               # doctest: +SKIP
+    >>> data = load("eustock")                                        # doctest: +SKIP
     >>> data.train_context.shape, data.train_future.shape             # doctest: +SKIP
-    (torch.Size([1439, 30, 4]), torch.Size([1439, 10, 4]))
+    (torch.Size([1464, 15, 4]), torch.Size([1464, 10, 4]))
 
 Reference: M. Zand, A. Etemad, M. Greenspan, "Flow-based spatio-temporal structured prediction of
 motion dynamics" (MotionFlow), IEEE TPAMI 2023, Sec. 5.4 and Table 5; the data: V. Arel-Bundock,
@@ -70,9 +70,9 @@ class Spec:
 
 
 SPECS = {
-    "exchange": Spec("Ecdat", "Garch", ("dm", "bp", "cd", "dy", "sf"), True, 1, 5, 30, 10, 2, "trading day"),
-    "eustock": Spec("datasets", "EuStockMarkets", ("DAX", "SMI", "CAC", "FTSE"), True, 1, 5, 30, 10, 2, "trading day"),
-    "elecdemand": Spec("fpp2", "elecdemand", ("Demand", "Temperature"), False, 2, 24, 72, 24, 5, "hour"),
+    "exchange": Spec("Ecdat", "Garch", ("dm", "bp", "cd", "dy", "sf"), True, 1, 5, 15, 10, 2, "trading day"),
+    "eustock": Spec("datasets", "EuStockMarkets", ("DAX", "SMI", "CAC", "FTSE"), True, 1, 5, 15, 10, 2, "trading day"),
+    "elecdemand": Spec("fpp2", "elecdemand", ("Demand", "Temperature"), False, 2, 24, 25, 24, 7, "hour"),
 }
 NAMES = tuple(SPECS)
 
@@ -170,7 +170,7 @@ def load(
         test_fraction: the share of frames at the end held out for testing, in (0, 1).
         train_stride: frames between training windows.
         test_stride: frames between test forecast origins (default: the dataset's :class:`Spec`: 2 trading
-            days, or 5 hours so that the origins visit every hour of the day).
+            days, or 7 hours so that the origins visit every hour of the day).
         dtype: of the returned tensors.
     """
     spec = _check_name(name)
