@@ -45,10 +45,9 @@ ground truth 94 % vs synthetic 91 % accuracy).
 
 from __future__ import annotations
 
-import argparse
 import resource
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +55,12 @@ import pandas as pd
 import torch
 
 from models.dual_glow_transfer import (
+    command_line,
     conditional_bits,
     conditional_samples,
     image_metrics,
     plt_agg,
-    print_rows,
+    result_row,
     spearman,
     torch_threads,
     train_dual_glow,
@@ -186,8 +186,8 @@ def plot_slices(mri, pet, generated, path: Path, n: int = 4) -> None:
     plt.close(fig)
 
 
-def _row(setting: str, metric: str, value, reference, source: str) -> dict:
-    return {"experiment": EXPERIMENT, "setting": setting, "metric": metric, "value": value, "reference": reference, "source": source}
+def _row(*args) -> dict:
+    return result_row(EXPERIMENT, *args)
 
 
 def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:
@@ -253,24 +253,9 @@ def run(quick: bool, out_dir: Path, seed: int = 0, progress: bool = True) -> lis
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="16^3, tiny settings (under a minute)")
-    parser.add_argument("--iterations", type=int, default=None)
-    parser.add_argument("--checkpoint", action="store_true", help="train in the memory-efficient mode (per-step recomputation)")
-    parser.add_argument("--out", type=Path, default=Path("results") / EXPERIMENT)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    settings = QUICK if args.quick else FULL
-    if args.iterations:
-        settings = replace(settings, iterations=args.iterations)
-    if args.checkpoint:
-        settings = replace(settings, checkpoint=True)
-    rows, _ = reproduce(settings, args.out, args.seed, not args.no_progress)
-    print_rows(rows)
-    print(f"tables: {args.out}/table2.csv, {args.out}/table1_3d.csv; figures: {args.out}/fig7_roi_vs_age.png, {args.out}/slices.png")
-    return rows
+    outputs = "tables: {out}/table2.csv, {out}/table1_3d.csv; figures: {out}/fig7_roi_vs_age.png, {out}/slices.png"
+    flags = [("--checkpoint", "checkpoint", "train in the memory-efficient mode (per-step recomputation)")]
+    return command_line(argv, __doc__, EXPERIMENT, QUICK, FULL, reproduce, outputs, flags)
 
 
 if __name__ == "__main__":

@@ -271,8 +271,13 @@ def make_dual(settings: Settings) -> DualGlow:
                     relation_hidden=settings.relation_hidden, side_features=1)  # fmt: skip
 
 
-def _row(setting: str, metric: str, value, reference, source: str) -> dict:
-    return {"experiment": EXPERIMENT, "setting": setting, "metric": metric, "value": value, "reference": reference, "source": source}
+def result_row(experiment: str, setting: str, metric: str, value, reference, source: str) -> dict:
+    """One result row with the keys of ``models.ROW_KEYS``."""
+    return {"experiment": experiment, "setting": setting, "metric": metric, "value": value, "reference": reference, "source": source}
+
+
+def _row(*args) -> dict:
+    return result_row(EXPERIMENT, *args)
 
 
 def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:
@@ -415,22 +420,34 @@ def print_rows(rows: list[dict]) -> None:
         print(f"{r['setting']:<26} {r['metric']:<18} {r['value']:.4f}{ref}  {r['source']}")
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def command_line(argv, doc: str, experiment: str, quick, full, reproduce, outputs: str, flags=()) -> list[dict]:
+    """The experiments' shared CLI: ``--quick``, ``--iterations``, ``--out``, ``--seed``, ``--no-progress``
+    and boolean ``flags`` ``(option, settings field, help)``; runs ``reproduce`` on one torch thread
+    and prints the rows."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny settings (under a minute)")
-    parser.add_argument("--iterations", type=int, default=None, help="training steps of every model")
-    parser.add_argument("--out", type=Path, default=Path("results") / EXPERIMENT)
+    parser.add_argument("--iterations", type=int, default=None, help="training steps (of every model)")
+    for option, _, text in flags:
+        parser.add_argument(option, action="store_true", help=text)
+    parser.add_argument("--out", type=Path, default=Path("results") / experiment)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    settings = QUICK if args.quick else FULL
+    settings = quick if args.quick else full
     if args.iterations:
         settings = replace(settings, iterations=args.iterations)
+    for option, field, _ in flags:
+        if getattr(args, option.lstrip("-").replace("-", "_")):
+            settings = replace(settings, **{field: True})
     rows, _ = reproduce(settings, args.out, args.seed, not args.no_progress)
     print_rows(rows)
-    print(f"table: {args.out}/table1.csv; figures: {args.out}/examples.png, {args.out}/age_sweep.png")
+    print(outputs.format(out=args.out))
     return rows
+
+
+def main(argv=None) -> list[dict]:
+    return command_line(argv, __doc__, EXPERIMENT, QUICK, FULL, reproduce, "table: {out}/table1.csv; figures: {out}/examples.png, {out}/age_sweep.png")
 
 
 if __name__ == "__main__":

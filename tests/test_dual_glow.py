@@ -21,7 +21,7 @@ SHAPE = (1, 8, 8)
 
 def _dual(dtype=torch.float32, side=0, perturb=0.05, **kw):
     torch.manual_seed(0)
-    kw = dict(dict(num_levels=2, num_steps=1, hidden_channels=8, relation_hidden=8), **kw)
+    kw = dict({"num_levels": 2, "num_steps": 1, "hidden_channels": 8, "relation_hidden": 8}, **kw)
     dual = DualGlow(SHAPE, side_features=side, **kw).to(dtype)
     g = torch.Generator().manual_seed(1)
     x = torch.rand((16,) + SHAPE, generator=g, dtype=dtype) - 0.5
@@ -115,7 +115,7 @@ def test_gradient_reversal_flips_the_sign():
         dual = _dual(side=1)
         disc = dual.discriminators[0]
         disc.reversal = GradientReversal(1.0) if reverse else None
-        x_m, x_p, c = _pairs(4, side=1)
+        x_m, _x_p, c = _pairs(4, side=1)
         part = dual.source.unpack(dual.source.inv(x_m))[0]
         (disc(part) - c).pow(2).sum().backward()
         grads[reverse] = torch.cat([p.grad.flatten() for p in dual.source.parameters() if p.grad is not None])
@@ -174,7 +174,7 @@ def test_pyro_model_is_eq_12_and_svi_lowers_the_loss():
 
 def test_bad_inputs():
     dual = _dual(side=1)
-    x_m, x_p, c = _pairs(2, side=1)
+    x_m, _x_p, c = _pairs(2, side=1)
     with pytest.raises(ValueError, match=r"x_m: expected shape \(\.\.\., 1, 8, 8\)"):
         dual.condition(torch.rand(2, 1, 8, 4), c)
     with pytest.raises(TypeError, match=r"x_m: expected dtype torch.float32"):

@@ -62,9 +62,9 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn as nn
 from pyro import poutine
 from pyro.distributions.conditional import ConditionalDistribution
+from torch import nn
 
 from ..nn.dense import MLP
 from ..nn.gradient_reversal import GradientReversal
@@ -155,7 +155,7 @@ class DualGlow(nn.Module, ConditionalDistribution):
             raise ValueError(f"source_weight, side_weight: expected numbers >= 0, got {source_weight}, {side_weight}")
         self.source_weight, self.side_weight = float(source_weight), float(side_weight)
         self.event_dim, self.side_features = len(self.source_shape), int(side_features)
-        flow = dict(num_levels=num_levels, num_steps=num_steps, hidden_channels=hidden_channels, scale=scale, clamp=clamp)
+        flow = {"num_levels": num_levels, "num_steps": num_steps, "hidden_channels": hidden_channels, "scale": scale, "clamp": clamp}
         flow.update(prior_clamp=prior_clamp, checkpoint=checkpoint)
         self.source = Glow(self.source_shape, **flow)
         self.target = Glow(self.target_shape, **flow)

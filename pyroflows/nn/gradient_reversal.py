@@ -26,7 +26,7 @@ Reference: Y. Ganin, V. Lempitsky, "Unsupervised domain adaptation by backpropag
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 class _Reverse(torch.autograd.Function):

@@ -47,9 +47,9 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from pyro.distributions.conditional import ConditionalTransformModule
+from torch import nn
 from torch.distributions import Transform
 
 from ..nn.conv import ConvNet
@@ -107,7 +107,7 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, owner: "LatentRelation", source_latent: torch.Tensor, side: torch.Tensor | None = None, context_batch_shape=()):
+    def __init__(self, owner: LatentRelation, source_latent: torch.Tensor, side: torch.Tensor | None = None, context_batch_shape=()):
         super().__init__(cache_size=1)
         self._owner, self.source_latent, self.side = owner, source_latent, side
         self._edim = owner.event_dim
