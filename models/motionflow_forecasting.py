@@ -47,15 +47,14 @@ dynamics" (MotionFlow), IEEE TPAMI 2023, Sec. 5.4, Tables 4-5.
 
 from __future__ import annotations
 
-import argparse
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from models.motionflow_training import fit_motionflow, sample_futures
+from models.motionflow_training import fit_motionflow, parse_settings, sample_futures, torch_threads, write_figure
 from pyroflows.baselines import GaussianVAR, seasonal_naive
 from pyroflows.data import forecasting
 from pyroflows.distributions import MotionFlow
@@ -167,24 +166,18 @@ def save_figure(panels, path: Path, window: int = 0) -> None:
         ax.fill_between(future, lo, hi, color="C0", alpha=0.3, label="MotionFlow 5-95%")
         ax.plot(future, mid, "C0-", lw=1)
         for k, (model, (point, _)) in enumerate(forecasts.items()):
-            if model.startswith("seasonal") or model.startswith("VAR"):
+            if model.startswith(("seasonal", "VAR")):
                 ax.plot(future, point[i].sum(-1), f"C{k + 1}-", lw=1, label=model)
         ax.set_title(f"{data.name}: sum over {len(data.columns)} series")
         ax.set_xlabel("frame after the forecast origin")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    write_figure(fig, path, dpi=90)
 
 
 def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool = True):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
+    with torch_threads(settings.threads):
         rows, panels = [], []
         for name in settings.datasets:
             r, loss, panel = evaluate_dataset(name, settings, seed, progress)
@@ -193,8 +186,6 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
             loss.to_csv(out_dir / f"loss_{name}.csv", index=False)
         pd.DataFrame(rows).to_csv(out_dir / "results.csv", index=False)
         save_figure(panels, out_dir / "forecasts.png")
-    finally:
-        torch.set_num_threads(threads)
     return rows
 
 
@@ -204,19 +195,8 @@ def run(quick: bool, out_dir: Path, seed: int = 0, progress: bool = True) -> lis
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="exchange only, a few steps (smoke test)")
-    parser.add_argument("--datasets", nargs="*", choices=forecasting.NAMES, default=None)
-    parser.add_argument("--steps", type=int, default=None, help="training steps per dataset")
-    parser.add_argument("--out", type=Path, default=Path("results") / EXPERIMENT)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    settings = QUICK if args.quick else FULL
-    if args.datasets:
-        settings = replace(settings, datasets=tuple(args.datasets))
-    if args.steps:
-        settings = replace(settings, steps=args.steps)
+    datasets = ("--datasets", "datasets", {"nargs": "*", "choices": forecasting.NAMES, "help": "a subset of the datasets"})
+    settings, args = parse_settings(argv, __doc__, EXPERIMENT, QUICK, FULL, "exchange only, a few steps (smoke test)", [datasets])
     start = time.perf_counter()
     rows = reproduce(settings, args.out, args.seed, not args.no_progress)
     for r in rows:

@@ -46,16 +46,15 @@ dynamics" (MotionFlow), IEEE TPAMI 2023, Sec. 5.3, 5.6, Tables 3 and 7.
 
 from __future__ import annotations
 
-import argparse
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn as nn
 
-from models.motionflow_training import fit_motionflow, predict
+from models.motionflow_training import fit_motionflow, parse_settings, predict, torch_threads, write_figure
 from pyroflows.baselines import seasonal_naive
 from pyroflows.data import skeleton
 from pyroflows.distributions import MotionFlow
@@ -201,12 +200,9 @@ def mpjpe_by_horizon(prediction: torch.Tensor, truth: torch.Tensor, labels: torc
 def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool = True):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
+    with torch_threads(settings.threads):
         data = make_data(settings, seed)
-        train, train_labels = data["train"]
+        train, _ = data["train"]
         test, test_labels = data["test"]
         u = settings.observed
         x_train, y_train = _frames(train[:, :u]), _frames(train[:, u:])
@@ -239,8 +235,6 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         pd.DataFrame(rows).to_csv(out_dir / "results.csv", index=False)
         if "full" in predictions:
             save_figure(test, predictions["full"], test_labels, settings.observed, out_dir / "skeletons.png")
-    finally:
-        torch.set_num_threads(threads)
     return rows
 
 
@@ -267,10 +261,7 @@ def save_figure(test: torch.Tensor, prediction: torch.Tensor, labels: torch.Tens
             ax.set_yticks([])
             ax.set_title(f"{action} {ms} ms", fontsize=8)
     fig.suptitle("truth (green) and MotionFlow mean of samples (red), front view", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    write_figure(fig, path)
 
 
 def run(quick: bool, out_dir: Path, seed: int = 0, progress: bool = True) -> list[dict]:
@@ -279,24 +270,13 @@ def run(quick: bool, out_dir: Path, seed: int = 0, progress: bool = True) -> lis
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="two models, a few steps (smoke test)")
-    parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=None)
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model")
-    parser.add_argument("--out", type=Path, default=Path("results") / EXPERIMENT)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    settings = QUICK if args.quick else FULL
-    if args.variants:
-        settings = replace(settings, variants=tuple(args.variants))
-    if args.steps:
-        settings = replace(settings, steps=args.steps)
+    variants = ("--variants", "variants", {"nargs": "*", "choices": VARIANTS, "help": "a subset of the ablation's models"})
+    settings, args = parse_settings(argv, __doc__, EXPERIMENT, QUICK, FULL, "two models, a few steps (smoke test)", [variants])
     start = time.perf_counter()
-    reproduce(settings, args.out, args.seed, not args.no_progress)
+    rows = reproduce(settings, args.out, args.seed, not args.no_progress)
     print(pd.read_csv(args.out / "mpjpe.csv").round(1).to_string(index=False))
     print(f"wall time {time.perf_counter() - start:.0f} s; figure: {args.out}/skeletons.png")
-    return pd.read_csv(args.out / "results.csv").to_dict("records")
+    return rows
 
 
 if __name__ == "__main__":

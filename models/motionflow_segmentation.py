@@ -38,17 +38,16 @@ dynamics" (MotionFlow), IEEE TPAMI 2023, Sec. 5.5, Table 6, eq. (15).
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn as nn
 
-from models.motionflow_training import fit_motionflow, sample_futures
+from models.motionflow_training import fit_motionflow, parse_settings, sample_futures, torch_threads, write_figure
 from pyroflows.data import shapes
 from pyroflows.distributions import MotionFlow
 from pyroflows.metrics_prediction import mean_iou
@@ -136,10 +135,7 @@ def _dequantize(masks: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool = True):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
+    with torch_threads(settings.threads):
         train_x, train_m = shapes.sample(settings.train, settings.size, generator=seed)
         test_x, test_m = shapes.sample(settings.test, settings.size, generator=seed + 1000)
         future = train_m.expand(-1, 3, -1, -1).unsqueeze(1)  # (N, 1, 3, S, S): the mask three times
@@ -176,8 +172,6 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         ]
         pd.DataFrame(rows).to_csv(out_dir / "results.csv", index=False)
         save_figure(test_x, test_m, fcn_mask, flow_mask, mean, out_dir / "segmentations.png")
-    finally:
-        torch.set_num_threads(threads)
     return rows
 
 
@@ -197,10 +191,7 @@ def save_figure(images, masks, fcn_mask, flow_mask, mean, path: Path, count: int
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(title, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    write_figure(fig, path)
 
 
 def run(quick: bool, out_dir: Path, seed: int = 0, progress: bool = True) -> list[dict]:
@@ -209,19 +200,8 @@ def run(quick: bool, out_dir: Path, seed: int = 0, progress: bool = True) -> lis
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a few steps (smoke test)")
-    parser.add_argument("--size", type=int, default=None, help="image size (16 by default; the paper's 32)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps of each model")
-    parser.add_argument("--out", type=Path, default=Path("results") / EXPERIMENT)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    settings = QUICK if args.quick else FULL
-    if args.size:
-        settings = replace(settings, size=args.size)
-    if args.steps:
-        settings = replace(settings, steps=args.steps)
+    size = ("--size", "size", {"type": int, "help": "image size (16 by default; the paper's 32)"})
+    settings, args = parse_settings(argv, __doc__, EXPERIMENT, QUICK, FULL, "a few steps (smoke test)", [size])
     start = time.perf_counter()
     rows = reproduce(settings, args.out, args.seed, not args.no_progress)
     for r in rows:

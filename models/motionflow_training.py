@@ -5,7 +5,8 @@ r"""Training and sampling helpers shared by the MotionFlow experiments (forecast
 mini-batches with Adam (the paper's optimiser; weight decay as a parameter) and a cosine learning-rate
 decay, through :func:`pyroflows.infer.fit` (progress bar, loss history, NaN report). :func:`sample_futures`
 draws futures for many windows in chunks (bounded memory), and :func:`predict` is the point prediction of
-eq. (15), the mean of ``S`` sampled futures.
+eq. (15), the mean of ``S`` sampled futures. :func:`torch_threads`, :func:`write_figure` and
+:func:`parse_settings` are the experiments' shared plumbing (thread count, figure files, command line).
 
 Reference: M. Zand, A. Etemad, M. Greenspan, MotionFlow, IEEE TPAMI 2023, Sec. 5.1 (Adam, weight decay
 5e-4) and eq. (15).
@@ -13,7 +14,11 @@ Reference: M. Zand, A. Etemad, M. Greenspan, MotionFlow, IEEE TPAMI 2023, Sec. 5
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -77,3 +82,46 @@ def sample_futures(flow, observed: torch.Tensor, num_samples: int, chunk: int = 
 def predict(flow, observed: torch.Tensor, num_samples: int = 10, chunk: int = 256) -> torch.Tensor:
     """Eq. (15): the mean of ``num_samples`` sampled futures, ``(N, V, *frame)``."""
     return sample_futures(flow, observed, num_samples, chunk).mean(0)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run a block with ``threads`` torch threads (``None``: leave torch's setting), then restore."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def write_figure(fig, path: Path, dpi: int = 80) -> None:
+    """Lay out, save (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def parse_settings(argv, doc: str, experiment: str, quick, full, quick_help: str, options=()):
+    """The experiments' command line: ``--quick``, ``--steps``, ``--out``, ``--seed``, ``--no-progress``
+    plus ``options``, each ``(flag, settings_field, add_argument kwargs)``; a given value replaces that
+    field of the chosen preset. Returns ``(settings, args)``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--steps", type=int, default=None, help="training steps of each model")
+    for flag, _, kwargs in options:
+        parser.add_argument(flag, default=None, **kwargs)
+    parser.add_argument("--out", type=Path, default=Path("results") / experiment)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    settings = quick if args.quick else full
+    for dest, field in [("steps", "steps")] + [(flag.lstrip("-").replace("-", "_"), field) for flag, field, _ in options]:
+        value = getattr(args, dest)
+        if value:
+            settings = replace(settings, **{field: tuple(value) if isinstance(value, list) else value})
+    return settings, args

@@ -103,7 +103,7 @@ class GaussianVAR:
         ones = torch.ones(v.shape[:-2] + (n, 1), dtype=v.dtype, device=v.device)
         return torch.cat([ones] + lagged, -1)
 
-    def fit(self, series: torch.Tensor) -> "GaussianVAR":
+    def fit(self, series: torch.Tensor) -> GaussianVAR:
         """Least-squares fit on ``series`` of shape ``(T, D)`` or ``(B, T, D)`` (several stretches of one process)."""
         _check_context(series, "series")
         if series.dim() == 2:

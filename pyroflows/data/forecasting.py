@@ -50,6 +50,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._checks import check_positive_ints
+
 __all__ = ["NAMES", "SPECS", "ForecastData", "load", "load_series"]
 
 
@@ -177,14 +179,12 @@ def load(
     context = spec.context if context is None else context
     horizon = spec.horizon if horizon is None else horizon
     test_stride = spec.test_stride if test_stride is None else test_stride
-    for label, value in (("context", context), ("horizon", horizon), ("train_stride", train_stride), ("test_stride", test_stride)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label}: expected a positive int, got {value!r}")
+    check_positive_ints(context=context, horizon=horizon, train_stride=train_stride, test_stride=test_stride)
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction: expected a value in (0, 1), got {test_fraction}")
     series = load_series(name, torch.float64)
     frames = series.shape[0]
-    split = int(round(frames * (1 - test_fraction)))
+    split = round(frames * (1 - test_fraction))
     length = context + horizon
     if split < length + 1 or frames - split < horizon:
         raise ValueError(f"context, horizon: windows of {length} frames do not fit the {split} training and {frames - split} test frames of {name!r}")

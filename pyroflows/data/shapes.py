@@ -42,6 +42,8 @@ import math
 
 import torch
 
+from ._checks import check_positive_ints, seeded_generator
+
 __all__ = ["SHAPES", "sample"]
 
 SHAPES = ("ellipse", "rectangle", "triangle")
@@ -88,14 +90,10 @@ def sample(
     Returns:
         ``(images, masks)`` of shapes ``(n, 3, size, size)`` (values in [0, 1]) and ``(n, 1, size, size)`` (0 or 1).
     """
-    for name, value in (("n", n), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    check_positive_ints(n=n, size=size)
     if noise < 0:
         raise ValueError(f"noise: expected a standard deviation >= 0, got {noise}")
-    if generator is None or isinstance(generator, int):
-        generator = torch.Generator().manual_seed(0 if generator is None else generator)
-    g = generator
+    g = seeded_generator(generator)
     axis = (torch.arange(size, dtype=torch.float64) + 0.5) / size * 2 - 1
     v, u = torch.meshgrid(axis, axis, indexing="ij")
     level = _shape_distance(u, v, n, g)

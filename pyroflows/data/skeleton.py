@@ -74,6 +74,8 @@ import math
 
 import torch
 
+from ._checks import check_positive_ints, seeded_generator
+
 __all__ = ["ACTIONS", "FPS", "JOINTS", "OFFSETS", "PARENTS", "forward_kinematics", "horizon_frames", "simulate"]
 
 #: frames per second of the simulated sequences
@@ -101,7 +103,7 @@ _DEG = math.pi / 180
 
 def horizon_frames(milliseconds, fps: int = FPS) -> list[int]:
     """Frames after the last observed one at each horizon: ``round(ms * fps / 1000)``."""
-    return [int(round(ms * fps / 1000)) for ms in milliseconds]
+    return [round(ms * fps / 1000) for ms in milliseconds]
 
 
 def _rotation(axis: str, angle: torch.Tensor) -> torch.Tensor:
@@ -155,7 +157,7 @@ def _gait(action: str, phase: torch.Tensor, t: torch.Tensor, amp: torch.Tensor, 
     angles = torch.zeros(n, frames, len(JOINTS), 3, dtype=torch.float64)
     root = torch.zeros(n, frames, 3, dtype=torch.float64)
     a = amp[:, None]  # (n, 1)
-    sin, cos = phase.sin(), phase.cos()
+    sin = phase.sin()
     if action in ("walking", "running"):
         hip, knee0, knee1, power, arm, lean, bob = (25, 8, 55, 3, 18, 0, 20) if action == "walking" else (40, 20, 80, 2, 35, 12, 45)
         for side, sign in (("l", 1.0), ("r", -1.0)):
@@ -204,14 +206,10 @@ def simulate(
     """
     if action not in ACTIONS:
         raise ValueError(f"action: expected one of {ACTIONS}, got {action!r}")
-    for name, value in (("n", n), ("frames", frames), ("fps", fps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    check_positive_ints(n=n, frames=frames, fps=fps)
     if noise < 0:
         raise ValueError(f"noise: expected a standard deviation >= 0, got {noise}")
-    if generator is None or isinstance(generator, int):
-        generator = torch.Generator().manual_seed(0 if generator is None else generator)
-    g = generator
+    g = seeded_generator(generator)
     t = torch.arange(frames, dtype=torch.float64) / fps
     f = _uniform(*_FREQUENCY[action], n, g)[:, None]
     depth, rate = _uniform(0, 0.15, n, g)[:, None], _uniform(0.1, 0.3, n, g)[:, None]
