@@ -69,7 +69,11 @@ PAPER = (
     'S. J. Hwang, Z. Tao, W. H. Kim, V. Singh, "Conditional Recurrent Flow: Conditional Generation of Longitudinal '
     'Samples with Applications to Neuroimaging", ICCV 2019, Sec. 4.2, Tables 1-2'
 )
-MODELS = {"cinn": {"recurrent": False, "gate": False}, "crow": {"recurrent": True, "gate": False}, "crow_tcg": {"recurrent": True, "gate": True}}
+MODELS = {
+    "cinn": {"recurrent": False, "gate": False},
+    "crow": {"recurrent": True, "gate": False},
+    "crow_tcg": {"recurrent": True, "gate": True},
+}
 LABELS = {"real": "real data", "cinn": "cINN", "crow": "CRow", "crow_tcg": "CRow + TCG"}
 #: covariate -> contrast -> path over the three visits (diagnosis as indices into amyloid.DIAGNOSES)
 PATHS = {
@@ -187,7 +191,9 @@ def make_model(name: str, y_dim: int, settings: Settings, seed: int) -> CRow:
     )  # fmt: skip
 
 
-def train(model: CRow, x: torch.Tensor, y: torch.Tensor, settings: Settings, seed: int, progress: bool = False, desc: str = "") -> list[float]:
+def train(
+    model: CRow, x: torch.Tensor, y: torch.Tensor, settings: Settings, seed: int, progress: bool = False, desc: str = ""
+) -> list[float]:
     """SVI with an empty guide on the relaxed likelihood (module docstring); returns the losses per
     step (negative log-likelihood per subject)."""
     from tqdm.auto import tqdm
@@ -252,12 +258,13 @@ def analyse(cohort: amyloid.AmyloidCohort, reference: amyloid.AmyloidCohort, set
         }  # fmt: skip
         for contrast in ("progression", "early"):  # the raw data, as far as they go
             a, b = (on_path(cohort, covariate, paths[c]) for c in ("control", contrast))
-            row = dict(covariate=covariate, contrast=contrast, model="real", n_control=int(a.sum()), n_case=int(b.sum()))
+            row = {"covariate": covariate, "contrast": contrast, "model": "real", "n_control": int(a.sum()), "n_case": int(b.sum())}
             if a.sum() >= 2 and b.sum() >= 2:
                 counts, _ = group_rows(cohort.suvr[a, 2], cohort.suvr[b, 2], truth, settings.alpha, names)
                 row.update(counts)
             table1.append(row)
-        for k, name in enumerate(settings.models):
+        for name in settings.models:
+            k = list(MODELS).index(name)  # a model's seed does not depend on which others run
             model = make_model(name, y.shape[-1], settings, 100 * seed + k)
             start = time.perf_counter()
             losses = train(model, x, y, settings, 100 * seed + k, progress, desc=f"{covariate}/{name}")
@@ -269,13 +276,19 @@ def analyse(cohort: amyloid.AmyloidCohort, reference: amyloid.AmyloidCohort, set
             for contrast in ("progression", "early"):
                 for n in settings.sample_sizes:
                     counts, table = group_rows(samples["control", n][:, 2], samples[contrast, n][:, 2], truth, settings.alpha, names)
-                    table1.append(dict(covariate=covariate, contrast=contrast, model=name, n_control=n, n_case=n, **counts, train_seconds=seconds))
-                    roi_tables.append(table.assign(covariate=covariate, contrast=contrast, model=name, n=n, affected=truth).rename_axis("roi").reset_index())
+                    table1.append(
+                        dict(covariate=covariate, contrast=contrast, model=name, n_control=n, n_case=n, **counts, train_seconds=seconds)
+                    )
+                    roi_tables.append(
+                        table.assign(covariate=covariate, contrast=contrast, model=name, n=n, affected=truth)
+                        .rename_axis("roi")
+                        .reset_index()
+                    )
                 n = min(settings.sample_sizes)
                 d = group_tests.cohens_d(samples[contrast, n][:, 2], ref[contrast][:, 2])
-                table2.append(dict(covariate=covariate, contrast=contrast, model=name, mean_abs_d=float(np.abs(d).mean()),
-                                   mean_abs_d_affected=float(np.abs(d[truth]).mean()) if truth is not None else np.nan,
-                                   final_loss=float(np.mean(losses[-50:]))))  # fmt: skip
+                table2.append({'covariate': covariate, 'contrast': contrast, 'model': name, 'mean_abs_d': float(np.abs(d).mean()),
+                                   'mean_abs_d_affected': float(np.abs(d[truth]).mean()) if truth is not None else np.nan,
+                                   'final_loss': float(np.mean(losses[-50:]))})  # fmt: skip
             if covariate == "diagnosis":
                 for c in ("control", "progression"):
                     means.append(_means(samples[c, min(settings.sample_sizes)], truth, name, c))
@@ -289,7 +302,7 @@ def analyse(cohort: amyloid.AmyloidCohort, reference: amyloid.AmyloidCohort, set
 def _means(suvr: np.ndarray, truth: np.ndarray | None, model: str, contrast: str) -> pd.DataFrame:
     groups = {"all ROIs": np.ones(suvr.shape[-1], bool)} if truth is None else {"affected ROIs": truth, "unaffected ROIs": ~truth}
     rows = [
-        dict(model=model, path=contrast, rois=g, visit=t + 1, mean_suvr=float(suvr[:, t][:, mask].mean()))
+        {'model': model, 'path': contrast, 'rois': g, 'visit': t + 1, 'mean_suvr': float(suvr[:, t][:, mask].mean())}
         for g, mask in groups.items() for t in range(suvr.shape[1])
     ]  # fmt: skip
     return pd.DataFrame(rows)
@@ -314,6 +327,12 @@ def bars(table1: pd.DataFrame, table2: pd.DataFrame, settings: Settings) -> pd.D
     """Issue 5's bars per covariate, contrast and group size: CRow + TCG finds more truly affected ROIs
     than cINN after control (Bonferroni and BH), with precision >= 0.8; and its mean |d| is below cINN's."""
     rows = []
+
+    def bar(covariate, contrast, n, name, tcg, cinn, holds):
+        rows.append(
+            {"covariate": covariate, "contrast": contrast, "n": n, "bar": name, "crow_tcg": tcg, "cinn": cinn, "holds": bool(holds)}
+        )
+
     if "true_bonferroni" not in table1:  # no truth (real data)
         return pd.DataFrame(rows)
     gen = table1[table1.model.isin(["cinn", "crow_tcg"])].set_index(["covariate", "contrast", "n_control", "model"])
@@ -321,16 +340,15 @@ def bars(table1: pd.DataFrame, table2: pd.DataFrame, settings: Settings) -> pd.D
         if (covariate, contrast, n, "cinn") not in gen.index or (covariate, contrast, n, "crow_tcg") not in gen.index:
             continue
         c, g = gen.loc[(covariate, contrast, n, "cinn")], gen.loc[(covariate, contrast, n, "crow_tcg")]
-        for correction in ("bonferroni", "bh"):
-            rows.append(dict(covariate=covariate, contrast=contrast, n=n, bar=f"more true ROIs than cINN ({correction})",
-                             crow_tcg=g[f"true_{correction}"], cinn=c[f"true_{correction}"], holds=bool(g[f"true_{correction}"] > c[f"true_{correction}"])))
-            rows.append(dict(covariate=covariate, contrast=contrast, n=n, bar=f"precision >= {BAR_PRECISION} ({correction})",
-                             crow_tcg=g[f"precision_{correction}"], cinn=c[f"precision_{correction}"], holds=bool(g[f"precision_{correction}"] >= BAR_PRECISION)))  # fmt: skip
-    d = table2.set_index(["covariate", "contrast", "model"])
+        for k in ("bonferroni", "bh"):
+            hits, precision = f"true_{k}", f"precision_{k}"
+            bar(covariate, contrast, n, f"more true ROIs than cINN ({k})", g[hits], c[hits], g[hits] > c[hits])
+            bar(covariate, contrast, n, f"precision >= {BAR_PRECISION} ({k})", g[precision], c[precision], g[precision] >= BAR_PRECISION)
+    d = table2.set_index(["covariate", "contrast", "model"])["mean_abs_d"]
     for covariate, contrast in {(r.covariate, r.contrast) for r in table2.itertuples()}:
         if (covariate, contrast, "cinn") in d.index and (covariate, contrast, "crow_tcg") in d.index:
-            g, c = d.loc[(covariate, contrast, "crow_tcg"), "mean_abs_d"], d.loc[(covariate, contrast, "cinn"), "mean_abs_d"]
-            rows.append(dict(covariate=covariate, contrast=contrast, n=min(settings.sample_sizes), bar="Cohen's d below cINN's", crow_tcg=g, cinn=c, holds=bool(g < c)))
+            g, c = d[(covariate, contrast, "crow_tcg")], d[(covariate, contrast, "cinn")]
+            bar(covariate, contrast, min(settings.sample_sizes), "Cohen's d below cINN's", g, c, g < c)
     table = pd.DataFrame(rows, columns=["covariate", "contrast", "n", "bar", "crow_tcg", "cinn", "holds"])
     return table.sort_values(["bar", "covariate", "contrast", "n"], ignore_index=True)
 

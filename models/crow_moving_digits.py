@@ -90,7 +90,11 @@ PAPER = (
 )
 EXPERIMENT = "crow_moving_digits"
 #: model name -> CRow flags
-MODELS = {"crow_tcg": {"recurrent": True, "gate": True}, "crow": {"recurrent": True, "gate": False}, "cinn": {"recurrent": False, "gate": False}}
+MODELS = {
+    "crow_tcg": {"recurrent": True, "gate": True},
+    "crow": {"recurrent": True, "gate": False},
+    "cinn": {"recurrent": False, "gate": False},
+}
 LABELS = {"crow_tcg": "CRow + TCG", "crow": "CRow", "cinn": "cINN"}
 #: issue 5's bars
 BAR_AGREEMENT = 0.80
@@ -176,7 +180,7 @@ class LatentSpace:
     trained with binary cross-entropy and latent noise) maps each frame to ``latent_dim`` numbers,
     standardised with the training frames' mean and sd."""
 
-    def __init__(self, frames: np.ndarray, settings: "Settings", progress: bool = True):
+    def __init__(self, frames: np.ndarray, settings: Settings, progress: bool = True):
         cfg = replace(xiao_digits.Config(), latent_dim=settings.latent_dim, ae_epochs=settings.ae_epochs)
         x = torch.as_tensor(frames.reshape(-1, frames.shape[-1]))[: settings.ae_frames]
         self.autoencoder = xiao_digits.train_autoencoder(x, cfg, progress, desc="autoencoder")
@@ -193,7 +197,7 @@ class LatentSpace:
         return self.autoencoder.decode(self.scaler.unscale(x)).numpy()
 
 
-def frame_space(data: MovingDigits, settings: "Settings", progress: bool = True) -> PixelSpace | LatentSpace:
+def frame_space(data: MovingDigits, settings: Settings, progress: bool = True) -> PixelSpace | LatentSpace:
     """The space the flow models frames in: ``settings.space`` is ``"pixels"`` or ``"latent"``."""
     if settings.space == "pixels":
         return PixelSpace()
@@ -305,7 +309,12 @@ def evaluate(model: CRow, space, clf: FrameClassifier, settings: Settings, seed:
     model.eval()
     a, b, s, T, n = 0, 1, settings.switch, settings.frames, settings.n_generate
     runs = {}
-    for name, path in {"a->b": label_path(a, b, s, T), "b->a": label_path(b, a, s, T), "a": label_path(a, a, s, T), "b": label_path(b, b, s, T)}.items():
+    for name, path in {
+        "a->b": label_path(a, b, s, T),
+        "b->a": label_path(b, a, s, T),
+        "a": label_path(a, a, s, T),
+        "b": label_path(b, b, s, T),
+    }.items():
         x, logp = generate(model, path, n, settings.temperature, seed)
         pixels = torch.from_numpy(space.pixels(x))
         runs[name] = (path, pixels, logp, torch.from_numpy(clf.predict(pixels.numpy())) == path)
@@ -380,7 +389,11 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     clf = FrameClassifier(settings, seed)
     torch.manual_seed(seed)
     space = frame_space(data, settings, progress)
-    rows = [_row("classifier", "classifier_accuracy", clf.accuracy, None, "logistic regression on |2-D DFT| of real frames, glyphs it never saw")]
+    rows = [
+        _row(
+            "classifier", "classifier_accuracy", clf.accuracy, None, "logistic regression on |2-D DFT| of real frames, glyphs it never saw"
+        )
+    ]
     results, shown, histories, densities = {}, {}, [], []
     for k, name in enumerate(settings.models):
         model = make_model(name, settings, space.dim, seed)
@@ -390,21 +403,48 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         seconds = time.perf_counter() - start
         m, shown[name] = evaluate(model, space, clf, settings, seed)
         nll = test_nll(model, test, space)
-        m.update(train_seconds=seconds, train_loss=float(history.loss.tail(10).mean()), test_nll_frame1=float(nll[0]), test_nll_later=float(nll[1:].mean()))
+        m.update(
+            train_seconds=seconds,
+            train_loss=float(history.loss.tail(10).mean()),
+            test_nll_frame1=float(nll[0]),
+            test_nll_later=float(nll[1:].mean()),
+        )
         results[name] = m
         histories.append(history.assign(model=name))
-        densities += [{"model": name, "frame": t + 1, "generated_log_density": v, "test_nll": nll[t]} for t, v in enumerate(m["density_by_frame"])]
+        densities += [
+            {"model": name, "frame": t + 1, "generated_log_density": v, "test_nll": nll[t]} for t, v in enumerate(m["density_by_frame"])
+        ]
         path = f"{settings.digits[0]}->{settings.digits[1]} and back, switch at frame {settings.switch + 1}, {settings.n_generate} sequences each, tau {settings.temperature:g}"
         rows += [
             _row(name, "agreement_away", m["agreement_away"], BAR_AGREEMENT, f"bar >= {BAR_AGREEMENT}; {path}; switch frame excluded"),
             _row(name, "agreement_switch", m["agreement_switch"], None, "at the switch frame"),
             _row(name, "agreement_constant", m["agreement_constant"], None, "constant label paths"),
-            _row(name, "causality_max_diff", m["causality_max_diff"], BAR_CAUSALITY, "max |frames 1..2 change| when labels >= frame 3 change; bar < 1e-6"),
-            _row(name, "switch_density_drop", m["switch_density_drop"], 0.0, "log p at the switch minus mean of its neighbours, nats/frame; bar < 0"),
-            _row(name, "switch_vs_constant", m["switch_vs_constant"], None, "log p at the switch minus frame 3 of the constant path with the new label"),
+            _row(
+                name,
+                "causality_max_diff",
+                m["causality_max_diff"],
+                BAR_CAUSALITY,
+                "max |frames 1..2 change| when labels >= frame 3 change; bar < 1e-6",
+            ),
+            _row(
+                name,
+                "switch_density_drop",
+                m["switch_density_drop"],
+                0.0,
+                "log p at the switch minus mean of its neighbours, nats/frame; bar < 0",
+            ),
+            _row(
+                name,
+                "switch_vs_constant",
+                m["switch_vs_constant"],
+                None,
+                "log p at the switch minus frame 3 of the constant path with the new label",
+            ),
             _row(name, "test_nll_frame1", m["test_nll_frame1"], None, f"-log p(x_1 | y_1), {settings.n_test} held-out sequences, nats"),
             _row(name, "test_nll_later", m["test_nll_later"], None, "-log p(x_t | x_<t, y_<=t) averaged over frames 2..6, nats"),
-            _row(name, "train_seconds", seconds, None, f"{settings.steps} steps of batch {settings.batch}; a reloaded checkpoint takes less"),
+            _row(
+                name, "train_seconds", seconds, None, f"{settings.steps} steps of batch {settings.batch}; a reloaded checkpoint takes less"
+            ),
         ]
     figure(shown, settings, out_dir / "fig4_generation.png")
     pd.DataFrame(densities).to_csv(out_dir / "density_by_frame.csv", index=False)

@@ -77,7 +77,7 @@ def test_tadpole_round_trip(tmp_path):
     assert np.array_equal(back.adas13, cohort.adas13) and np.array_equal(back.mmse, cohort.mmse)
     assert back.effects is None
     with pytest.raises(ValueError, match="no known truth"):
-        back.affected
+        _ = back.affected
 
 
 def test_tadpole_loader_handles_blanks_transitions_order_and_short_subjects(tmp_path):

@@ -69,7 +69,7 @@ def test_label_context_keeps_exact_per_step_densities_and_causality():
     x_hat = flow.pad(x, noise=False)
     latent, _, _ = flow.encode(x_hat, y=y)
     for i in range(2):
-        jac = torch.autograd.functional.jacobian(lambda v: flow.encode(v.reshape(T, flow.dim), y=y[i])[0].reshape(-1), x_hat[i].reshape(-1))
+        jac = torch.autograd.functional.jacobian(lambda v, yi=y[i]: flow.encode(v.reshape(T, flow.dim), y=yi)[0].reshape(-1), x_hat[i].reshape(-1))
         full = dist.Normal(0.0, 1.0).log_prob(latent[i, :, :2]).sum() + dist.Normal(y[i], flow.eps).log_prob(latent[i, :, 2:]).sum()
         assert abs((full + torch.linalg.slogdet(jac)[1]).item() - steps[i].sum().item()) < 1e-8
     # the label changes the generated frames, from its own step on only

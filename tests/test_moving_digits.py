@@ -27,11 +27,11 @@ def test_each_frame_shows_one_glyph_of_its_digit_at_the_rounded_position():
     corner = np.rint(data.positions).astype(int)
     for i in range(0, 40, 7):
         digit = data.digits[data.labels[i, 0]]
-        first = data.images[i, 0, corner[i, 0, 0]:corner[i, 0, 0] + 8, corner[i, 0, 1]:corner[i, 0, 1] + 8]
+        first = data.images[i, 0, corner[i, 0, 0] : corner[i, 0, 0] + 8, corner[i, 0, 1] : corner[i, 0, 1] + 8]
         assert np.isclose(np.abs(glyphs[digit] - first).sum((1, 2)), 0).any()  # a training glyph of that digit
         for t in range(6):
             r, c = corner[i, t]
-            patch = data.images[i, t, r:r + 8, c:c + 8]
+            patch = data.images[i, t, r : r + 8, c : c + 8]
             assert np.array_equal(patch, first)  # the same glyph, moved
             assert np.isclose(data.images[i, t].sum(), patch.sum())  # nothing outside it
 
@@ -64,8 +64,8 @@ def test_the_generated_paths_bounce():
 def test_test_split_uses_other_glyphs():
     train = moving_digits(300, split="train", seed=0)
     test = moving_digits(300, split="test", seed=0)
-    corner = lambda d: np.rint(d.positions[:, 0]).astype(int)  # noqa: E731
-    crops = lambda d: {d.images[i, 0, r:r + 8, c:c + 8].tobytes() for i, (r, c) in enumerate(corner(d))}  # noqa: E731
+    corner = lambda d: np.rint(d.positions[:, 0]).astype(int)
+    crops = lambda d: {d.images[i, 0, r : r + 8, c : c + 8].tobytes() for i, (r, c) in enumerate(corner(d))}
     assert not crops(train) & crops(test)
 
 
