@@ -405,6 +405,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="diagnosis only, shorter training")
     parser.add_argument("--tadpole", type=Path, default=None, help="a TADPOLE-format CSV instead of the simulator")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
+    parser.add_argument("--covariates", nargs="*", choices=amyloid.COVARIATES, default=None, help="a subset of the covariates")
     parser.add_argument("--out", type=Path, default=Path("results") / "crow_longitudinal")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
@@ -413,6 +414,8 @@ def main(argv=None) -> dict:
     settings = QUICK if args.quick else FULL
     if args.steps:
         settings = replace(settings, steps=args.steps)
+    if args.covariates:
+        settings = replace(settings, covariates=tuple(args.covariates))
     cohort = amyloid.load_tadpole(args.tadpole) if args.tadpole else None
     start = time.perf_counter()
     out = reproduce(settings, args.out, args.seed, not args.no_progress, cohort)
