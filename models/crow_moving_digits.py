@@ -463,7 +463,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="small settings (about a minute)")
     parser.add_argument("--pixels", action="store_true", help="the paper's set-up: the flow on the 400 pixels (PIXELS preset)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
-    parser.add_argument("--models", nargs="*", choices=list(MODELS), default=None, help="a subset of the models (checkpoints are per model)")
+    parser.add_argument(
+        "--models", nargs="*", choices=list(MODELS), default=None, help="a subset of the models (checkpoints are per model)"
+    )
     parser.add_argument("--out", type=Path, default=Path("results") / EXPERIMENT)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
