@@ -286,12 +286,14 @@ def test_conditional_householder_matches_per_sample_explicit_q():
             p.add_(0.5 * torch.randn_like(p))
     c, x = torch.randn(4, 2, dtype=F64), torch.randn(4, 3, dtype=F64)
     with torch.no_grad():
-        y = flow.condition(c)(x)
+        y = flow.condition(c)(x)  # per-sample Q, applied as reflections
+        q_matrices = flow.condition(c).factors()[0]
         v, r, d1, d2, b = flow.params.raw(flow.net(c))
         for i in range(4):
             q = torch.eye(3, dtype=F64)
             for vk in v[i]:
                 q = q @ (torch.eye(3, dtype=F64) - 2 * torch.outer(vk, vk) / vk.dot(vk))
+            assert torch.allclose(q_matrices[i], q, atol=1e-12)
             single = T.sylvester(3, "householder", num_householder=2).double()
             for name, value in zip(["q", "r", "d1", "d2", "b"], [v[i], r[i], d1[i], d2[i], b[i]]):
                 getattr(single.params, name).copy_(value)

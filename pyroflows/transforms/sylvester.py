@@ -46,6 +46,7 @@ variational inference", UAI 2018.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -203,24 +204,28 @@ class _ConditionedSylvester(OnePassTransform, Transform):
     def _apply_q(self, q, v):
         return _matvec(q, v)
 
-    def factors(self):
-        """``(Q, R1, R2, b)`` of the current parameters (``Q`` is ``None`` for the triangular kind)."""
+    def _parts(self):
+        """``(Q, R1, R2, b)`` with ``Q`` in the form ``_apply_qt`` / ``_apply_q`` take."""
         q_raw, r, d1, d2, b = self._raw()
         r1, r2 = sylvester_triangles(r, d1, d2)
         return self._build_q(q_raw), r1, r2, b
+
+    def factors(self):
+        """``(Q, R1, R2, b)`` of the current parameters (``Q`` is ``None`` for the triangular kind)."""
+        return self._parts()
 
     def _ladj(self, r1, r2, th):
         kappa = torch.diagonal(r1, dim1=-2, dim2=-1) * torch.diagonal(r2, dim1=-2, dim2=-1)
         return tanh_log_slope(kappa, th).sum(-1)
 
     def _forward_and_ladj(self, x):
-        q, r1, r2, b = self.factors()
+        q, r1, r2, b = self._parts()
         a = _matvec(r2, self._apply_qt(q, x)) + b
         th = torch.tanh(a)
         return x + self._apply_q(q, _matvec(r1, th)), self._ladj(r1, r2, th)
 
     def _inverse_and_ladj(self, y):
-        q, r1, r2, b = self.factors()
+        q, r1, r2, b = self._parts()
         w = self._apply_qt(q, y)
         a = self._solve_triangular_system(w, r1, r2, b)
         th = torch.tanh(a)
@@ -273,12 +278,48 @@ class ConditionedOrthogonalSylvester(_ConditionedSylvester):
         return bjorck_orthonormalize(q_raw, self.bjorck_steps, self.bjorck_max_steps, self.bjorck_tol)
 
 
+class _Reflections(NamedTuple):
+    """Unit reflection vectors ``u`` of shape ``batch' + (K, D)``, standing for :math:`Q = H_1\cdots H_K`."""
+
+    u: torch.Tensor
+
+
+def _reflect(u: torch.Tensor, x: torch.Tensor, order) -> torch.Tensor:
+    for k in order:
+        uk = u[..., k, :]
+        x = x - 2.0 * (x * uk).sum(-1, keepdim=True) * uk
+    return x
+
+
 class ConditionedHouseholderSylvester(_ConditionedSylvester):
     r"""Householder Sylvester map from raw parameters ``params_fn() -> (v, r, d1, d2, b)``: ``v`` of
-    shape ``batch' + (K, D)`` holds the reflection vectors of :math:`Q = H_1\cdots H_K` (the pure math)."""
+    shape ``batch' + (K, D)`` holds the reflection vectors of :math:`Q = H_1\cdots H_K` (the pure math).
+
+    A shared ``v`` (no batch dims) is multiplied out into one ``D x D`` matrix once per call. Per-sample
+    vectors (amortised posteriors) are applied as reflections,
+    :math:`Q^\top x = H_K\cdots H_1 x` with :math:`H_k x = x - 2 (u_k^\top x) u_k`, which costs
+    :math:`O(KD)` per sample instead of the :math:`O(KD^2)` of building every :math:`Q`.
+    """
 
     def _build_q(self, q_raw):
-        return householder_product(q_raw)
+        if q_raw.dim() == 2:
+            return householder_product(q_raw)
+        norm = (q_raw * q_raw).sum(-1, keepdim=True).clamp_min(torch.finfo(q_raw.dtype).tiny).sqrt()
+        return _Reflections(q_raw / norm)
+
+    def _apply_qt(self, q, x):
+        if isinstance(q, _Reflections):
+            return _reflect(q.u, x, range(q.u.shape[-2]))
+        return super()._apply_qt(q, x)
+
+    def _apply_q(self, q, v):
+        if isinstance(q, _Reflections):
+            return _reflect(q.u, v, reversed(range(q.u.shape[-2])))
+        return super()._apply_q(q, v)
+
+    def factors(self):
+        q, r1, r2, b = super().factors()
+        return (householder_product(q.u) if isinstance(q, _Reflections) else q), r1, r2, b
 
 
 class ConditionedTriangularSylvester(_ConditionedSylvester):
