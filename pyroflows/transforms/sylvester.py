@@ -167,6 +167,10 @@ def sylvester_triangles(r: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor) -> 
 
 
 def _matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    if m.dim() == 2:
+        # one shared matrix: a single (N, M) @ (M, M) product; written as m @ v[..., None], torch
+        # broadcasts m over the batch and runs a batched matmul of N copies (~30x slower on CPU)
+        return v @ m.mT
     return (m @ v.unsqueeze(-1)).squeeze(-1)
 
 
