@@ -4,8 +4,10 @@ The posterior :math:`p(x \mid y)` of the octagon mixture (:mod:`pyroflows.data.g
 is learned under two label mappings: ``"eight"`` (one label per mode) and ``"four"`` (labels
 ``[0, 0, 0, 0, 1, 1, 2, 3]``, so label 0 covers the four upper modes). Four models share the same
 invertible network (8 affine coupling blocks with fixed random permutations, conditioners of
-3 fully connected layers, :math:`z \in \mathbb R^2`, :math:`x` zero-padded to ``2 + num_labels``
-entries, padding noise 0.05):
+3 fully connected layers, :math:`z \in \mathbb R^2`, padding noise 0.05). At full settings both
+mappings use the paper's 8-column one-hot label, so :math:`x` is padded with 8 entries and the
+network is 10-dimensional (four columns stay 0 under the four-label mapping); quick mode uses the
+compact encoding (``Settings.label_dim``):
 
 * ``ours``: :class:`~pyroflows.distributions.RelaxedConditionalFlow` (:math:`\epsilon = 0.1`), a
   Pyro likelihood ``pyro.sample("x", flow.condition(y), obs=x)`` trained by SVI with an empty
@@ -87,9 +89,17 @@ class Settings:
     batch: int = 1600
     num_blocks: int = 8
     lr: float = 1e-3
+    #: Adam's (beta1, beta2)
+    betas: tuple[float, float] = (0.9, 0.999)
+    #: learning rate at the last iteration as a fraction of ``lr`` (exponential decay; 1: constant)
+    lr_decay: float = 1.0
     eps: float = 0.1
     pad_noise: float = 0.05
     z_dim: int = 2
+    #: width of the one-hot label vector; None: the mapping's number of labels. The paper keeps the
+    #: eight-column encoding of the eight-label task for the four-label one (x padded with 8 dims,
+    #: z in R^2), so four of its columns are always 0.
+    label_dim: int | None = None
     num_test: int = 8000
     num_samples: int = 8000
     #: torch threads while training; 1 is fastest for these small networks on a shared CPU (2 threads
@@ -99,15 +109,33 @@ class Settings:
     def tag(self) -> str:
         """Checkpoint name part: every setting that changes training (the optional ones only when not default)."""
         tag = f"w{self.width}_it{self.iterations}_b{self.batch}_k{self.num_blocks}"
-        for name, short in (("lr", "lr"), ("eps", "eps"), ("pad_noise", "pad"), ("z_dim", "z")):
+        for name, short in (("lr", "lr"), ("eps", "eps"), ("pad_noise", "pad"), ("z_dim", "z"), ("label_dim", "y"), ("lr_decay", "lrd")):
             value = getattr(self, name)
             if value != getattr(Settings, name):
                 tag += f"_{short}{value:g}"
+        if self.betas != Settings.betas:
+            tag += "_b" + "-".join(f"{b:g}" for b in self.betas)
         return tag
 
 
-FULL = Settings()
+#: the paper's: both mappings use the 8-column one-hot, so the network is 10-d (x padded with 8, z in R^2)
+FULL = Settings(label_dim=8)
 QUICK = Settings(width=64, iterations=300, batch=400, num_test=4000, num_samples=4000)
+
+
+def label_width(mapping: str, settings: Settings) -> int:
+    """Width of the one-hot label vector the flow is conditioned on (see :attr:`Settings.label_dim`)."""
+    num = num_labels(mapping)
+    if settings.label_dim is None:
+        return num
+    if settings.label_dim < num:
+        raise ValueError(f"label_dim: expected at least the {num} labels of mapping {mapping!r}, got {settings.label_dim}")
+    return settings.label_dim
+
+
+def encode_labels(y: torch.Tensor, mapping: str, settings: Settings) -> torch.Tensor:
+    """One-hot labels ``y`` of shape ``(..., num_labels)`` widened with zero columns to :func:`label_width`."""
+    return torch.nn.functional.pad(y, (0, label_width(mapping, settings) - y.shape[-1]))
 
 
 def make_flow(mapping: str, settings: Settings, seed: int) -> RelaxedConditionalFlow:
@@ -115,7 +143,7 @@ def make_flow(mapping: str, settings: Settings, seed: int) -> RelaxedConditional
     torch.manual_seed(seed)
     return RelaxedConditionalFlow(
         x_dim=2,
-        y_dim=num_labels(mapping),
+        y_dim=label_width(mapping, settings),
         z_dim=settings.z_dim,
         eps=settings.eps,
         pad_noise=settings.pad_noise,
@@ -128,7 +156,7 @@ def make_flow(mapping: str, settings: Settings, seed: int) -> RelaxedConditional
 def _batch(mapping: str, settings: Settings, seed: int, step: int):
     """Training batch ``step``: fresh data, reproducible after a resume."""
     x, y, _ = octagon_mixture(settings.batch, mapping, generator=torch.Generator().manual_seed(1_000_003 * seed + step))
-    return x, y
+    return x, encode_labels(y, mapping, settings)
 
 
 def likelihood_model(flow: RelaxedConditionalFlow):
@@ -149,6 +177,11 @@ def likelihood_model(flow: RelaxedConditionalFlow):
     return model, guide
 
 
+def _gamma(settings: Settings) -> float:
+    """Per-iteration learning-rate factor that reaches ``lr_decay`` after ``iterations`` steps."""
+    return settings.lr_decay ** (1.0 / max(1, settings.iterations))
+
+
 def train_ours(flow: RelaxedConditionalFlow, mapping: str, settings: Settings, seed: int, checkpoint: Path | None, progress: bool) -> pd.DataFrame:
     """Maximum likelihood of eq. (6) through Pyro: SVI on :func:`likelihood_model` with Adam.
 
@@ -157,12 +190,15 @@ def train_ours(flow: RelaxedConditionalFlow, mapping: str, settings: Settings, s
     """
     pyro.clear_param_store()
     flow.train()
-    optim = pyro.optim.Adam({"lr": settings.lr})
+    adam = {"lr": settings.lr, "betas": settings.betas}
+    optim = pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": adam, "gamma": _gamma(settings)})
     svi = SVI(*likelihood_model(flow), optim, Trace_ELBO())
 
     def step(i):
         x, y = _batch(mapping, settings, seed, i)
-        return svi.step(x, y) / settings.batch
+        loss = svi.step(x, y) / settings.batch
+        optim.step()
+        return loss
 
     history = fit(step, settings.iterations, {"flow": flow, "optim": optim}, checkpoint=checkpoint, progress=progress, desc=f"{mapping}/ours")
     flow.eval()
@@ -184,7 +220,8 @@ def inn_loss(flow: RelaxedConditionalFlow, variant: str, settings: Settings) -> 
 def train_inn(flow: RelaxedConditionalFlow, mapping: str, variant: str, settings: Settings, seed: int, checkpoint: Path | None, progress: bool) -> pd.DataFrame:
     """The INN baseline on the same network, trained with Adam on :class:`~pyroflows.infer.INNLoss`."""
     loss_fn = inn_loss(flow, variant, settings)
-    optim = torch.optim.Adam(flow.parameters(), lr=settings.lr)
+    optim = torch.optim.Adam(flow.parameters(), lr=settings.lr, betas=settings.betas)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optim, _gamma(settings))
     flow.train()
 
     def step(i):
@@ -193,9 +230,10 @@ def train_inn(flow: RelaxedConditionalFlow, mapping: str, variant: str, settings
         loss, _ = loss_fn(x, y, i)
         loss.backward()
         optim.step()
+        schedule.step()
         return loss.detach()
 
-    history = fit(step, settings.iterations, {"flow": flow, "optim": optim}, checkpoint=checkpoint, progress=progress, desc=f"{mapping}/{variant}")
+    history = fit(step, settings.iterations, {"flow": flow, "optim": optim, "schedule": schedule}, checkpoint=checkpoint, progress=progress, desc=f"{mapping}/{variant}")
     flow.eval()
     return history
 
@@ -209,16 +247,16 @@ def evaluate(flow: RelaxedConditionalFlow, mapping: str, settings: Settings, see
     """
     flow.eval()
     x, y, _ = octagon_mixture(settings.num_test, mapping, generator=torch.Generator().manual_seed(1_000_003 * seed + 999_999))
-    predicted = flow.predict(x)
+    predicted = flow.predict(x)  # scores over all label_width columns: an unused column counts as an error
     torch.manual_seed(seed + 12345)
     num = num_labels(mapping)
-    eye = torch.eye(num)
+    eye = encode_labels(torch.eye(num), mapping, settings)
     samples = flow.condition(eye).sample(torch.Size([settings.num_samples]))  # (n, L, 2)
     mean, cov = posterior_moments(mapping)
     mean_err = sample_mean_error(samples, mean)
     cov_err = relative_frobenius_error(sample_covariance(samples), cov)
     out = {
-        "accuracy": float(accuracy(predicted, y)),
+        "accuracy": float(accuracy(predicted, encode_labels(y, mapping, settings))),
         "mean_error": float(mean_err.max()),
         "cov_error": float(cov_err.max()),
         "mean_error_per_label": mean_err.tolist(),

@@ -174,6 +174,21 @@ def test_elbo_of_the_pyro_model_is_the_flow_log_likelihood():
     assert flow.condition(torch.eye(4)).sample(torch.Size([3])).shape == (3, 4, 2)
 
 
+def test_full_settings_build_the_papers_ten_dimensional_network_for_both_mappings():
+    import models.xiao_gaussian_mixture as xgm
+
+    small = dataclasses.replace(xgm.FULL, width=8, num_blocks=1)
+    for mapping in ("eight", "four"):
+        flow = xgm.make_flow(mapping, small, seed=0)
+        assert (flow.x_dim, flow.pad_dim, flow.z_dim, flow.y_dim) == (2, 8, 2, 8)
+    y = torch.eye(4)[[0, 3]]
+    wide = xgm.encode_labels(y, "four", small)
+    assert wide.shape == (2, 8) and torch.equal(wide[:, :4], y) and not wide[:, 4:].any()
+    assert xgm.encode_labels(y, "four", xgm.QUICK).shape == (2, 4)  # quick mode: the compact encoding
+    with pytest.raises(ValueError, match="label_dim"):
+        xgm.label_width("eight", dataclasses.replace(small, label_dim=4))
+
+
 # ---------------------------------------------------------------------------------------------
 # the reproduction in quick mode (Settings QUICK: width 64, 300 iterations, batch 400)
 
