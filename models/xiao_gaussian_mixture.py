@@ -423,13 +423,17 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--iterations", type=int, default=None, help="training iterations (full: 400)")
     parser.add_argument("--width", type=int, default=None, help="hidden width of the conditioners (full: 512)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (full: 1600)")
+    parser.add_argument("--lr-decay", type=float, default=None, help="final learning rate as a fraction of 1e-3 (exponential decay; full: 1)")
+    parser.add_argument("--label-dim", type=int, default=None, help="one-hot width (full: 8 for both mappings)")
+    parser.add_argument("--z-dim", type=int, default=None, help="latent size (full: 2)")
     parser.add_argument("--out", type=Path, default=Path("results") / EXPERIMENT, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mapping", choices=MAPPINGS, nargs="+", default=list(MAPPINGS), help="label mappings to run (default both)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
-    overrides = {k: v for k, v in (("iterations", args.iterations), ("width", args.width), ("batch", args.batch)) if v is not None}
+    options = ("iterations", "width", "batch", "lr_decay", "label_dim", "z_dim")
+    overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     settings = replace(settings, **overrides)
     start = time.perf_counter()
     rows, results = reproduce(settings, args.out, seed=args.seed, progress=not args.no_progress, mappings=args.mapping)
