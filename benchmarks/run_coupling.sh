@@ -23,4 +23,4 @@ for B in ${BATCHES:-1600 64}; do
     --batch "$B" --json "$OUT/coupling_b$B.json" "$@" | grep -v "round .* done"
   files+=("$OUT/coupling_b$B.json")
 done
-python "$ROOT/benchmarks/summarize_coupling.py" "${files[@]}" | tee "$OUT/coupling_summary.md"
+python "$ROOT/benchmarks/summarize.py" "${files[@]}" | tee "$OUT/coupling_summary.md"
