@@ -80,7 +80,7 @@ import torch
 
 from pyroflows.data.moving_digits import MovingDigits, moving_digits
 from pyroflows.distributions import CRow
-from pyroflows.infer import fit
+from pyroflows.infer import fit, save_checkpoint
 
 from . import xiao_digits
 
@@ -122,7 +122,7 @@ class Settings:
     eps: float = 0.1
     context: bool = False  # the labels also feed every subnetwork (CRow(..., context=True))
     x_noise: float = 0.3  # Gaussian smoothing noise on the training frames (in the flow's space)
-    steps: int = 3000
+    steps: int = 1000
     batch: int = 64
     lr: float = 1e-3
     lr_final: float = 1e-4  # cosine decay
@@ -131,6 +131,10 @@ class Settings:
     temperature: float = 0.8
     figure_samples: int = 2  # sequences per model in the figure
     checkpoint: bool = True
+
+    def ae_tag(self) -> str:
+        """Checkpoint name of the autoencoder: every setting that changes it."""
+        return f"n{self.n_train}_d{self.digits[0]}{self.digits[1]}_l{self.latent_dim}_f{self.ae_frames}_e{self.ae_epochs}"
 
     def tag(self, name: str) -> str:
         """Checkpoint name: every setting that changes the fit of model ``name``."""
@@ -180,10 +184,17 @@ class LatentSpace:
     trained with binary cross-entropy and latent noise) maps each frame to ``latent_dim`` numbers,
     standardised with the training frames' mean and sd."""
 
-    def __init__(self, frames: np.ndarray, settings: Settings, progress: bool = True):
+    def __init__(self, frames: np.ndarray, settings: Settings, progress: bool = True, checkpoint: Path | None = None):
         cfg = replace(xiao_digits.Config(), latent_dim=settings.latent_dim, ae_epochs=settings.ae_epochs)
         x = torch.as_tensor(frames.reshape(-1, frames.shape[-1]))[: settings.ae_frames]
-        self.autoencoder = xiao_digits.train_autoencoder(x, cfg, progress, desc="autoencoder")
+        if checkpoint is not None and checkpoint.exists():
+            self.autoencoder = xiao_digits.MLPAutoencoder(x.shape[-1], cfg.latent_dim, cfg.ae_hidden)
+            self.autoencoder.load_state_dict(torch.load(checkpoint, weights_only=True))
+            self.autoencoder.eval()
+        else:
+            self.autoencoder = xiao_digits.train_autoencoder(x, cfg, progress, desc="autoencoder")
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, self.autoencoder.state_dict())
         self.dim = settings.latent_dim
         with torch.no_grad():
             self.scaler = xiao_digits.Scaler(self.autoencoder.encode(x))
@@ -197,12 +208,13 @@ class LatentSpace:
         return self.autoencoder.decode(self.scaler.unscale(x)).numpy()
 
 
-def frame_space(data: MovingDigits, settings: Settings, progress: bool = True) -> PixelSpace | LatentSpace:
-    """The space the flow models frames in: ``settings.space`` is ``"pixels"`` or ``"latent"``."""
+def frame_space(data: MovingDigits, settings: Settings, progress: bool = True, checkpoint: Path | None = None) -> PixelSpace | LatentSpace:
+    """The space the flow models frames in: ``settings.space`` is ``"pixels"`` or ``"latent"`` (whose
+    autoencoder is reloaded from ``checkpoint`` when that file exists, and saved there otherwise)."""
     if settings.space == "pixels":
         return PixelSpace()
     if settings.space == "latent":
-        return LatentSpace(data.frames, settings, progress)
+        return LatentSpace(data.frames, settings, progress, checkpoint)
     raise ValueError(f"space: expected 'pixels' or 'latent', got {settings.space!r}")
 
 
@@ -388,7 +400,8 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     test = moving_digits(settings.n_test, settings.digits, settings.frames, split="test", seed=30_000 + seed)
     clf = FrameClassifier(settings, seed)
     torch.manual_seed(seed)
-    space = frame_space(data, settings, progress)
+    ae_checkpoint = out_dir / "checkpoints" / f"autoencoder_{settings.ae_tag()}_s{seed}.pt" if settings.checkpoint else None
+    space = frame_space(data, settings, progress, ae_checkpoint)
     rows = [
         _row(
             "classifier", "classifier_accuracy", clf.accuracy, None, "logistic regression on |2-D DFT| of real frames, glyphs it never saw"

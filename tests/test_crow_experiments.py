@@ -86,6 +86,16 @@ def test_moving_digits_on_pixels(tmp_path):
     assert digits.PixelSpace()(np.zeros((2, 6, 400), np.float32)).shape == (2, 6, 400)
 
 
+def test_moving_digits_reloads_its_checkpoints(tmp_path):
+    settings = replace(TINY_DIGITS, models=("cinn",), ae_frames=500, ae_epochs=1, steps=10, n_generate=8, checkpoint=True)
+    _, first = digits.reproduce(settings, tmp_path, progress=False)
+    saved = sorted(p.name.split("_")[0] for p in (tmp_path / "checkpoints").iterdir())
+    assert saved == ["autoencoder", "cinn"]
+    _, again = digits.reproduce(settings, tmp_path, progress=False)  # autoencoder and flow reloaded, nothing retrained
+    assert again["cinn"]["test_nll_frame1"] == first["cinn"]["test_nll_frame1"]
+    assert again["cinn"]["agreement_away"] == first["cinn"]["agreement_away"]
+
+
 def test_moving_digits_checks_settings(tmp_path):
     with pytest.raises(ValueError, match="models"):
         digits.reproduce(replace(TINY_DIGITS, models=("glow",)), tmp_path)
