@@ -77,6 +77,7 @@ class Settings:
     steps: int = 600
     batch: int = 32
     lr: float = 2e-3
+    weight_decay: float = 5e-4  # the paper's (Sec. 5.1); without it some forecasting rollouts diverged
     num_steps: int = 3  # flow steps per frame
     hidden: int = 32
     fc_hidden: tuple[int, ...] = (32,)
@@ -116,7 +117,7 @@ def evaluate_dataset(name: str, settings: Settings, seed: int, progress: bool):
     torch.manual_seed(seed)
     flow = make_flow(settings, len(data.columns), observed, future, history)
     start = time.perf_counter()
-    loss = fit_motionflow(flow, data.train_context, data.train_future, settings.steps, settings.batch, settings.lr, seed=seed, progress=progress, desc=name)
+    loss = fit_motionflow(flow, data.train_context, data.train_future, settings.steps, settings.batch, settings.lr, weight_decay=settings.weight_decay, seed=seed, progress=progress, desc=name)
     train_s = time.perf_counter() - start
     torch.manual_seed(seed + 1)
     flow.eval()

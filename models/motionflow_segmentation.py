@@ -71,6 +71,7 @@ class Settings:
     steps: int = 600
     batch: int = 16
     lr: float = 2e-3
+    weight_decay: float = 5e-4  # the paper's (Sec. 5.1); without it some forecasting rollouts diverged
     num_steps: int = 4
     hidden: int = 32
     fc_hidden: tuple[int, ...] = (32,)
@@ -143,7 +144,7 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         flow = make_flow(settings)
         start = time.perf_counter()
         loss = fit_motionflow(
-            flow, _observed(train_x), future, settings.steps, settings.batch, settings.lr, seed=seed, progress=progress,
+            flow, _observed(train_x), future, settings.steps, settings.batch, settings.lr, weight_decay=settings.weight_decay, seed=seed, progress=progress,
             desc="motionflow", transform_future=_dequantize,
         )  # fmt: skip
         flow_s = time.perf_counter() - start
