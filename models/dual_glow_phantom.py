@@ -43,6 +43,12 @@ Run::
     python -m models.dual_glow_phantom --quick    # 16^3, tiny settings (under a minute)
     python -m models --only dual_glow_phantom     # full, through the registry
 
+Measured at full settings (seed 0, ``docs/papers/dual_glow.md``): Spearman -1.0 in all three
+regions (generated means 13-14 % lower at 95 than at 55 years); disease accuracy 0.938 on real and
+0.863 on generated PET; 3.977 bits/dim on true pairs, 4.011 on shuffled. Training at 32^3: 440 s
+(400 steps of batch 4, one thread, on the shared 2-core machine under load); whole run 10 min,
+peak resident memory 1.8 GB. Quick mode (16^3) 25-30 s.
+
 Paper: H. Sun et al., "DUAL-GLOW: conditional flow-based generative model for modality transfer",
 ICCV 2019, Fig. 7 (mean intensity of three ROIs against age) and Table 2 (AD/CN classification on
 ground truth 94 % vs synthetic 91 % accuracy).
