@@ -59,6 +59,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -200,8 +201,7 @@ def plot_slices(mri, pet, generated, path: Path, n: int = 4) -> None:
     plt.close(fig)
 
 
-def _row(*args) -> dict:
-    return result_row(EXPERIMENT, *args)
+_row = partial(result_row, EXPERIMENT)
 
 
 def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:

@@ -56,6 +56,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -282,8 +283,7 @@ def result_row(experiment: str, setting: str, metric: str, value, reference, sou
     return {"experiment": experiment, "setting": setting, "metric": metric, "value": value, "reference": reference, "source": source}
 
 
-def _row(*args) -> dict:
-    return result_row(EXPERIMENT, *args)
+_row = partial(result_row, EXPERIMENT)
 
 
 def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:
