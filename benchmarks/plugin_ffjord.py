@@ -28,6 +28,7 @@ end time instead of interpolating past it; ``log_prob`` integrates from the data
 ``t = 0`` (Pyro's direction: the flow maps base samples to data), the peers from 0 to T on the
 mirrored ODE. The sampling call also integrates the log-det (pyroflows' transforms always return it);
 the peers integrate the state only.
+Validation off (``pyroflows.set_validation(False)``, distributions with ``validate_args=False``).
 NFE counters: ``nfe_forward`` / ``nfe_backward`` of the CNF (the harness's fwd/bwd columns).
 """
 
@@ -68,8 +69,8 @@ def _build(adjoint):
             norm="rms",
             adjoint=adjoint,
         )
-        base = dist.Normal(torch.zeros(cfg.dim), torch.ones(cfg.dim)).to_event(1)
-        d = dist.TransformedDistribution(base, [flow])
+        base = dist.Normal(torch.zeros(cfg.dim), torch.ones(cfg.dim), validate_args=False).to_event(1)
+        d = dist.TransformedDistribution(base, [flow], validate_args=False)
         opt = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=1e-3, weight_decay=1e-5)
         last = {}
 

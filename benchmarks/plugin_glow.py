@@ -18,7 +18,8 @@ Difference from the peers, in the case's notes: pyroflows' multi-scale Glow alwa
 learned priors, one zero-initialised 3x3 convolution per split (``h -> [log sigma, mu]`` of the
 factored-out half) and a learned per-channel top prior, where the peers score every level with a
 fixed N(0, I). At initialisation they are the standard Normal; they add one small convolution per
-split level (about 1 % of the step's FLOPs here). Validation is off.
+split level (about 1 % of the step's FLOPs here). Validation is off (``pyroflows.set_validation(False)``,
+and the distribution is ``flow.distribution()`` built with ``validate_args=False``).
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ def build_glow(cfg):
     from pyroflows.transforms import glow
 
     pyroflows.set_validation(False)
+    import pyro.distributions as dist
+
     flow = glow(tuple(cfg.shape), num_levels=cfg.levels, num_steps=cfg.k, hidden_channels=cfg.hidden, scale="sigmoid")
-    d = flow.distribution()
+    # flow.distribution() without torch's support checks (Pyro turns them on by default; the peers have none)
+    base = dist.Normal(torch.zeros(cfg.shape), torch.ones(cfg.shape), validate_args=False).to_event(len(cfg.shape))
+    d = dist.TransformedDistribution(base, [flow], validate_args=False)
     opt = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=1e-3)
     with torch.no_grad():  # first call: data-dependent ActNorm initialisation, as the peers' cases do
         nll = -d.log_prob(cfg.x).mean().item()
