@@ -39,6 +39,7 @@ def build_glow(cfg):
     import math
 
     import pyroflows
+    from benchmarks.training_step import sampling_call, training_step
     from pyroflows.transforms import glow
 
     pyroflows.set_validation(False)
@@ -52,17 +53,8 @@ def build_glow(cfg):
     with torch.no_grad():  # first call: data-dependent ActNorm initialisation, as the peers' cases do
         nll = -d.log_prob(cfg.x).mean().item()
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = -d.log_prob(cfg.x).mean()
-        loss.backward()
-        opt.step()
-        return loss
-
-    def sample():
-        with torch.no_grad():
-            return d.sample((cfg.batch,))
-
+    step = training_step(opt, lambda: -d.log_prob(cfg.x).mean())
+    sample = sampling_call(d, cfg.batch)
     call = f"glow({tuple(cfg.shape)}, num_levels={cfg.levels}, num_steps={cfg.k}, hidden_channels={cfg.hidden}, scale='sigmoid')"
     notes = [
         call + ": ActNorm (data-initialised) + LU 1x1 conv + affine coupling sigmoid(h + 2); learned split priors "

@@ -68,6 +68,7 @@ def _guide_case(cfg, transforms, params, notes, peers):
     import pyro.distributions as dist
 
     import pyroflows
+    from benchmarks.training_step import sampling_call, training_step
     from pyroflows.transforms.flows import FlowSequence
 
     pyroflows.set_validation(False)
@@ -76,18 +77,11 @@ def _guide_case(cfg, transforms, params, notes, peers):
     d = dist.TransformedDistribution(base, [flow], validate_args=False)
     opt = torch.optim.Adam(params, lr=1e-3)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def loss():
         z = d.rsample((cfg.batch,))
-        loss = (d.log_prob(z) - _target_logprob(z)).mean()
-        loss.backward()
-        opt.step()
-        return loss
+        return (d.log_prob(z) - _target_logprob(z)).mean()
 
-    def sample():
-        with torch.no_grad():
-            return d.sample((cfg.batch,))
-
+    step, sample = training_step(opt, loss), sampling_call(d, cfg.batch)
     return common.Case(step=step, sample=sample, params=sum(p.numel() for p in params), notes=notes, extra={"peers": list(peers)})
 
 
