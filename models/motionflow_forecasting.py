@@ -54,7 +54,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from models.motionflow_training import fit_motionflow, parse_settings, sample_futures, torch_threads, write_figure
+from models.motionflow_training import FlowSettings, fit_motionflow, parse_settings, sample_futures, torch_threads, write_figure
 from pyroflows.baselines import GaussianVAR, seasonal_naive
 from pyroflows.data import forecasting
 from pyroflows.distributions import MotionFlow
@@ -70,23 +70,15 @@ MODEL_CHOICES = {"exchange": (5, True, 5), "eustock": (5, True, 5), "elecdemand"
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(FlowSettings):
     """Training and read-out settings; :data:`FULL` and :data:`QUICK` are the presets."""
 
-    datasets: tuple[str, ...] = forecasting.NAMES
-    steps: int = 600
     batch: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 5e-4  # the paper's (Sec. 5.1); without it some forecasting rollouts diverged
-    num_steps: int = 3  # flow steps per frame
-    hidden: int = 32
-    fc_hidden: tuple[int, ...] = (32,)
-    encoder_hidden: tuple[int, ...] = (8, 8)
-    prior_hidden: int = 16
-    residual: bool = False
+    num_steps: int = 3
     samples: int = 50
+    datasets: tuple[str, ...] = forecasting.NAMES
+    residual: bool = False
     var_samples: int = 200
-    threads: int | None = 1
 
 
 FULL = Settings()
@@ -95,10 +87,8 @@ QUICK = Settings(datasets=("exchange",), steps=40, samples=10, var_samples=50)
 
 def make_flow(settings: Settings, dim: int, observed: int, future: int, history: int) -> MotionFlow:
     return MotionFlow(
-        (dim,), num_observed=observed, num_future=future, num_steps=settings.num_steps, history=history,
-        hidden_channels=settings.hidden, fc_hidden=settings.fc_hidden, encoder_hidden=settings.encoder_hidden,
-        prior_hidden=settings.prior_hidden, residual=settings.residual,
-    )  # fmt: skip
+        (dim,), num_observed=observed, num_future=future, history=history, residual=settings.residual, **settings.flow_kwargs()
+    )
 
 
 def _var_samples(data: forecasting.ForecastData, lags: int, difference: bool, n: int, seed: int) -> torch.Tensor:
@@ -117,7 +107,7 @@ def evaluate_dataset(name: str, settings: Settings, seed: int, progress: bool):
     torch.manual_seed(seed)
     flow = make_flow(settings, len(data.columns), observed, future, history)
     start = time.perf_counter()
-    loss = fit_motionflow(flow, data.train_context, data.train_future, settings.steps, settings.batch, settings.lr, weight_decay=settings.weight_decay, seed=seed, progress=progress, desc=name)
+    loss = fit_motionflow(flow, data.train_context, data.train_future, settings, seed, progress, desc=name)
     train_s = time.perf_counter() - start
     torch.manual_seed(seed + 1)
     flow.eval()

@@ -54,7 +54,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from models.motionflow_training import fit_motionflow, parse_settings, predict, torch_threads, write_figure
+from models.motionflow_training import FlowSettings, fit_motionflow, parse_settings, predict, torch_threads, write_figure
 from pyroflows.baselines import seasonal_naive
 from pyroflows.data import skeleton
 from pyroflows.distributions import MotionFlow
@@ -76,26 +76,16 @@ UNIT = 100.0  # mm per model unit
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(FlowSettings):
     """Training and read-out settings; :data:`FULL` and :data:`QUICK` are the presets."""
 
+    steps: int = 300
     variants: tuple[str, ...] = VARIANTS
     observed: int = 6
     future: int = 25
     history: int = 2
     train_per_action: int = 600
     test_per_action: int = 20
-    steps: int = 300
-    batch: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 5e-4  # the paper's (Sec. 5.1); without it some forecasting rollouts diverged
-    num_steps: int = 2
-    hidden: int = 32
-    fc_hidden: tuple[int, ...] = (32,)
-    encoder_hidden: tuple[int, ...] = (8, 8)
-    prior_hidden: int = 16
-    samples: int = 10
-    threads: int | None = 1
 
 
 FULL = Settings()
@@ -151,10 +141,8 @@ def make_flow(settings: Settings, variant: str) -> MotionFlow:
         raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
     frame = (3, len(skeleton.JOINTS), 1)
     flow = MotionFlow(
-        frame, num_observed=settings.observed, num_future=settings.future, num_steps=settings.num_steps, history=settings.history,
-        hidden_channels=settings.hidden, fc_hidden=settings.fc_hidden, encoder_hidden=settings.encoder_hidden,
-        prior_hidden=settings.prior_hidden, residual=True,
-    )  # fmt: skip
+        frame, num_observed=settings.observed, num_future=settings.future, history=settings.history, residual=True, **settings.flow_kwargs()
+    )
     t = flow.transform
     if "A" not in COMPONENTS[variant]:
         t.encoder = PlainEncoder(frame[0], settings.encoder_hidden[0])
@@ -214,7 +202,7 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
             torch.manual_seed(seed)
             flow = make_flow(settings, variant)
             start = time.perf_counter()
-            loss = fit_motionflow(flow, x_train, y_train, settings.steps, settings.batch, settings.lr, weight_decay=settings.weight_decay, seed=seed, progress=progress, desc=variant)
+            loss = fit_motionflow(flow, x_train, y_train, settings, seed, progress, desc=variant)
             timing[variant] = time.perf_counter() - start
             loss.to_csv(out_dir / f"loss_{variant.replace(' ', '_')}.csv", index=False)
             torch.manual_seed(seed + 1)

@@ -38,7 +38,6 @@ dynamics" (MotionFlow), IEEE TPAMI 2023, Sec. 5.5, Table 6, eq. (15).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from models.motionflow_training import fit_motionflow, parse_settings, sample_futures, torch_threads, write_figure
+from models.motionflow_training import FlowSettings, fit_motionflow, parse_settings, sample_futures, torch_threads, write_figure
 from pyroflows.data import shapes
 from pyroflows.distributions import MotionFlow
 from pyroflows.metrics_prediction import mean_iou
@@ -62,24 +61,14 @@ PAPER_IOU = {"FCN": 78.7, "MotionFlow": 89.2}
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(FlowSettings):
     """Training and read-out settings; :data:`FULL` and :data:`QUICK` are the presets."""
 
+    num_steps: int = 4
     size: int = 16
     train: int = 2000
     test: int = 300
-    steps: int = 600
-    batch: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 5e-4  # the paper's (Sec. 5.1); without it some forecasting rollouts diverged
-    num_steps: int = 4
-    hidden: int = 32
-    fc_hidden: tuple[int, ...] = (32,)
-    encoder_hidden: tuple[int, ...] = (8, 8)
-    prior_hidden: int = 16
-    samples: int = 10
     fcn_hidden: int = 32
-    threads: int | None = 1
 
 
 FULL = Settings()
@@ -107,7 +96,7 @@ def fit_fcn(net: FCN, images: torch.Tensor, masks: torch.Tensor, settings: Setti
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     for i in range(settings.steps):
         for group in opt.param_groups:
-            group["lr"] = 1e-4 + 0.5 * (settings.lr - 1e-4) * (1 + math.cos(math.pi * i / max(settings.steps - 1, 1)))
+            group["lr"] = settings.learning_rate(i)
         idx = torch.randint(0, len(images), (settings.batch,), generator=g)
         loss = nn.functional.binary_cross_entropy_with_logits(net(images[idx]), masks[idx])
         opt.zero_grad()
@@ -116,11 +105,7 @@ def fit_fcn(net: FCN, images: torch.Tensor, masks: torch.Tensor, settings: Setti
 
 
 def make_flow(settings: Settings) -> MotionFlow:
-    return MotionFlow(
-        (3, settings.size, settings.size), num_observed=2, num_future=1, num_steps=settings.num_steps, history=1,
-        hidden_channels=settings.hidden, fc_hidden=settings.fc_hidden, encoder_hidden=settings.encoder_hidden,
-        prior_hidden=settings.prior_hidden,
-    )  # fmt: skip
+    return MotionFlow((3, settings.size, settings.size), num_observed=2, num_future=1, history=1, **settings.flow_kwargs())
 
 
 def _observed(images: torch.Tensor) -> torch.Tensor:
@@ -143,10 +128,7 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         torch.manual_seed(seed)
         flow = make_flow(settings)
         start = time.perf_counter()
-        loss = fit_motionflow(
-            flow, _observed(train_x), future, settings.steps, settings.batch, settings.lr, weight_decay=settings.weight_decay, seed=seed, progress=progress,
-            desc="motionflow", transform_future=_dequantize,
-        )  # fmt: skip
+        loss = fit_motionflow(flow, _observed(train_x), future, settings, seed, progress, transform_future=_dequantize)
         flow_s = time.perf_counter() - start
         loss.to_csv(out_dir / "loss_motionflow.csv", index=False)
         torch.manual_seed(seed + 1)

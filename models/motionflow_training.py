@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -26,15 +26,43 @@ import torch
 from pyroflows.infer import fit
 
 
+@dataclass(frozen=True)
+class FlowSettings:
+    """What every MotionFlow experiment sets: training (``steps`` Adam steps of ``batch`` windows, a
+    cosine decay from ``lr`` to ``lr_final``, the paper's weight decay 5e-4: without it some
+    forecasting rollouts diverged), the flow's size, the samples per prediction and the torch
+    threads (``None`` keeps torch's). Each experiment's ``Settings`` extends it."""
+
+    steps: int = 600
+    batch: int = 16
+    lr: float = 2e-3
+    lr_final: float = 1e-4
+    weight_decay: float = 5e-4
+    num_steps: int = 2  # flow steps per frame
+    hidden: int = 32
+    fc_hidden: tuple[int, ...] = (32,)
+    encoder_hidden: tuple[int, ...] = (8, 8)
+    prior_hidden: int = 16
+    samples: int = 10
+    threads: int | None = 1
+
+    def learning_rate(self, step: int) -> float:
+        """The cosine schedule: ``lr`` at step 0, ``lr_final`` at the last step."""
+        return self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * step / max(self.steps - 1, 1)))
+
+    def flow_kwargs(self) -> dict:
+        """The size arguments of :class:`~pyroflows.distributions.MotionFlow`."""
+        return {
+            "num_steps": self.num_steps, "hidden_channels": self.hidden, "fc_hidden": self.fc_hidden,
+            "encoder_hidden": self.encoder_hidden, "prior_hidden": self.prior_hidden,
+        }  # fmt: skip
+
+
 def fit_motionflow(
     flow,
     observed: torch.Tensor,
     future: torch.Tensor,
-    steps: int,
-    batch: int = 32,
-    lr: float = 2e-3,
-    lr_final: float = 1e-4,
-    weight_decay: float = 0.0,
+    settings: FlowSettings,
     seed: int = 0,
     progress: bool = True,
     desc: str = "motionflow",
@@ -45,21 +73,19 @@ def fit_motionflow(
     Args:
         flow: a :class:`~pyroflows.distributions.MotionFlow` (an ``nn.Module``).
         observed, future: ``(N, U, *frame)`` and ``(N, V, *frame)``.
-        steps, batch: optimisation steps and windows per step.
-        lr, lr_final: the cosine schedule's start and end.
-        weight_decay: Adam's L2 weight decay.
+        settings: steps, batch, learning rates and weight decay (:class:`FlowSettings`).
         seed: fixes the mini-batches.
         transform_future: an optional ``f(future_batch, generator) -> future_batch`` applied to every
             batch (e.g. dequantisation noise of binary masks).
     """
     g = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     dims = future[0].numel()
 
     def step(i: int) -> torch.Tensor:
         for group in optimizer.param_groups:
-            group["lr"] = lr_final + 0.5 * (lr - lr_final) * (1 + math.cos(math.pi * i / max(steps - 1, 1)))
-        idx = torch.randint(0, len(observed), (batch,), generator=g)
+            group["lr"] = settings.learning_rate(i)
+        idx = torch.randint(0, len(observed), (settings.batch,), generator=g)
         y = future[idx] if transform_future is None else transform_future(future[idx], g)
         loss = -flow.condition(observed[idx]).log_prob(y).mean() / dims
         optimizer.zero_grad()
@@ -68,7 +94,7 @@ def fit_motionflow(
         optimizer.step()
         return loss
 
-    return fit(step, steps, {"flow": flow, "optimizer": optimizer}, progress=progress, desc=desc, log_every=10)
+    return fit(step, settings.steps, {"flow": flow, "optimizer": optimizer}, progress=progress, desc=desc, log_every=10)
 
 
 @torch.no_grad()
