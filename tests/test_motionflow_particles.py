@@ -1,0 +1,62 @@
+"""The interacting-particles simulator (pyroflows.data.particles) and the MotionFlow experiment on it
+(models.motionflow_particles)."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from models import ROW_KEYS
+from pyroflows.data import particles
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_simulator_follows_the_published_rules():
+    traj = particles.simulate(64, num_steps=30, seed=3)
+    assert traj.shape == (64, 30, 3, 4) and traj.dtype == torch.float64
+    assert torch.equal(traj, particles.simulate(64, num_steps=30, seed=3))
+    assert not torch.equal(traj, particles.simulate(64, num_steps=30, seed=4))
+    pos, vel = traj[..., :2], traj[..., 2:]
+    # every particle moves by its recorded velocity
+    assert torch.allclose(pos[:, 1:] - pos[:, :-1], vel[:, 1:], atol=1e-12)
+    # particles 1 and 2 keep their velocity; their starting boxes and speeds
+    assert torch.equal(vel[:, :, 0], vel[:, :1, 0].expand(-1, 30, -1)) and torch.equal(vel[:, :, 1], vel[:, :1, 1].expand(-1, 30, -1))
+    assert ((vel[:, 0, 0] >= 0.05) & (vel[:, 0, 0] <= 0.1)).all() and ((vel[:, 0, 1] >= -0.1) & (vel[:, 0, 1] <= -0.05)).all()
+    # particle 3's velocity changes exactly by the pushes computed from the previous frame
+    diff = pos[:, :-1, 2:3] - pos[:, :-1, :2]
+    d = diff.norm(dim=-1, keepdim=True)
+    push = torch.where(d < 1, 0.05 * (1 - d) * diff / d, torch.zeros_like(diff)).sum(2)
+    assert torch.allclose(vel[:, 1:, 2] - vel[:, :-1, 2], push, atol=1e-12)
+    assert (push.norm(dim=-1) > 0).any(), "no simulation had an interaction"
+
+
+def test_normalisation_and_baselines():
+    traj = particles.simulate(20, num_steps=15, seed=0)
+    norm = particles.MinMax.fit(traj)
+    z = norm.normalize(traj)
+    assert z.min() >= -1 - 1e-12 and z.max() <= 1 + 1e-12
+    assert torch.allclose(norm.unnormalize(z), traj)
+    cv = particles.constant_velocity(traj[:, :10], 5)
+    assert cv.shape == (20, 5, 3, 4)
+    assert torch.allclose(cv[:, :, :2], traj[:, 10:, :2], atol=1e-12)  # exact for particles 1 and 2
+    assert torch.equal(particles.last_frame(traj[:, :10], 5), traj[:, 9:10].expand(20, 5, 3, 4))
+    with pytest.raises(ValueError, match="num_sims"):
+        particles.simulate(0)
+
+
+def test_quick_experiment_rows_and_figure(tmp_path):
+    from models import motionflow_particles as mp
+
+    settings = replace(mp.QUICK, num_train=64, num_test=8, iterations=4, num_samples=2, temperatures=(0.0, 0.5))
+    rows, info = mp.reproduce(settings, tmp_path, progress=False)
+    assert all(set(r) == set(ROW_KEYS) for r in rows)
+    by = {(r["setting"], r["metric"]): r for r in rows}
+    for name in ("constant_velocity", "last_frame", "motionflow_T0", "motionflow_T0.5"):
+        for k in (1, 15, 25):
+            assert by[(name, f"mse_step{k}")]["value"] >= 0
+    assert by[("motionflow_T0.5", "mse_step15")]["reference"] == mp.PAPER_MSE[15]
+    assert by[("constant_velocity", "mse_step1")]["value"] < by[("last_frame", "mse_step1")]["value"]
+    assert (tmp_path / "trajectories.png").exists() and (tmp_path / "results.json").exists()
+    assert len(info["mse_per_step"]["last_frame"]) == mp.NUM_FUTURE
+    assert mp.from_frames(mp.to_frames(torch.zeros(2, 5, 3, 4))).shape == (2, 5, 3, 4)
