@@ -229,6 +229,11 @@ class _ConditionedSylvester(OnePassTransform, Transform):
 
     def _forward_and_ladj(self, x):
         q, r1, r2, b = self._parts()
+        if isinstance(q, torch.Tensor) and q.dim() == 2 and r1.dim() == 2:
+            # shared parameters: fold Q into the triangles once, x @ (Q R2^T) and tanh(a) @ (Q R1)^T,
+            # two (N, D) x (D, M) products instead of four (as Pyro's Sylvester does)
+            th = torch.tanh(torch.addmm(b, x.reshape(-1, x.shape[-1]), q @ r2.mT)).reshape(x.shape[:-1] + b.shape)
+            return x + th @ (q @ r1).mT, self._ladj(r1, r2, th)
         a = _matvec(r2, self._apply_qt(q, x)) + b
         th = torch.tanh(a)
         return x + self._apply_q(q, _matvec(r1, th)), self._ladj(r1, r2, th)
