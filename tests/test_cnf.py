@@ -421,3 +421,20 @@ def test_conditional_cnf_as_amortized_posterior_and_conditional_likelihood():
     losses = _losses(svi, 10, y, c)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 5.0
     pyro.clear_param_store()
+
+
+def test_sampling_without_gradients_solves_the_state_alone():
+    torch.manual_seed(3)
+    flow = T.cnf(2, hidden=(16,), trace="exact")
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    d = dist.TransformedDistribution(dist.Normal(torch.zeros(2), 1.0).to_event(1), [flow])
+    z = torch.randn(7, 2)
+    y_full, ladj_full = flow._forward_and_ladj(z)
+    with torch.no_grad():
+        y = flow(z)
+        assert flow._last is None  # the log-det was not integrated
+        assert torch.allclose(y, y_full, atol=1e-4)
+        assert torch.allclose(flow.log_abs_det_jacobian(z, y), ladj_full, atol=1e-4)  # its own solve
+        assert torch.allclose(d.log_prob(y), d.base_dist.log_prob(z) - ladj_full, atol=1e-3)

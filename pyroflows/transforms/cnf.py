@@ -87,6 +87,8 @@ class _Dynamics:
         else:  # only the adjoint's backward solve calls the dynamics outside of a solve
             self.owner.nfe_backward += 1
         z = state[0]
+        if len(state) == 1:  # the state alone (a value-only solve without gradients): no trace
+            return (self.time * self.net(s * self.time, z, self.context),)
         differentiable = torch.is_grad_enabled()
         with torch.enable_grad():
             if not (differentiable and z.requires_grad):  # a fresh leaf: outside grad mode (e.g. the
@@ -138,7 +140,7 @@ class ConditionedCNF(OnePassTransform, Transform):
     def _reference(self):
         return module_reference(self._settings())
 
-    def _solve(self, v: torch.Tensor, direction: int):
+    def _solve(self, v: torch.Tensor, direction: int, with_ladj: bool = True):
         m = self._settings()
         v, c = broadcast_batch(v, 1, self._context, 1)
         flat, batch = flatten_batch(v, 1)
@@ -149,21 +151,22 @@ class ConditionedCNF(OnePassTransform, Transform):
             return (flat + 0 * f).reshape(v.shape), (0 * f).sum(-1).reshape(batch)
         exact = m.trace == "exact" or (m.eval_exact_trace and not m.training)
         noise = None
-        if not exact:
+        if not exact and with_ladj:
             noise = torch.randn_like(flat) if m.noise == "gaussian" else torch.randint_like(flat, 0, 2) * 2 - 1
-        regularize = m.training and (m.kinetic_energy > 0 or m.jacobian_norm > 0)
+        regularize = with_ladj and m.training and (m.kinetic_energy > 0 or m.jacobian_norm > 0)
         func = _Dynamics(m, m.dynamics, time, c, noise, regularize)
         zeros = flat.new_zeros(flat.shape[:1])
-        state = (flat, zeros) + ((zeros, zeros) if regularize else ())
+        state = ((flat, zeros) if with_ladj else (flat,)) + ((zeros, zeros) if regularize else ())
         s = flat.new_tensor([0.0, 1.0] if direction > 0 else [1.0, 0.0])
         kwargs = m._solver_kwargs(s, direction)
         m.last_nfe = 0
         func.solving = True
         try:
-            if m.adjoint:
+            if m.adjoint and torch.is_grad_enabled():
                 params = tuple(m.dynamics.parameters()) + (time,) + (() if c is None else (c,))
                 out = odeint_adjoint(func, state, s, adjoint_params=params, **kwargs)
             else:
+                kwargs.pop("adjoint_options", None)  # no gradients to take: a plain solve
                 out = odeint(func, state, s, **kwargs)
         finally:
             func.solving = False
@@ -173,10 +176,22 @@ class ConditionedCNF(OnePassTransform, Transform):
                 "kinetic_energy": (direction * final[2]).reshape(batch),
                 "jacobian_norm": (direction * final[3]).reshape(batch),
             }
-        return final[0].reshape(v.shape), (direction * final[1]).reshape(batch)
+        return final[0].reshape(v.shape), (direction * final[1]).reshape(batch) if with_ladj else None
 
     def _forward_and_ladj(self, x):
         return self._solve(x, 1)
+
+    def _forward_value(self, x):
+        return self._solve(x, 1, with_ladj=False)[0]
+
+    def _call(self, x):
+        # Without gradients (sampling), the forward map is solved for the state alone, about half the
+        # work of also integrating the trace; a log-det asked for afterwards is computed by its own solve.
+        if torch.is_grad_enabled():
+            return super()._call(x)
+        self._check("x", x)
+        self._last = None
+        return self._forward_value(x)
 
     def _inverse_and_ladj(self, y):
         return self._solve(y, -1)
