@@ -35,6 +35,11 @@ Figure ``forecasts.png``: for one test window per dataset, the observed and true
 series, MotionFlow's 5-95% band and median, seasonal-naive and the VAR mean. ``results.csv`` holds the
 rows, ``loss_<dataset>.csv`` the training curves.
 
+Measured at full settings (seed 0; ``docs/papers/motionflow.md`` has the table): CRPS-sum of
+MotionFlow vs seasonal-naive 2.257 vs 3.378 (exchange), 2.872 vs 4.834 (eustock), 0.589 vs 0.996
+(elecdemand): the bar holds on all three; the Gaussian VAR is better still (2.104, 2.785, 0.555).
+Wall time 19 min on 2 CPU cores shared with other jobs; quick mode about 15 s.
+
 Run::
 
     python -m models.motionflow_forecasting            # full settings (three datasets)

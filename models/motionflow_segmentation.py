@@ -26,6 +26,9 @@ Table 6 (FCN 78.7, c-Glow 81.2, MotionFlow 89.2 on horses; not comparable in val
 Figure ``segmentations.png``: test images, true masks, the FCN's and MotionFlow's masks and
 MotionFlow's per-pixel sample mean. ``results.csv`` holds the rows.
 
+Measured at full settings (seed 0): mean IoU 52.6% for MotionFlow, 59.9% for the FCN, 40.5% for
+the empty mask. Wall time 11.5 min on 2 CPU cores shared with other jobs; quick mode about 20 s.
+
 Run::
 
     python -m models.motionflow_segmentation            # full settings
