@@ -16,6 +16,13 @@ EXPERIMENTS = {
     "planar_energies": "models.planar_energies",
     "sylvester_vae": "models.sylvester_vae",
     "ffjord_toy": "models.ffjord_toy",
+    "dual_glow_transfer": "models.dual_glow_transfer",
+    "dual_glow_phantom": "models.dual_glow_phantom",
+    "crow_moving_digits": "models.crow_moving_digits",
+    "motionflow_particles": "models.motionflow_particles",
+    "motionflow_forecasting": "models.motionflow_forecasting",
+    "motionflow_mocap": "models.motionflow_mocap",
+    "motionflow_segmentation": "models.motionflow_segmentation",
 }
 
 #: columns of a result row: ``reference`` is the paper's (or the issue's target) value, or None.
