@@ -65,6 +65,8 @@ Measured at full settings (seed 0; ``docs/papers/crow.md`` has the table): causa
 for all three models; judge agreement away from the switch 0.553 (CRow + TCG), 0.544 (CRow), 0.576
 (cINN), below the 0.80 bar (the judge's ceiling on autoencoder reconstructions is 0.877); the density
 at the switch is 2.1 / 1.3 nats *above* its neighbours for the recurrent models (-0.2 for the cINN).
+Longer runs (``--models cinn --steps 10000``: 0.828, the bar met; ``--models crow_tcg --steps 8000``:
+0.665) show the agreement is a matter of training budget, slower for the recurrent model.
 About 3 CPU-minutes on a free core (autoencoder 35 s; each model's 1000 steps 25-45 s); 19 min of
 wall time on the shared 2-core machine with one process per model (``--models``, 60-80 CPU-seconds
 each). Quick mode: about a minute of CPU.
