@@ -28,8 +28,20 @@ def _neg_elbo(model, guide, particles=64):
     return Trace_ELBO(num_particles=particles, vectorize_particles=True).loss(model, guide)
 
 
-def _fit(model, guide, steps):
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 2e-2}), Trace_ELBO(num_particles=8, vectorize_particles=True))
+def _lr(case) -> float:
+    # MotionFlow's sequence maps roll many frames through one network: 2e-2 overshoots in 40 steps
+    return 1e-2 if "motionflow" in case.name else 2e-2
+
+
+def _initial_context(case) -> torch.Tensor:
+    # a non-constant context: a constant map can leave every ReLU of a small
+    # conditioner below zero (it did for one case), so no gradient would reach it
+    g = torch.Generator().manual_seed(2)
+    return 0.5 + 0.25 * torch.randn(case.context_shape, generator=g)
+
+
+def _fit(model, guide, steps, lr=2e-2):
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO(num_particles=8, vectorize_particles=True))
     for _ in range(steps):
         svi.step()
 
@@ -49,14 +61,14 @@ def test_hand_written_guide(case):
         pyro.module("flow", transform)
         t = transform
         if case.conditional:
-            t = transform.condition(pyro.param("context", torch.full(case.context_shape, 0.5)))
+            t = transform.condition(pyro.param("context", _initial_context(case)))
         base = dist.Normal(torch.zeros(shape), 1.0).to_event(len(shape))
         pyro.sample("x", dist.TransformedDistribution(base, [t]))
 
     learnable = any(True for _ in transform.parameters()) if isinstance(transform, torch.nn.Module) else False
     torch.manual_seed(1)
     before = _neg_elbo(model, guide)
-    _fit(model, guide, _steps(case))
+    _fit(model, guide, _steps(case), _lr(case))
     torch.manual_seed(1)
     after = _neg_elbo(model, guide)
     assert after == after and abs(after) < 1e6, after
@@ -64,7 +76,7 @@ def test_hand_written_guide(case):
         assert after < before, (before, after)
     if case.conditional:
         context = pyro.param("context")
-        assert not torch.equal(context.detach(), torch.full(case.context_shape, 0.5)), "the context was not trained"
+        assert not torch.equal(context.detach(), _initial_context(case)), "the context was not trained"
 
 
 @pytest.mark.parametrize("case", VECTOR_CASES, ids=lambda c: c.name)

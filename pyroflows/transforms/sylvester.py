@@ -293,7 +293,7 @@ class ConditionedOrthogonalSylvester(_ConditionedSylvester):
 
 
 class _Reflections(NamedTuple):
-    """Unit reflection vectors ``u`` of shape ``batch' + (K, D)``, standing for :math:`Q = H_1\cdots H_K`."""
+    r"""Unit reflection vectors ``u`` of shape ``batch' + (K, D)``, standing for :math:`Q = H_1\cdots H_K`."""
 
     u: torch.Tensor
 
