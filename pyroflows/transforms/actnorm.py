@@ -26,7 +26,7 @@ from torch.distributions import Transform
 
 from ..nn.dense import context_mlp
 from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, event_constraint, module_reference
+from .base import OnePassTransform, batch_shape_of, context_event_shape, event_constraint, module_reference
 
 
 def _spatial_size(v: torch.Tensor, event_dim: int) -> int:
@@ -173,7 +173,7 @@ class ConditionalActNorm(ConditionalTransformModule):
     ):
         super().__init__()
         self.num_features, self.event_dim = num_features, event_dim
-        self.context_shape = (context_dim,) if context_shape is None else tuple(int(s) for s in context_shape)
+        self.context_shape = context_event_shape(context_dim, context_shape)
         self.params = _DataInit(num_features, event_dim)
         self.net = context_mlp(self.context_shape, 2 * num_features, hidden) if net is None else net
 

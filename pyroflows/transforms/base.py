@@ -329,3 +329,8 @@ def module_reference(module: torch.nn.Module) -> torch.Tensor | None:
 
 def as_shape(shape: int | Sequence[int]) -> tuple:
     return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+
+
+def context_event_shape(context_dim: int, context_shape: Sequence[int] | None) -> tuple:
+    """A conditional transform's context event shape: ``context_shape`` (a map) or ``(context_dim,)``."""
+    return (int(context_dim),) if context_shape is None else as_shape(context_shape)

@@ -29,7 +29,7 @@ from torch.distributions import Transform
 from ..nn.conv import ConvNet
 from ..nn.dense import MLP, _fused_params, _relu_mlp, _relu_mlp_backward, _relu_mlp_forward
 from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, broadcast_batch, event_constraint, module_reference, soft_clamp
+from .base import OnePassTransform, batch_shape_of, broadcast_batch, context_event_shape, event_constraint, module_reference, soft_clamp
 
 
 def _sum_event(t: torch.Tensor, event_dim: int) -> torch.Tensor:
@@ -302,6 +302,6 @@ def conditional_affine_coupling(
     ``context_shape = (context_dim, *spatial)`` is given.
     """
     split = _check_split(num_features, split)
-    context_shape = (context_dim,) if context_shape is None else tuple(context_shape)
+    context_shape = context_event_shape(context_dim, context_shape)
     net = _default_net(num_features, split, event_dim, hidden, context_dim, context_is_map=len(context_shape) > 1)
     return ConditionalAffineCoupling(num_features, net, context_shape, event_dim, split, clamp)
