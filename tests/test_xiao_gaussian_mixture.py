@@ -187,6 +187,21 @@ def test_full_settings_build_the_papers_ten_dimensional_network_for_both_mapping
     assert xgm.encode_labels(y, "four", xgm.QUICK).shape == (2, 4)  # quick mode: the compact encoding
     with pytest.raises(ValueError, match="label_dim"):
         xgm.label_width("eight", dataclasses.replace(small, label_dim=4))
+    # full settings: the paper's network and data, trained longer with a decaying learning rate
+    assert dataclasses.replace(xgm.FULL, iterations=400, lr_decay=1.0) == xgm.PAPER_SETTINGS
+    assert (xgm.PAPER_SETTINGS.iterations, xgm.PAPER_SETTINGS.lr, xgm.PAPER_SETTINGS.batch) == (400, 1e-3, 1600)
+
+
+def test_reproduce_trains_only_the_chosen_variants(tmp_path):
+    import models.xiao_gaussian_mixture as xgm
+
+    tiny = dataclasses.replace(xgm.QUICK, width=8, num_blocks=1, iterations=3, batch=64, num_test=64, num_samples=64)
+    rows, results = xgm.reproduce(tiny, tmp_path, seed=0, progress=False, mappings=("four",), variants=("inn_forward",))
+    assert set(results) == {("ours", "four"), ("inn_forward", "four")}  # ours is always trained
+    assert {r["setting"] for r in rows} == {"ours/four", "inn_forward/four"}
+    assert (tmp_path / "fig5_2.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="variants"):
+        xgm.reproduce(tiny, tmp_path, progress=False, mappings=("four",), variants=("inn_backward",))
 
 
 # ---------------------------------------------------------------------------------------------
