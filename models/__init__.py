@@ -29,6 +29,15 @@ EXPERIMENTS = {
 ROW_KEYS = ("experiment", "setting", "metric", "value", "reference", "source")
 
 
+def format_rows(rows: list[dict], with_experiment: bool = True) -> str:
+    """Result rows as one aligned table (numbers to 4 significant digits), as the runner prints them."""
+    import pandas as pd
+
+    columns = list(ROW_KEYS) if with_experiment else list(ROW_KEYS[1:])
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 70):
+        return pd.DataFrame(rows, columns=list(ROW_KEYS))[columns].to_string(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
+
+
 def load(name: str):
     """The module of experiment ``name``."""
     if name not in EXPERIMENTS:

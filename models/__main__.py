@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import EXPERIMENTS, ROW_KEYS, load
+from . import EXPERIMENTS, ROW_KEYS, format_rows, load
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -40,8 +40,7 @@ def main(argv=None) -> pd.DataFrame:
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "metrics.csv", index=False)
     (args.out / "metrics.json").write_text(json.dumps(rows, indent=2, default=float))
-    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(format_rows(rows))
     print(f"\nmetrics: {args.out / 'metrics.csv'}; figures: {args.out}/<experiment>/*.png")
     return table
 

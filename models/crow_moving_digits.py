@@ -92,7 +92,7 @@ from pyroflows.data.moving_digits import MovingDigits, moving_digits
 from pyroflows.distributions import CRow
 from pyroflows.infer import fit, save_checkpoint
 
-from . import xiao_digits
+from . import format_rows, xiao_digits
 
 PAPER = (
     'S. J. Hwang, Z. Tao, W. H. Kim, V. Singh, "Conditional Recurrent Flow: Conditional Generation of Longitudinal '
@@ -501,9 +501,7 @@ def main(argv=None) -> list[dict]:
     if args.models:
         settings = replace(settings, models=tuple(args.models))
     rows, _ = reproduce(settings, args.out, args.seed, not args.no_progress)
-    for r in rows:
-        ref = "" if r["reference"] is None else f"  (reference {r['reference']:g})"
-        print(f"{r['setting']:<10} {r['metric']:<22} {r['value']:.4g}{ref}  {r['source']}")
+    print(format_rows(rows, with_experiment=False))
     print(f"figure: {args.out}/fig4_generation.png; {time.perf_counter() - start:.0f} s")
     return rows
 

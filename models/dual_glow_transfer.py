@@ -67,6 +67,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from scipy.stats import spearmanr
 
+from models import format_rows
 from pyroflows import metrics, validation
 from pyroflows.data.modality_pairs import digit_modality_pairs, modality_transform
 from pyroflows.distributions import DualGlow
@@ -421,9 +422,7 @@ def run(quick: bool, out_dir: Path, seed: int = 0, progress: bool = True) -> lis
 
 
 def print_rows(rows: list[dict]) -> None:
-    for r in rows:
-        ref = "" if r["reference"] is None else f"  (reference {r['reference']:.4g})"
-        print(f"{r['setting']:<26} {r['metric']:<18} {r['value']:.4f}{ref}  {r['source']}")
+    print(format_rows(rows, with_experiment=False))
 
 
 def command_line(argv, doc: str, experiment: str, quick, full, reproduce, outputs: str, flags=()) -> list[dict]:

@@ -75,6 +75,7 @@ import pyro.optim
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
+from models import format_rows
 from pyroflows import validation
 from pyroflows.data import toy2d
 from pyroflows.infer import fit
@@ -509,9 +510,7 @@ def main(argv=None) -> list[dict]:
     if args.iterations:
         settings = replace(settings, iterations=args.iterations, iterations_for=())
     rows, _ = reproduce(settings, args.out, args.seed, not args.no_progress)
-    for r in rows:
-        ref = "" if r["reference"] is None else f"  (reference {r['reference']:.4f})"
-        print(f"{r['setting']:<12} {r['metric']:<20} {r['value']:.4f}{ref}  {r['source']}")
+    print(format_rows(rows, with_experiment=False))
     print(f"figure: {args.out}/densities.png")
     return rows
 

@@ -59,6 +59,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from models import format_rows
 from models.motionflow_training import FlowSettings, fit_motionflow, parse_settings, sample_futures, torch_threads, write_figure
 from pyroflows.baselines import GaussianVAR, seasonal_naive
 from pyroflows.data import forecasting
@@ -195,9 +196,7 @@ def main(argv=None) -> list[dict]:
     settings, args = parse_settings(argv, __doc__, EXPERIMENT, QUICK, FULL, "exchange only, a few steps (smoke test)", [datasets])
     start = time.perf_counter()
     rows = reproduce(settings, args.out, args.seed, not args.no_progress)
-    for r in rows:
-        ref = "" if r["reference"] is None else f"  (reference {r['reference']:.4f})"
-        print(f"{r['setting']:<36} {r['metric']:<9} {r['value']:.4f}{ref}")
+    print(format_rows(rows, with_experiment=False))
     print(f"wall time {time.perf_counter() - start:.0f} s; figure: {args.out}/forecasts.png")
     return rows
 

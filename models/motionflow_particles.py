@@ -60,7 +60,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 
-from models import ROW_KEYS
+from models import ROW_KEYS, format_rows
 from pyroflows.data import particles
 from pyroflows.distributions import MotionFlow
 from pyroflows.infer.fit import fit
@@ -313,9 +313,7 @@ def main(argv=None) -> None:
     if args.noise is not None:
         settings = replace(settings, noise=args.noise)
     rows, info = reproduce(settings, args.out, args.seed)
-    for r in rows:
-        ref = "" if r["reference"] is None else f"  (reference {r['reference']})"
-        print(f"{r['setting']:>24} {r['metric']:>30}: {r['value']}{ref}")
+    print(format_rows(rows, with_experiment=False))
     print(f"total {info['total_seconds']:.0f} s")
 
 

@@ -80,6 +80,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.infer import SVI, Trace_ELBO
 
+from models import format_rows
 from pyroflows import validation
 from pyroflows.data.energies import ENERGIES, energy, grid, log_normaliser
 from pyroflows.infer import fit
@@ -469,9 +470,7 @@ def main(argv=None) -> list[dict]:
     if args.steps:
         settings = replace(settings, steps=args.steps)
     rows, _ = reproduce(settings, args.out, args.seed, not args.no_progress)
-    for r in rows:
-        ref = "" if r["reference"] is None else f"  (reference {r['reference']:.4f})"
-        print(f"{r['setting']:<5} {r['metric']:<14} {r['value']:.4f}{ref}  {r['source']}")
+    print(format_rows(rows, with_experiment=False))
     print(f"figures: {args.out}/densities.png, {args.out}/samples.png")
     return rows
 

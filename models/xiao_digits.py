@@ -57,6 +57,7 @@ import torch
 import torch.nn as nn
 from pyro.infer import SVI, Trace_ELBO
 
+from models import format_rows
 from pyroflows.data import digits as digit_data
 from pyroflows.distributions import RelaxedConditionalFlow
 from pyroflows.infer import fit
@@ -397,9 +398,7 @@ def main(argv=None) -> list[dict]:
             if args.autoencoder:
                 cfg = replace(cfg, autoencoder=args.autoencoder)
             rows += run_dataset(name, args.quick, args.out, args.seed, progress, cfg)
-    for r in rows:
-        ref = "" if r["reference"] is None else f"  (reference {r['reference']:.3g}: {r['source']})"
-        print(f"{r['setting']:<55} {r['metric']:<48} {r['value']:.4g}{ref}")
+    print(format_rows(rows, with_experiment=False))
     print(f"figures: {args.out}/*.png")
     return rows
 

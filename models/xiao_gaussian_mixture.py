@@ -62,6 +62,7 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
+from models import format_rows
 from pyroflows import validation
 from pyroflows.data.gaussian_mixture import (
     STD,
@@ -87,7 +88,7 @@ BARS = {"accuracy": 0.97, "mean_error": 0.1, "cov_error": 0.5, "mode_share": 0.2
 
 @dataclass(frozen=True)
 class Settings:
-    """Network and training settings; :data:`FULL` are the paper's."""
+    """Network and training settings; :data:`PAPER_SETTINGS` are the paper's, :data:`FULL` train longer."""
 
     width: int = 512
     iterations: int = 400
@@ -391,6 +392,10 @@ def reproduce(
     under ``out_dir``. Returns the result rows and a dict ``(variant, mapping) -> metrics`` (see
     :func:`evaluate`, plus ``train_seconds``, near 0 when a finished checkpoint was reloaded).
     """
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"variants: expected a subset of {VARIANTS}, got {sorted(unknown)}")
+    variants = [v for v in VARIANTS if v == "ours" or v in variants]
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -399,10 +404,6 @@ def reproduce(
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        unknown = set(variants) - set(VARIANTS)
-        if unknown:
-            raise ValueError(f"variants: expected a subset of {VARIANTS}, got {sorted(unknown)}")
-        variants = [v for v in VARIANTS if v == "ours" or v in variants]
         for mapping in mappings:
             for variant in variants:
                 flow = make_flow(mapping, settings, seed)
@@ -456,8 +457,7 @@ def main(argv=None) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "metrics.csv", index=False)
-    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 70):
-        print(table.drop(columns="experiment").to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(format_rows(rows, with_experiment=False))
     for (variant, mapping), m in results.items():
         failed = [k for k, ok in meets_bars(m).items() if not ok]
         print(f"{variant:>14s}/{mapping:<5s} train {m['train_seconds']:7.1f} s; bars missed: {', '.join(failed) or 'none'}")
