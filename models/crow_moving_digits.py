@@ -4,17 +4,24 @@ Data (:func:`pyroflows.data.moving_digits.moving_digits`): sequences of ``T = 6`
 pixels showing a scikit-learn 8x8 glyph of a 5 or a 9 bouncing around the frame, one label per
 frame, constant along every training sequence (13 000 training sequences in the full run).
 
-Two spaces for the flow (``Settings.space``):
+Three spaces for the flow (``Settings.space``):
 
+* ``"glyph"`` (the default, :data:`FULL`): *where* and *what* per frame (:class:`GlyphSpace`): the
+  glyph's intensity centroid (2 numbers) and a 22-d MLP autoencoder code of the 14 x 14 window
+  centred on it (:func:`pyroflows.data.moving_digits.glyph_crops`), standardised, with smoothing
+  noise 0.3 while training. No labels are used; the motion is two coordinates and the digit's
+  identity is a nearly linear direction of the window code (logistic regression on the codes: 0.96).
+* ``"latent"`` (:data:`LATENT`): each whole frame's 24-d latent from an MLP autoencoder
+  (:class:`LatentSpace`, the Xiao et al. set-up of :mod:`models.xiao_digits`). Here the identity is
+  entangled with the position (logistic regression on the codes: 0.54, an MLP 0.92), and the flows
+  learn to generate by label only after many thousand steps.
 * ``"pixels"`` (the paper's set-up, preset :data:`PIXELS`, ``--pixels``): the 400 pixels,
   dequantised and scaled, :math:`x = 2\,(16\,p + u)/17 - 1` with :math:`u \sim U(0, 1)` per pixel
-  (the sklearn glyphs have 17 grey levels), plus Gaussian smoothing noise while training.
-* ``"latent"`` (the default, :data:`FULL`): each frame's 24-d latent from an MLP autoencoder
-  (:class:`LatentSpace`, the Xiao et al. set-up of :mod:`models.xiao_digits`), standardised, with
-  smoothing noise 0.3 while training. On pixels the relaxed-label flow learns to *classify* frames
-  (forward-pass accuracy 0.97) but its generated frames ignore the label: the share of
-  label information in a 400-d likelihood is at most :math:`\log 2` nats per sequence, and the
-  latent :math:`z` keeps the digit's identity (measured in ``docs/papers/crow.md``).
+  (the sklearn glyphs have 17 grey levels), plus Gaussian smoothing noise while training. On pixels
+  the relaxed-label flow learns to *classify* frames (forward-pass accuracy 0.97) but its generated
+  frames ignore the label: the share of label information in a 400-d likelihood is at most
+  :math:`\log 2` nats per sequence, and the latent :math:`z` keeps the digit's identity (measured
+  in ``docs/papers/crow.md``).
 
 Models (:class:`~pyroflows.distributions.CRow`, ``x_dim = D``, ``y_dim = 2``, ``z_dim = D - 2``: no
 padding, so densities are exact densities of the frames in the flow's space): ``crow_tcg``
@@ -56,20 +63,21 @@ Measured (rows of :func:`run`):
 
 Run::
 
-    python -m models.crow_moving_digits            # full settings (autoencoder latent)
-    python -m models.crow_moving_digits --quick    # small settings (a few minutes)
-    python -m models.crow_moving_digits --pixels   # the flow on the 400 pixels
+    python -m models.crow_moving_digits                  # full settings (where-and-what space)
+    python -m models.crow_moving_digits --quick          # small settings (about a minute)
+    python -m models.crow_moving_digits --space latent   # the whole-frame autoencoder's latent
+    python -m models.crow_moving_digits --pixels         # the flow on the 400 pixels
     python -m models --only crow_moving_digits
 
-Measured at full settings (seed 0; ``docs/papers/crow.md`` has the table): causality exact (0.0)
-for all three models; judge agreement away from the switch 0.553 (CRow + TCG), 0.544 (CRow), 0.576
-(cINN), below the 0.80 bar (the judge's ceiling on autoencoder reconstructions is 0.877); the density
-at the switch is 2.1 / 1.3 nats *above* its neighbours for the recurrent models (-0.2 for the cINN).
-Longer runs (``--models cinn --steps 10000``: 0.828, the bar met; ``--models crow_tcg --steps 8000``:
-0.665) show the agreement is a matter of training budget, slower for the recurrent model.
-About 3 CPU-minutes on a free core (autoencoder 35 s; each model's 1000 steps 25-45 s); 19 min of
-wall time on the shared 2-core machine with one process per model (``--models``, 60-80 CPU-seconds
-each). Quick mode: about a minute of CPU.
+Measured at full settings (seeds 0 / 1 / 2; ``docs/papers/crow.md`` has the table): causality
+exact (0.0) for all three models. Judge agreement away from the switch: cINN 0.971 / 0.960 /
+0.971, CRow + TCG 0.874 / 0.648 / 0.776, CRow 0.891 / 0.700 / 0.737 (bar 0.80); on constant label
+paths every model gets 0.93-0.99. The recurrent models also predict a frame from the previous
+ones, and with constant training labels nothing tells them whether the label or the history
+decides the digit after a switch: that differs between seeds, and longer training moves it towards
+the history. The density at the switch is 0.6-1.0 nats below that of the same frame without a
+switch, but below the mean of its neighbours only where the history wins (seed 1: -0.67 and
+-0.75 nats). About 2 CPU-minutes (autoencoder 20 s; each model's 1000 steps 18-33 s).
 
 Paper: S. J. Hwang, Z. Tao, W. H. Kim, V. Singh, "Conditional Recurrent Flow: Conditional
 Generation of Longitudinal Samples with Applications to Neuroimaging", ICCV 2019, Sec. 4.1, Fig. 4
@@ -88,7 +96,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pyroflows.data.moving_digits import MovingDigits, moving_digits
+from pyroflows.data.moving_digits import MovingDigits, glyph_crops, moving_digits, paste_crops
 from pyroflows.distributions import CRow
 from pyroflows.infer import fit, save_checkpoint
 
@@ -121,8 +129,9 @@ class Settings:
     frames: int = 6
     switch: int = 2  # 0-based index of the first frame with the new label (frame 3)
     models: tuple[str, ...] = ("crow_tcg", "crow", "cinn")
-    space: str = "latent"  # "pixels" (the paper's) or "latent" (a per-frame autoencoder's)
+    space: str = "glyph"  # "glyph" (position and window code), "latent" (a whole-frame autoencoder's) or "pixels" (the paper's)
     latent_dim: int = 24
+    crop: int = 14  # window side of the "glyph" space
     ae_frames: int = 30_000  # training frames for the autoencoder
     ae_epochs: int = 30
     num_blocks: int = 3
@@ -144,18 +153,20 @@ class Settings:
 
     def ae_tag(self) -> str:
         """Checkpoint name of the autoencoder: every setting that changes it."""
-        return f"n{self.n_train}_d{self.digits[0]}{self.digits[1]}_l{self.latent_dim}_f{self.ae_frames}_e{self.ae_epochs}"
+        return f"{self.space}_n{self.n_train}_d{self.digits[0]}{self.digits[1]}_l{self.latent_dim}{f'_c{self.crop}' if self.space == 'glyph' else ''}_f{self.ae_frames}_e{self.ae_epochs}"
 
     def tag(self, name: str) -> str:
         """Checkpoint name: every setting that changes the fit of model ``name``."""
         return (
-            f"{name}_{self.space}{self.latent_dim if self.space == 'latent' else ''}_n{self.n_train}_d{self.digits[0]}{self.digits[1]}_b{self.num_blocks}_h{self.hidden_size}"
+            f"{name}_{self.space}{self.latent_dim if self.space != 'pixels' else ''}{f'c{self.crop}' if self.space == 'glyph' else ''}_n{self.n_train}_d{self.digits[0]}{self.digits[1]}_b{self.num_blocks}_h{self.hidden_size}"
             f"_f{self.hidden_features}x{self.res_blocks}_eps{self.eps:g}{'_ctx' if self.context else ''}_xn{self.x_noise:g}_it{self.steps}_bs{self.batch}_lr{self.lr:g}-{self.lr_final:g}"
         )
 
 
 FULL = Settings()
 QUICK = Settings(n_train=2000, n_test=300, ae_frames=6000, ae_epochs=10, steps=400, n_generate=60, checkpoint=False)
+#: the whole-frame autoencoder's latent (the default of earlier versions)
+LATENT = Settings(space="latent")
 #: the paper's set-up, the flow on the 400 pixels (far slower; see the module docstring)
 PIXELS = Settings(space="pixels", hidden_features=256, x_noise=0.15, steps=1500)
 
@@ -218,14 +229,43 @@ class LatentSpace:
         return self.autoencoder.decode(self.scaler.unscale(x)).numpy()
 
 
-def frame_space(data: MovingDigits, settings: Settings, progress: bool = True, checkpoint: Path | None = None) -> PixelSpace | LatentSpace:
-    """The space the flow models frames in: ``settings.space`` is ``"pixels"`` or ``"latent"`` (whose
-    autoencoder is reloaded from ``checkpoint`` when that file exists, and saved there otherwise)."""
+class GlyphSpace:
+    """*Where* and *what* per frame (:func:`~pyroflows.data.moving_digits.glyph_crops`): the glyph's
+    intensity centroid (2 numbers) and an MLP autoencoder's code of the ``crop x crop`` window around
+    it (``latent_dim - 2`` numbers), standardised together with the training frames' mean and sd.
+    Neither part uses labels; the moving glyph's motion is two coordinates and its identity is in
+    the code of a centred window. Decoding pastes the decoded window at the rounded centroid."""
+
+    def __init__(self, frames: np.ndarray, settings: Settings, progress: bool = True, checkpoint: Path | None = None):
+        if settings.latent_dim < 3:
+            raise ValueError(f"latent_dim: expected at least 3 (2 for the position, the rest for the window), got {settings.latent_dim}")
+        self.size, self.crop, self.dim = int(round(frames.shape[-1] ** 0.5)), settings.crop, settings.latent_dim
+        where, what = glyph_crops(frames.reshape(-1, frames.shape[-1])[: settings.ae_frames], self.size, self.crop)
+        self.latent = LatentSpace(what, replace(settings, latent_dim=settings.latent_dim - 2), progress, checkpoint)
+        self.scaler = xiao_digits.Scaler(torch.as_tensor(where, dtype=torch.float32))
+
+    @torch.no_grad()
+    def __call__(self, frames, generator: torch.Generator | None = None) -> torch.Tensor:
+        where, what = glyph_crops(np.asarray(frames), self.size, self.crop)
+        return torch.cat([self.scaler.scale(torch.as_tensor(where, dtype=torch.float32)), self.latent(what)], dim=-1)
+
+    @torch.no_grad()
+    def pixels(self, x: torch.Tensor) -> np.ndarray:
+        where = self.scaler.unscale(x[..., :2]).numpy()
+        return paste_crops(where, self.latent.pixels(x[..., 2:]), self.size)
+
+
+SPACES = {"pixels": PixelSpace, "latent": LatentSpace, "glyph": GlyphSpace}
+
+
+def frame_space(data: MovingDigits, settings: Settings, progress: bool = True, checkpoint: Path | None = None):
+    """The space the flow models frames in, ``settings.space`` of :data:`SPACES` (an autoencoder is
+    reloaded from ``checkpoint`` when that file exists, and saved there otherwise)."""
+    if settings.space not in SPACES:
+        raise ValueError(f"space: expected one of {sorted(SPACES)}, got {settings.space!r}")
     if settings.space == "pixels":
         return PixelSpace()
-    if settings.space == "latent":
-        return LatentSpace(data.frames, settings, progress, checkpoint)
-    raise ValueError(f"space: expected 'pixels' or 'latent', got {settings.space!r}")
+    return SPACES[settings.space](data.frames, settings, progress, checkpoint)
 
 
 def label_path(first: int, second: int, switch: int, frames: int) -> torch.Tensor:
@@ -485,6 +525,7 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small settings (about a minute)")
     parser.add_argument("--pixels", action="store_true", help="the paper's set-up: the flow on the 400 pixels (PIXELS preset)")
+    parser.add_argument("--space", choices=sorted(SPACES), default=None, help="override the space the flow models frames in")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
     parser.add_argument(
         "--models", nargs="*", choices=list(MODELS), default=None, help="a subset of the models (checkpoints are per model)"
@@ -496,6 +537,8 @@ def main(argv=None) -> list[dict]:
     torch.set_num_threads(1)
     start = time.perf_counter()
     settings = PIXELS if args.pixels else QUICK if args.quick else FULL
+    if args.space:
+        settings = replace(settings, space=args.space)
     if args.steps:
         settings = replace(settings, steps=args.steps)
     if args.models:

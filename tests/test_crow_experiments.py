@@ -11,6 +11,8 @@ import torch
 import models
 from analyses import crow_longitudinal as longitudinal
 from models import crow_moving_digits as digits
+from pyroflows.data.moving_digits import glyph_crops
+from pyroflows.data.moving_digits import moving_digits as moving_digits_data
 
 
 def _only_when_selected(request):
@@ -76,6 +78,33 @@ def test_flow_space_round_trip_and_label_paths():
     x = digits.to_flow_space(np.zeros((1000, 400), np.float32), g)
     assert x.min() >= -1.0 and x.max() <= -1.0 + 2 / 17
     assert digits.label_path(0, 1, 2, 6).tolist() == [0, 0, 1, 1, 1, 1]
+
+
+def test_glyph_space_keeps_the_position_and_decodes_to_frames():
+    data = moving_digits_data(40)
+    space = digits.GlyphSpace(data.frames, replace(TINY_DIGITS, ae_frames=240), progress=False)
+    x = space(data.frames)
+    assert x.shape == (40, 6, TINY_DIGITS.latent_dim) and space.dim == TINY_DIGITS.latent_dim
+    where, _ = glyph_crops(data.frames)
+    assert torch.allclose(space.scaler.unscale(x[..., :2]), torch.as_tensor(where, dtype=torch.float32), atol=1e-4)
+    frames = space.pixels(x)
+    assert frames.shape == (40, 6, 400) and frames.min() >= 0 and frames.max() <= 1
+    # the decoded glyph sits where the real one was (positions span 3..16 pixels; the tiny autoencoder's
+    # blurred window moves the centroid by up to 2)
+    assert np.abs(glyph_crops(frames)[0] - where).max() < 3
+    with pytest.raises(ValueError, match="latent_dim"):
+        digits.GlyphSpace(data.frames, replace(TINY_DIGITS, latent_dim=2))
+
+
+def test_glyph_space_flow_generates_frames_of_the_label(tmp_path):
+    # a short run of the frame-alone flow in the glyph space: the judge names the conditioning label
+    # on most generated frames (chance is 0.5; 0.97 measured at these settings)
+    settings = replace(
+        digits.QUICK, models=("cinn",), n_train=1000, n_test=100, ae_frames=4000, ae_epochs=8, steps=300, n_generate=40,
+        hidden_features=64,
+    )  # fmt: skip
+    _, results = _on_one_thread(digits.reproduce, settings, tmp_path, progress=False)
+    assert results["cinn"]["agreement_constant"] > 0.85 and results["cinn"]["agreement_away"] > 0.85
 
 
 def test_moving_digits_on_pixels(tmp_path):

@@ -1,10 +1,10 @@
-"""Moving digits: shapes, glyph placement, bounces off the borders, constant labels, errors."""
+"""Moving digits: shapes, glyph placement, bounces off the borders, constant labels, the where/what split, errors."""
 
 import numpy as np
 import pytest
 
 from pyroflows.data import digits as digit_data
-from pyroflows.data.moving_digits import bounce, moving_digits, render
+from pyroflows.data.moving_digits import bounce, glyph_crops, moving_digits, paste_crops, render
 
 
 def test_shapes_labels_and_values():
@@ -67,6 +67,28 @@ def test_test_split_uses_other_glyphs():
     corner = lambda d: np.rint(d.positions[:, 0]).astype(int)
     crops = lambda d: {d.images[i, 0, r : r + 8, c : c + 8].tobytes() for i, (r, c) in enumerate(corner(d))}
     assert not crops(train) & crops(test)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_glyph_crops_split_frames_into_centroid_and_window_exactly(split):
+    data = moving_digits(300, split=split, seed=5)
+    where, what = glyph_crops(data.frames)
+    assert where.shape == (300, 6, 2) and what.shape == (300, 6, 14 * 14)
+    assert np.array_equal(paste_crops(where, what), data.frames)  # nothing of any frame is lost
+    # the centroid moves with the glyph: frame-to-frame shifts equal those of the rounded corners
+    corner = np.rint(data.positions)
+    assert np.allclose(np.diff(where, axis=1), np.diff(corner, axis=1), atol=1e-4)
+    # the window is centred: the same glyph gives the same window wherever it is
+    assert np.array_equal(what[:, 0], what[:, -1])
+
+
+def test_paste_crops_drops_what_falls_outside_and_checks_shapes():
+    assert paste_crops(np.array([[1e6, -1e6], [-50.0, 30.0]]), np.ones((2, 196), np.float32)).sum() == 0
+    assert paste_crops(np.array([[0.0, 0.0]]), np.ones((1, 196), np.float32)).sum() == 7 * 7  # rows and columns -7..6: a quarter inside
+    with pytest.raises(ValueError, match="crop"):
+        paste_crops(np.zeros((3, 2)), np.zeros((3, 50)))
+    with pytest.raises(ValueError, match="size"):
+        glyph_crops(np.zeros((2, 399), np.float32))
 
 
 def test_render_rejects_glyphs_outside_the_frame():

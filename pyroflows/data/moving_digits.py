@@ -170,3 +170,58 @@ def moving_digits(
         render(glyphs, positions, size), np.repeat(labels[:, None], frames, 1).astype(np.int64),
         positions, velocities, digits, size, glyph, levels,
     )  # fmt: skip
+
+
+def glyph_crops(frames: np.ndarray, size: int = 20, crop: int = 14) -> tuple[np.ndarray, np.ndarray]:
+    r"""Split frames into *where* and *what*: each frame's intensity centroid :math:`c` (row, column;
+    continuous) and the ``crop x crop`` window centred on :math:`\mathrm{round}(c)` (zero outside the
+    frame). ``frames`` ``(..., size * size)`` -> centroids ``(..., 2)`` and crops ``(..., crop * crop)``.
+    Uses no labels and no simulator state; :func:`paste_crops` is the inverse (exact whenever the
+    glyph lies inside its window, which ``crop >= 2 * glyph - 2`` guarantees).
+
+    Example::
+
+        >>> data = moving_digits(4, seed=0)
+        >>> where, what = glyph_crops(data.frames)
+        >>> where.shape, what.shape
+        ((4, 6, 2), (4, 6, 196))
+        >>> bool(np.array_equal(paste_crops(where, what), data.frames))
+        True
+    """
+    frames = np.asarray(frames, dtype=np.float32)
+    lead = frames.shape[:-1]
+    if frames.shape[-1] != size * size:
+        raise ValueError(f"frames: expected a last dimension of size * size = {size * size}, got {frames.shape[-1]}")
+    images = frames.reshape(-1, size, size)
+    mass = images.sum((1, 2)).clip(min=1e-6)
+    grid = np.arange(size, dtype=np.float64)
+    where = np.stack([(images.sum(2) * grid).sum(1) / mass, (images.sum(1) * grid).sum(1) / mass], 1)
+    rows, cols = _window(where, crop, size)
+    padded = np.pad(images, ((0, 0), (crop, crop), (crop, crop)))
+    what = padded[np.arange(len(images))[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return where.reshape(lead + (2,)), what.reshape(lead + (crop * crop,))
+
+
+def paste_crops(where: np.ndarray, what: np.ndarray, size: int = 20) -> np.ndarray:
+    """The inverse of :func:`glyph_crops`: ``crop x crop`` windows ``what`` ``(..., crop * crop)`` put
+    back at the rounded centroids ``where`` ``(..., 2)`` on black frames ``(..., size * size)``
+    (what falls outside the frame is dropped)."""
+    where, what = np.asarray(where, dtype=np.float64), np.asarray(what, dtype=np.float32)
+    crop = int(round(what.shape[-1] ** 0.5))
+    if crop * crop != what.shape[-1] or where.shape[-1] != 2 or where.shape[:-1] != what.shape[:-1]:
+        raise ValueError(f"where, what: expected shapes (..., 2) and (..., crop * crop), got {where.shape} and {what.shape}")
+    lead = where.shape[:-1]
+    where = where.reshape(-1, 2)
+    rows, cols = _window(where, crop, size)
+    out = np.zeros((len(where), size + 2 * crop, size + 2 * crop), np.float32)
+    out[np.arange(len(where))[:, None, None], rows[:, :, None], cols[:, None, :]] = what.reshape(-1, crop, crop)
+    return out[:, crop : crop + size, crop : crop + size].reshape(lead + (size * size,))
+
+
+def _window(where: np.ndarray, crop: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices ``(n, crop)`` of the windows centred on the rounded centroids, in a frame
+    padded by ``crop`` on every side; centroids far outside the frame are clamped (their windows then
+    lie wholly in the padding)."""
+    centre = np.clip(np.rint(where), -(crop - crop // 2), size + crop // 2).astype(np.int64)
+    corner = centre - crop // 2 + crop
+    return corner[:, :1] + np.arange(crop), corner[:, 1:] + np.arange(crop)
