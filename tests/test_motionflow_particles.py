@@ -74,3 +74,16 @@ def test_a_short_fit_beats_both_baselines_early_and_the_last_frame_everywhere(tm
     assert curves["constant_velocity"][0] > 4 * flow[0]
     assert (flow < curves["last_frame"]).all()
     assert info["bars"]["below_last_frame_every_step"]
+
+
+@pytest.mark.slow
+def test_full_settings_meet_both_bars(request, tmp_path):
+    # issue 7's particle bars at full settings (about 12 min on one core): pytest -m slow
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("slow: run with -m slow")
+    from models import motionflow_particles as mp
+
+    _, info = mp.reproduce(mp.Settings(), tmp_path, seed=0, progress=False)
+    assert info["bars"]["cv_over_motionflow_step15"] >= 2.0
+    assert info["bars"]["cv_over_motionflow_step25"] >= 2.0
+    assert info["bars"]["below_last_frame_every_step"]
