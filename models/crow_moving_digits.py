@@ -255,17 +255,19 @@ class GlyphSpace:
         return paste_crops(where, self.latent.pixels(x[..., 2:]), self.size)
 
 
-SPACES = {"pixels": PixelSpace, "latent": LatentSpace, "glyph": GlyphSpace}
+SPACES = ("glyph", "latent", "pixels")
 
 
 def frame_space(data: MovingDigits, settings: Settings, progress: bool = True, checkpoint: Path | None = None):
     """The space the flow models frames in, ``settings.space`` of :data:`SPACES` (an autoencoder is
     reloaded from ``checkpoint`` when that file exists, and saved there otherwise)."""
-    if settings.space not in SPACES:
-        raise ValueError(f"space: expected one of {sorted(SPACES)}, got {settings.space!r}")
     if settings.space == "pixels":
         return PixelSpace()
-    return SPACES[settings.space](data.frames, settings, progress, checkpoint)
+    if settings.space == "latent":
+        return LatentSpace(data.frames, settings, progress, checkpoint)
+    if settings.space == "glyph":
+        return GlyphSpace(data.frames, settings, progress, checkpoint)
+    raise ValueError(f"space: expected one of {list(SPACES)}, got {settings.space!r}")
 
 
 def label_path(first: int, second: int, switch: int, frames: int) -> torch.Tensor:
@@ -525,7 +527,7 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small settings (about a minute)")
     parser.add_argument("--pixels", action="store_true", help="the paper's set-up: the flow on the 400 pixels (PIXELS preset)")
-    parser.add_argument("--space", choices=sorted(SPACES), default=None, help="override the space the flow models frames in")
+    parser.add_argument("--space", choices=SPACES, default=None, help="override the space the flow models frames in")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
     parser.add_argument(
         "--models", nargs="*", choices=list(MODELS), default=None, help="a subset of the models (checkpoints are per model)"

@@ -12,10 +12,11 @@ images ``(4 features, 3 particles, 1)`` instead, whose 3x3 convolutions and enco
 over particles (an earlier run with the gradient clamp: 1.20x over constant velocity at step 15,
 against 1.27x for the vector layout). The flow uses the residual parameterisation (it models the
 change from the previous frame). The latents of the last 6 observed frames start the dynamic
-prior, and the encoder sees the window of the 4 frames before each predicted one. The system is Markov in its state, so a short window loses nothing,
-and the encoder, the costliest part, runs on small pseudo-images. Training is Pyro SVI with an
-empty guide, i.e. maximum likelihood of ``pyro.sample("y", mf.condition(x), obs=y)``, 6000 steps of
-32 sequences with ClippedAdam (learning rate 2e-3 decaying to 5 %) and no gradient clamp
+prior, and the encoder sees the window of the 4 frames before each predicted one. The system is
+Markov in its state, so a short window loses nothing, and the encoder, the costliest part, runs
+on small pseudo-images. Training is Pyro SVI with an empty guide, i.e. maximum likelihood of
+``pyro.sample("y", mf.condition(x), obs=y)``, 6000 steps of 32 sequences with ClippedAdam
+(learning rate 2e-3 decaying to 5 %) and no gradient clamp
 (``grad_clamp``: ClippedAdam's ``clip_norm`` bounds every gradient *element*, and the gradients of
 the summed likelihood exceed 10 almost everywhere: clamped at 10, 2000 steps gave 1.39x over
 constant velocity at step 15 instead of 1.64x, and 6000 steps 1.32x). Gaussian noise of standard
@@ -34,9 +35,9 @@ Fig. 4.
 Measured at full settings (``docs/papers/motionflow.md`` has the table): seed 0, MSE 3.52e-6,
 7.12e-3 and 1.02e-2 at steps 1, 15 and 25 (paper: 1.55e-5, 2.88e-4, 4.32e-4); constant velocity
 1.56e-4, 1.57e-2, 2.30e-2; last frame 2.01e-4, 2.65e-2, 5.33e-2: 2.21x and 2.27x below constant
-velocity at steps 15 and 25, and below the last frame at every step, so both bars are met. Seeds 1
-and 2 (other data and initialisation): 10.4x and 10.9x, 7.0x and 7.3x. Training takes 12 min on one CPU core; quick
-mode under a minute.
+velocity at steps 15 and 25, and below the last frame at every step, so both bars are met. Seeds
+1 and 2 (other data and initialisation): 10.4x and 10.9x, 7.0x and 7.3x. Training takes 12 min on
+one CPU core; quick mode under a minute.
 
 Run::
 
