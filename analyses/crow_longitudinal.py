@@ -304,14 +304,14 @@ def analyse(cohort: amyloid.AmyloidCohort, reference: amyloid.AmyloidCohort, set
     scaler = Standardiser(cohort)
     x = scaler.x(cohort.suvr)
     held_out = validation_split(len(x), settings.val_fraction, seed)
-    fresh = reference is not cohort
+    x_test = scaler.x(reference.suvr[:TEST_SUBJECTS]) if reference is not cohort else None
     truth = None if cohort.effects is None else cohort.affected
     names = list(cohort.roi_names)
     table1, table2, roi_tables, means, curves = [], [], [], [], []
     for covariate in settings.covariates:
         paths = PATHS[covariate]
         y = scaler.y(covariate, covariate_values(cohort, covariate))
-        test = (scaler.x(reference.suvr[:TEST_SUBJECTS]), scaler.y(covariate, covariate_values(reference, covariate)[:TEST_SUBJECTS]))
+        y_test = None if x_test is None else scaler.y(covariate, covariate_values(reference, covariate)[:TEST_SUBJECTS])
         score_scale = 1.0 if covariate == "diagnosis" else scaler.scores[covariate][1]
         ref = {
             c: reference.suvr[nearest_to_path(reference, covariate, p, settings.reference_k, score_scale)] for c, p in paths.items()
@@ -331,11 +331,11 @@ def analyse(cohort: amyloid.AmyloidCohort, reference: amyloid.AmyloidCohort, set
                 model, x[~held_out], y[~held_out], settings, 100 * seed + k, progress, f"{covariate}/{name}",
                 validation=(x[held_out], y[held_out]) if held_out.any() else None,
             )  # fmt: skip
+            seconds = time.perf_counter() - start
             curves.append(curve.assign(covariate=covariate, model=name))
             best = curve.loc[curve.val_nll.idxmin()] if held_out.any() else curve.iloc[-1]
             fit = {"best_step": int(best.step), "train_loss": float(best.train_loss), "val_nll": float(best.val_nll),
-                   "test_nll": held_out_nll(model, *test) if fresh else math.nan}  # fmt: skip
-            seconds = time.perf_counter() - start
+                   "test_nll": math.nan if x_test is None else held_out_nll(model, x_test, y_test)}  # fmt: skip
             samples = {
                 (c, n): scaler.suvr(generate(model, scaler.y(covariate, np.asarray(p)), n, 1_000 * seed + 10 * n + i))
                 for n in settings.sample_sizes for i, (c, p) in enumerate(paths.items())

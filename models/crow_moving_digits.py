@@ -76,8 +76,7 @@ switch minus its neighbours' mean: CRow + TCG -0.60 / -0.30 / +0.09, CRow -0.29 
 (bar < 0: met on seeds 0 and 1; with seeds 3 and 4 on 3 of 5 seeds, pooled -0.18 and -0.11).
 The GRU state is 16 wide: with 64 the recurrent models also predict each frame's glyph from the
 previous ones so well that the history out-votes a switched label on some seeds (CRow + TCG
-0.874 / 0.648 / 0.776). About 2 CPU-minutes (autoencoder 20 s;
-each model's 1000 steps 17-42 s).
+0.874 / 0.648 / 0.776). About 2 CPU-minutes (autoencoder 20 s; each model's 1000 steps 17-42 s).
 
 Paper: S. J. Hwang, Z. Tao, W. H. Kim, V. Singh, "Conditional Recurrent Flow: Conditional
 Generation of Longitudinal Samples with Applications to Neuroimaging", ICCV 2019, Sec. 4.1, Fig. 4
