@@ -37,8 +37,8 @@ the Pyro peers keep them, about 1 ms of a 10 ms step here; normflows has none).
     vectors (Householder). Same initial scales as the harness (``r`` 0.05, diagonals 0.5, ``b`` 0.1,
     ``q`` 1). Differences, in the notes: ``b`` has shape ``(B, M)`` (the harness ``(B, 1, M)``), the
     leaves are one set per layer (the harness slices one ``(..., K)`` tensor), and the orthogonal kind
-    runs pyroflows' Björck iteration (8 fixed steps, then checked to convergence) instead of the
-    harness's own loop (checked at every step, tolerance 1e-6).
+    computes the orthonormal polar factor (QR, then 8 scaled Newton steps on the triangle, no host
+    synchronisation) instead of the harness's Björck loop (checked at every step, tolerance 1e-6).
 """
 
 from __future__ import annotations

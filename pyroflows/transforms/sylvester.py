@@ -19,8 +19,8 @@ The three kinds differ in :math:`Q`:
 
 - **orthogonal** (:class:`OrthogonalSylvester`): a free :math:`D\times M` matrix (:math:`M \le D`)
   made orthonormal by the differentiable Björck iteration
-  :math:`Q \leftarrow Q\,(I + \tfrac12 (I - Q^\top Q))` (see :func:`bjorck_orthonormalize`, which
-  checks convergence);
+  :math:`Q \leftarrow Q\,(I + \tfrac12 (I - Q^\top Q))` of the reference code, here reached exactly
+  in a fixed number of steps by :func:`orthonormal_polar_factor`;
 - **Householder** (:class:`HouseholderSylvester`): :math:`Q = H_1 \cdots H_K`,
   :math:`H_k = I - 2 v_k v_k^\top / \lVert v_k\rVert^2` (:math:`M = D`);
 - **triangular** (:class:`TriangularSylvester`): :math:`Q` is the identity or the reversal
@@ -37,7 +37,7 @@ solved by the monotone Newton iteration of :func:`~pyroflows.transforms.planar.s
 the inverse costs about ``M`` times a planar inverse: it is meant for scoring observed data, the
 forward pass (sampling, the ELBO) does not use it. In float64 the round trip is exact to about
 ``1e-13``; the tests hold it to ``1e-10``, also far from initialisation. The orthogonal kind relies
-on :math:`Q^\top Q = I`, which the Björck convergence check guarantees to its tolerance.
+on :math:`Q^\top Q = I`, which :func:`orthonormal_polar_factor` reaches to machine precision.
 
 Reference: van den Berg, Hasenclever, Tomczak, Welling, "Sylvester normalizing flows for
 variational inference", UAI 2018.
@@ -45,6 +45,7 @@ variational inference", UAI 2018.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -59,10 +60,8 @@ from ..validation import check_tensor, is_validation_enabled
 from .base import OnePassTransform, batch_shape_of, event_constraint, module_reference
 from .planar import NEWTON_STEPS, solve_tanh_equation, tanh_log_slope
 
-#: Björck iterations always run (no host synchronisation).
-BJORCK_STEPS = 8
-#: Upper bound on Björck iterations when the convergence check keeps iterating.
-BJORCK_MAX_STEPS = 60
+#: Scaled Newton iterations on the ``M x M`` triangle: enough for a condition number of ``1e8``.
+POLAR_NEWTON_STEPS = 8
 
 
 def _eye_like(q: torch.Tensor, n: int) -> torch.Tensor:
@@ -75,72 +74,61 @@ def orthogonality_error(q: torch.Tensor) -> torch.Tensor:
     return (gram - _eye_like(q, q.shape[-1])).abs().amax(dim=(-2, -1))
 
 
-def bjorck_orthonormalize(
-    q: torch.Tensor,
-    steps: int = BJORCK_STEPS,
-    max_steps: int = BJORCK_MAX_STEPS,
-    tol: float | None = None,
-    check: bool | None = None,
-) -> torch.Tensor:
-    r"""Orthonormalise the columns of ``q`` (shape ``(..., D, M)``, ``M <= D``) by Björck's iteration.
+def orthonormal_polar_factor(q: torch.Tensor, steps: int = POLAR_NEWTON_STEPS, tol: float | None = None) -> torch.Tensor:
+    r"""The orthonormal polar factor :math:`U V^\top` of ``q = U \Sigma V^\top`` (shape ``(..., D, M)``,
+    ``M <= D``): the matrix with orthonormal columns closest to ``q``, the limit of Björck's iteration
+    :math:`Q \leftarrow Q\,(I + \tfrac12 (I - Q^\top Q))` used by the Sylvester reference code.
 
-    .. math:: Q_0 = Q / \sqrt{\lVert Q^\top Q\rVert_\infty}, \qquad
-              Q_{k+1} = Q_k\bigl(I + \tfrac12 (I - Q_k^\top Q_k)\bigr).
+    A reduced QR factorisation :math:`Q = Q_1 R` leaves the polar factor of the small triangle:
+    :math:`\operatorname{polar}(Q) = Q_1 \operatorname{polar}(R)`, found by Newton's iteration with
+    Frobenius scaling (Higham, *Functions of Matrices*, ch. 8),
 
-    The scaling puts every singular value in :math:`(0, 1]`, inside the region of convergence
-    (:math:`\lVert Q_0^\top Q_0 - I\rVert_2 < 1`); the limit is the orthogonal polar factor
-    :math:`U V^\top` of :math:`Q = U \Sigma V^\top`. Every step is differentiable.
+    .. math:: X_0 = R, \qquad X_{k+1} = \tfrac12\bigl(\zeta_k X_k + \zeta_k^{-1} X_k^{-\top}\bigr),
+              \qquad \zeta_k = \bigl(\lVert X_k^{-1}\rVert_F / \lVert X_k\rVert_F\bigr)^{1/2},
 
-    ``steps`` iterations always run. Then, when ``check`` is true (default: while
-    :func:`pyroflows.set_validation` is on, and never on the meta device), the residual
-    :math:`\max|Q^\top Q - I|` is compared with ``tol`` (default ``1000 * eps`` of the dtype: about
-    ``1e-4`` in float32, ``2e-13`` in float64) and the iteration continues, checking every 4 steps,
-    up to ``max_steps``; a ``RuntimeError`` names the residual when it has not converged (e.g. a
-    rank-deficient ``q``). Each check is one host synchronisation on an ``M x M`` residual. With the
-    check off, exactly ``steps`` iterations run.
+    which converges quadratically from any full-rank start: ``steps`` iterations (always the same
+    number, so the result never depends on validation) reach machine precision up to a condition
+    number of about ``1e8``. Every operation is differentiable, to any order, with no host
+    synchronisation. While validation is on (see :func:`pyroflows.set_validation`), the result is
+    checked: a ``ValueError`` names the residual :math:`\max|Q^\top Q - I|` when it exceeds ``tol``
+    (default ``1000 * eps`` of the dtype), which happens only for a (nearly) rank-deficient ``q``.
 
     Example::
 
-        >>> q = bjorck_orthonormalize(torch.randn(5, 3, dtype=torch.float64))
+        >>> q = orthonormal_polar_factor(torch.randn(5, 3, dtype=torch.float64))
         >>> torch.allclose(q.T @ q, torch.eye(3, dtype=torch.float64), atol=1e-12)
         True
     """
-    m = q.shape[-1]
-    if m > q.shape[-2]:
+    if q.dim() < 2 or q.shape[-1] > q.shape[-2]:
         raise ValueError(f"q: expected shape (..., D, M) with M <= D, got {tuple(q.shape)}")
-    eye = _eye_like(q, m)
-    # iterate on P = Q^T, shape (..., M, D), P <- P + (I - P P^T) P / 2 (the same step transposed):
-    # with D-long contiguous rows, the batched products of amortised Q's (1000 of 64 x 8) ran about
-    # 2x faster than Q^T Q and Q (...) on the (..., D, M) layout
-    p = q.transpose(-1, -2).contiguous()
-    gram = p @ p.transpose(-1, -2)
-    scale = gram.abs().sum(-1).amax(-1).clamp_min(torch.finfo(q.dtype).tiny).sqrt()
-    p = p / scale[..., None, None]
-    for _ in range(steps):
-        p = p + 0.5 * (eye - p @ p.transpose(-1, -2)) @ p
-    q = p.transpose(-1, -2)
-
-    def step(q):
-        return q + 0.5 * q @ (eye - q.transpose(-1, -2) @ q)
-
-    if check is None:
-        check = is_validation_enabled()
-    if not check or q.device.type == "meta" or q.numel() == 0:
+    if q.numel() == 0:
         return q
-    tol = 1000.0 * torch.finfo(q.dtype).eps if tol is None else tol
-    done = steps
-    while True:
-        err = float(orthogonality_error(q.detach()).max())
-        if err <= tol:
-            return q
-        if done >= max_steps:
-            raise RuntimeError(
-                f"q: Björck orthonormalisation did not converge in {done} steps: max|Q^T Q - I| = {err:.3g} "
-                f"(tolerance {tol:.3g}); the matrix is (nearly) rank-deficient, or raise max_steps"
+    q1, x = torch.linalg.qr(q)
+    for _ in range(steps):
+        x_inv = torch.linalg.inv_ex(x)[0]  # no singularity check: that would be a host sync
+        zeta = (x_inv.pow(2).sum((-2, -1)) / x.pow(2).sum((-2, -1))).pow(0.25)[..., None, None]
+        x = 0.5 * (zeta * x + x_inv.transpose(-1, -2) / zeta)
+    out = q1 @ x
+    if is_validation_enabled() and out.device.type != "meta":
+        tol = 1000.0 * torch.finfo(q.dtype).eps if tol is None else tol
+        err = float(orthogonality_error(out.detach()).max())
+        if not err <= tol:
+            raise ValueError(
+                f"q: expected a full-rank matrix to orthonormalise, got one whose polar factor has "
+                f"max|Q^T Q - I| = {err:.3g} (tolerance {tol:.3g}): it is (nearly) rank-deficient"
             )
-        for _ in range(min(4, max_steps - done)):
-            q = step(q)
-            done += 1
+    return out
+
+
+def bjorck_orthonormalize(q: torch.Tensor, steps=None, max_steps=None, tol: float | None = None, check=None) -> torch.Tensor:
+    """Deprecated: use :func:`orthonormal_polar_factor`, which returns the limit of Björck's iteration
+    in a fixed number of steps (``steps`` and ``max_steps`` are ignored)."""
+    warnings.warn(
+        "bjorck_orthonormalize is deprecated; use pyroflows.transforms.sylvester.orthonormal_polar_factor",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return orthonormal_polar_factor(q, tol=tol)
 
 
 def householder_product(v: torch.Tensor) -> torch.Tensor:
@@ -271,7 +259,7 @@ class _ConditionedSylvester(OnePassTransform, Transform):
 
 class ConditionedOrthogonalSylvester(_ConditionedSylvester):
     r"""Orthogonal Sylvester map from raw parameters ``params_fn() -> (q, r, d1, d2, b)``: ``q`` of
-    shape ``batch' + (D, M)`` is orthonormalised by :func:`bjorck_orthonormalize` (the pure math)."""
+    shape ``batch' + (D, M)`` is orthonormalised by :func:`orthonormal_polar_factor` (the pure math)."""
 
     def __init__(
         self,
@@ -281,15 +269,13 @@ class ConditionedOrthogonalSylvester(_ConditionedSylvester):
         owner=None,
         context_batch_shape=(),
         newton_steps: int = NEWTON_STEPS,
-        bjorck_steps: int = BJORCK_STEPS,
-        bjorck_max_steps: int = BJORCK_MAX_STEPS,
-        bjorck_tol: float | None = None,
+        orthonormal_tol: float | None = None,
     ):
         super().__init__(params_fn, dim, num_hidden, owner, context_batch_shape, newton_steps)
-        self.bjorck_steps, self.bjorck_max_steps, self.bjorck_tol = bjorck_steps, bjorck_max_steps, bjorck_tol
+        self.orthonormal_tol = orthonormal_tol
 
     def _build_q(self, q_raw):
-        return bjorck_orthonormalize(q_raw, self.bjorck_steps, self.bjorck_max_steps, self.bjorck_tol)
+        return orthonormal_polar_factor(q_raw, tol=self.orthonormal_tol)
 
 
 class _Reflections(NamedTuple):
@@ -403,9 +389,23 @@ def _check_sylvester_args(dim: int, num_hidden: int | None = None, num_household
         raise ValueError(f"num_householder: expected a positive integer, got {num_householder}")
 
 
+def _orthonormal_tol(tol: float | None, bjorck_steps, bjorck_max_steps, bjorck_tol) -> float | None:
+    given = [n for n, v in (("bjorck_steps", bjorck_steps), ("bjorck_max_steps", bjorck_max_steps), ("bjorck_tol", bjorck_tol)) if v is not None]
+    if given:
+        warnings.warn(
+            f"{', '.join(given)}: deprecated; Q is orthonormalised in a fixed number of steps, and its tolerance is orthonormal_tol",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    tol = bjorck_tol if tol is None else tol
+    if tol is not None and not tol > 0:
+        raise ValueError(f"orthonormal_tol: expected a positive number, got {tol}")
+    return tol
+
+
 class OrthogonalSylvester(ConditionedOrthogonalSylvester, TransformModule):
     r"""Learnable orthogonal Sylvester flow :math:`y = x + QR_1\tanh(R_2Q^\top x + b)` with
-    :math:`Q \in \mathbb{R}^{D\times M}` kept orthonormal by Björck iterations.
+    :math:`Q \in \mathbb{R}^{D\times M}` the orthonormal polar factor of a free matrix.
 
     Initialised at the identity (:math:`R_1 = 0`). The inverse is numerical (back-substitution with
     scalar Newton solves, see the module docstring).
@@ -413,7 +413,9 @@ class OrthogonalSylvester(ConditionedOrthogonalSylvester, TransformModule):
     Args:
         dim: size :math:`D` of the vectors.
         num_ortho_vecs: number :math:`M \le D` of orthonormal columns (default ``dim``).
-        bjorck_steps, bjorck_max_steps, bjorck_tol: see :func:`bjorck_orthonormalize`.
+        orthonormal_tol: the largest :math:`\max|Q^\top Q - I|` accepted while validation is on
+            (see :func:`orthonormal_polar_factor`).
+        bjorck_steps, bjorck_max_steps, bjorck_tol: deprecated (``bjorck_tol`` is ``orthonormal_tol``).
         newton_steps: Newton iterations per hidden unit of the inverse.
 
     Example::
@@ -430,15 +432,16 @@ class OrthogonalSylvester(ConditionedOrthogonalSylvester, TransformModule):
         self,
         dim: int,
         num_ortho_vecs: int | None = None,
-        bjorck_steps: int = BJORCK_STEPS,
-        bjorck_max_steps: int = BJORCK_MAX_STEPS,
+        bjorck_steps: int | None = None,
+        bjorck_max_steps: int | None = None,
         bjorck_tol: float | None = None,
         newton_steps: int = NEWTON_STEPS,
+        orthonormal_tol: float | None = None,
     ):
         m = dim if num_ortho_vecs is None else int(num_ortho_vecs)
         _check_sylvester_args(dim, m)
-        bjorck = {"bjorck_steps": bjorck_steps, "bjorck_max_steps": bjorck_max_steps, "bjorck_tol": bjorck_tol}
-        super().__init__(None, dim, m, newton_steps=newton_steps, **bjorck)
+        tol = _orthonormal_tol(orthonormal_tol, bjorck_steps, bjorck_max_steps, bjorck_tol)
+        super().__init__(None, dim, m, newton_steps=newton_steps, orthonormal_tol=tol)
         self.params = _SylvesterParams(m, "orthogonal", (dim, m))
 
     def _raw(self):
@@ -523,12 +526,12 @@ class ConditionalOrthogonalSylvester(_ConditionalSylvester):
     r"""Orthogonal Sylvester flow whose every parameter (:math:`Q`, both triangles, both diagonals,
     :math:`b`) is computed from a context, as in the amortised reference code:
     :math:`\theta(c) = \theta_0 + g(c)` with :math:`g` a zero-initialised network (an MLP by default),
-    so the layer starts at the identity. :math:`Q(c)` is orthonormalised per sample by Björck
-    iterations. The context has shape ``batch' + (context_dim,)``; ``.condition(c)`` returns a
+    so the layer starts at the identity. :math:`Q(c)` is orthonormalised per sample by
+    :func:`orthonormal_polar_factor`. The context has shape ``batch' + (context_dim,)``; ``.condition(c)`` returns a
     :class:`ConditionedOrthogonalSylvester`.
 
     Args:
-        dim, num_ortho_vecs, bjorck_*, newton_steps: as in :class:`OrthogonalSylvester`.
+        dim, num_ortho_vecs, newton_steps, orthonormal_tol: as in :class:`OrthogonalSylvester`.
         context_dim: size of the context vector (e.g. the encoder's hidden features).
         hidden: hidden widths of the default MLP (``()``: one linear layer, as in the reference code).
         net: a network ``c -> D*M + M*M + 3*M`` values, replacing the default MLP.
@@ -547,22 +550,23 @@ class ConditionalOrthogonalSylvester(_ConditionalSylvester):
         num_ortho_vecs: int | None = None,
         hidden: Sequence[int] = (64,),
         net: nn.Module | None = None,
-        bjorck_steps: int = BJORCK_STEPS,
-        bjorck_max_steps: int = BJORCK_MAX_STEPS,
+        bjorck_steps: int | None = None,
+        bjorck_max_steps: int | None = None,
         bjorck_tol: float | None = None,
         newton_steps: int = NEWTON_STEPS,
+        orthonormal_tol: float | None = None,
     ):
         m = dim if num_ortho_vecs is None else int(num_ortho_vecs)
         _check_sylvester_args(dim, m)
         super().__init__(dim, context_dim, m, "orthogonal", (dim, m), hidden, net)
         self.newton_steps = newton_steps
-        self.bjorck = {"bjorck_steps": bjorck_steps, "bjorck_max_steps": bjorck_max_steps, "bjorck_tol": bjorck_tol}
+        self.orthonormal_tol = _orthonormal_tol(orthonormal_tol, bjorck_steps, bjorck_max_steps, bjorck_tol)
 
     def condition(self, context):
         params_fn = self._params_fn(context)
         batch = batch_shape_of(context, 1)
         return ConditionedOrthogonalSylvester(
-            params_fn, self.dim, self.num_hidden, owner=self, context_batch_shape=batch, newton_steps=self.newton_steps, **self.bjorck
+            params_fn, self.dim, self.num_hidden, owner=self, context_batch_shape=batch, newton_steps=self.newton_steps, orthonormal_tol=self.orthonormal_tol
         )
 
 
