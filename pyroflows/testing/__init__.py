@@ -323,6 +323,56 @@ def check_cache_freshness(case: TransformCase) -> None:
         assert torch.allclose(ladj, fresh.log_abs_det_jacobian(x, fresh(x)), atol=1e-8), f"{case.name}: stale log-det after a parameter update"
 
 
+def check_in_place_input(case: TransformCase) -> None:
+    """A tensor overwritten in place (``x.copy_(next_batch)``) between calls gives the new batch's
+    values and log-det, in either direction and through a distribution's ``log_prob``, not those
+    of the batch it held before."""
+    module = instantiate(case)
+    x, c = random_inputs(case, (3,))
+    t = bind(module, c)
+    for direction in ("forward", "inverse"):
+        run = t if direction == "forward" else t.inv
+        buf = x.clone()
+        with torch.no_grad():
+            run(buf)
+            buf.copy_(2.0 * x + 0.5)
+            got = run(buf)
+            want = (bind(module, c) if direction == "forward" else bind(module, c).inv)(buf.clone())
+        err = (got - want).abs().max().item()
+        assert err < 1e-10, f"{case.name}: the {direction} call on a tensor updated in place returned the old batch's result (error {err:.3g})"
+    buf = x.clone()
+    with torch.no_grad():
+        y = t(buf)
+        t.log_abs_det_jacobian(buf, y)
+        buf.copy_(2.0 * x + 0.5)
+        y.copy_(bind(module, c)(buf.clone()))
+        got = t.log_abs_det_jacobian(buf, y)
+    fresh = bind(module, c)
+    want = fresh.log_abs_det_jacobian(buf, fresh(buf.clone()))
+    err = (got - want).abs().max().item()
+    assert err < 1e-8, f"{case.name}: log_abs_det_jacobian of tensors updated in place returned the old log-det (error {err:.3g})"
+
+
+def check_gradcheck(case: TransformCase) -> None:
+    """``torch.autograd.gradcheck`` (which perturbs its input in place) passes on the forward map and
+    its log-det, and on the inverse, with respect to the input, in float64."""
+    module = instantiate(case)
+    x, c = random_inputs(case, (1,))
+    x.requires_grad_(True)
+
+    def forward(v):
+        t = bind(module, c)
+        y = t(v)
+        return y, t.log_abs_det_jacobian(v, y)
+
+    def inverse(v):
+        return bind(module, c).inv(v)
+
+    for label, fn in (("forward", forward), ("inverse", inverse)):
+        ok = torch.autograd.gradcheck(fn, (x,), atol=1e-5, rtol=1e-4, fast_mode=True, raise_exception=False)
+        assert ok, f"{case.name}: torch.autograd.gradcheck fails on the {label} map"
+
+
 ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
     check_round_trip,
     check_log_det,
@@ -332,6 +382,8 @@ ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
     check_state_dict,
     check_bad_inputs,
     check_cache_freshness,
+    check_in_place_input,
+    check_gradcheck,
 )
 
 

@@ -2,15 +2,18 @@
 
 Every transform computes its output and ``log|det J|`` in the same pass (``_forward_and_ladj`` /
 ``_inverse_and_ladj``) and keeps the last triple ``(x, y, ladj)``, so that
-``log_abs_det_jacobian(x, y)`` after a call in either direction costs nothing. Called with other
-tensors, it recomputes the forward pass.
+``log_abs_det_jacobian(x, y)`` after a call in either direction costs nothing, and so does the
+inverse of the last output (as with Pyro's ``cache_size=1``). Called with other tensors, or again
+in the same direction, it recomputes.
 
-Pyro's transforms reuse the last ``(x, y)`` pair (``cache_size=1``), which lets a guide score its
-own sample without a second pass; but a pair computed before an optimiser step, in another
-train / eval mode or without gradients is stale, and Pyro leaves it to the user to call
-``clear_cache()``. Here the cache is stamped with the owning module's parameter version counters
-(host-side integers: no device sync), its training flag and the grad mode, and dropped when any
-of them changed.
+Pyro's transforms reuse the last ``(x, y)`` pair whenever they see the same tensor objects; but a
+pair computed before an optimiser step, in another train / eval mode, without gradients, or from a
+tensor since overwritten in place (``x.copy_(next_batch)``, an optimiser updating a latent, the
+perturbations of ``torch.autograd.gradcheck``) is stale. Here the kept triple is a
+:class:`LastPass`: it is reused only in the direction opposite to the pass that made it, while the
+tensors are the same objects at the same in-place version, and it is dropped when the owning module's parameter version counters, its
+training flag or the grad mode changed. All of these are host-side integers and flags: no device
+sync.
 """
 
 from __future__ import annotations
@@ -74,6 +77,46 @@ def soft_clamp(s: torch.Tensor, bound: float | None) -> torch.Tensor:
     return s if bound is None else bound * torch.tanh(s / bound)
 
 
+def tensor_version(t: torch.Tensor) -> int | None:
+    """``t``'s in-place version counter, or ``None`` for tensors that keep none (inference tensors)."""
+    return None if t.is_inference() else t._version
+
+
+class LastPass:
+    """The last ``(x, y, ladj)`` of a transform, the direction it was computed in, and the in-place
+    versions of ``x`` and ``y`` at that time.
+
+    It answers only the questions a distribution asks right after a pass: the inverse of the output
+    it just produced (``log_prob`` of a fresh sample), the forward map of the input it just
+    recovered, and the log-det of the pair. A call in the same direction as the kept pass always
+    recomputes: its input is the caller's tensor, which may have been overwritten in ways no
+    version counter records (through ``.data``, as ``torch.autograd.gradcheck`` does).
+    """
+
+    __slots__ = ("x", "y", "ladj", "inverse", "x_version", "y_version")
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, ladj: torch.Tensor, inverse: bool):
+        self.x, self.y, self.ladj, self.inverse = x, y, ladj, inverse
+        self.x_version, self.y_version = tensor_version(x), tensor_version(y)
+
+    def _holds(self, v, kept, version) -> bool:
+        return v is kept and version is not None and tensor_version(v) == version
+
+    def forward_of(self, x) -> torch.Tensor | None:
+        """The kept ``y`` if ``x`` is the unmodified output of the kept inverse pass."""
+        return self.y if self.inverse and self._holds(x, self.x, self.x_version) else None
+
+    def inverse_of(self, y) -> torch.Tensor | None:
+        """The kept ``x`` if ``y`` is the unmodified output of the kept forward pass."""
+        return self.x if not self.inverse and self._holds(y, self.y, self.y_version) else None
+
+    def ladj_of(self, x, y) -> torch.Tensor | None:
+        """The kept log-det if ``(x, y)`` is the kept, unmodified pair."""
+        if self._holds(x, self.x, self.x_version) and self._holds(y, self.y, self.y_version):
+            return self.ladj
+        return None
+
+
 class OnePassTransform:
     """Mixin for :class:`torch.distributions.Transform` subclasses.
 
@@ -101,11 +144,13 @@ class OnePassTransform:
 
     def __call__(self, x):
         self._drop_stale_cache()
-        return super().__call__(x)
+        kept = None if self._last is None else self._last.forward_of(x)
+        return self._call(x) if kept is None else kept
 
     def _inv_call(self, y):
         self._drop_stale_cache()
-        return super()._inv_call(y)
+        kept = None if self._last is None else self._last.inverse_of(y)
+        return self._inverse(y) if kept is None else kept
 
     def _reference(self) -> torch.Tensor | None:
         """A tensor whose dtype and device inputs must share (the first parameter or buffer)."""
@@ -124,20 +169,20 @@ class OnePassTransform:
     def _call(self, x):
         self._check("x", x)
         y, ladj = self._forward_and_ladj(x)
-        self._last = (x, y, ladj)
+        self._last = LastPass(x, y, ladj, inverse=False)
         return y
 
     def _inverse(self, y):
         self._check("y", y)
         x, ladj = self._inverse_and_ladj(y)
-        self._last = (x, y, ladj)
+        self._last = LastPass(x, y, ladj, inverse=True)
         return x
 
     def log_abs_det_jacobian(self, x, y):
         self._drop_stale_cache()
-        last = self._last
-        if last is not None and last[0] is x and last[1] is y:
-            return last[2]
+        kept = None if self._last is None else self._last.ladj_of(x, y)
+        if kept is not None:
+            return kept
         self._check("x", x)
         return self._forward_and_ladj(x)[1]
 
@@ -183,9 +228,9 @@ class OnePassCompose:
     ``TransformedDistribution`` walks the parts several times per construction to recompute
     ``domain`` / ``codomain``. Here a call in either direction runs the parts once, adds the log-dets
     of :class:`OnePassTransform` parts as they come (volume-preserving parts add nothing), and keeps
-    ``(x, y, ladj)``: ``log_abs_det_jacobian(x, y)`` after a call in either direction is free, and so
-    is the inverse of the last output, as with ``cache_size=1``. The kept triple is dropped, as in
-    :class:`OnePassTransform`, when a parameter, the train / eval mode or the grad mode changed.
+    a :class:`LastPass`: ``log_abs_det_jacobian(x, y)`` after a call in either direction is free, and
+    so is the inverse of the last output, as with ``cache_size=1``. It is reused and dropped under the
+    same rules as in :class:`OnePassTransform`.
     ``domain`` and ``codomain`` are computed once. The input is checked by the first part; the
     intermediate values, which the parts produce themselves, are checked while validation is on.
     Parts that are not :class:`OnePassTransform` go through their usual call and log-det.
@@ -243,28 +288,26 @@ class OnePassCompose:
 
     def __call__(self, x):
         self._drop_stale_cache()
-        last = self._last
-        if last is not None and last[0] is x:
-            return last[1]
+        kept = None if self._last is None else self._last.forward_of(x)
+        if kept is not None:
+            return kept
         y, total = self._run(x, inverse=False)
-        self._last = (x, y, total)
+        self._last = LastPass(x, y, total, inverse=False)
         return y
 
     def _inv_call(self, y):
         self._drop_stale_cache()
-        last = self._last
-        if last is not None and last[1] is y:
-            return last[0]
+        kept = None if self._last is None else self._last.inverse_of(y)
+        if kept is not None:
+            return kept
         x, total = self._run(y, inverse=True)
-        self._last = (x, y, total)
+        self._last = LastPass(x, y, total, inverse=True)
         return x
 
     def log_abs_det_jacobian(self, x, y):
         self._drop_stale_cache()
-        last = self._last
-        if last is not None and last[0] is x and last[1] is y:
-            return last[2]
-        return self._run(x, inverse=False)[1]
+        kept = None if self._last is None else self._last.ladj_of(x, y)
+        return self._run(x, inverse=False)[1] if kept is None else kept
 
     def _run(self, v, inverse: bool):
         """``(value, ladj)``: the parts applied to ``v`` (in reverse order, inverted, if ``inverse``);
