@@ -180,7 +180,9 @@ def train(settings: Settings, train_data: torch.Tensor, seed: int = 0, progress:
     history = fit(
         step,
         settings.iterations,
-        {"model": mf, "params": pyro.get_param_store(), "optim": optim},  # the module too: its buffers (LU permutations, ActNorm flags)
+        # the module beside the param store: its buffers (LU permutations, ActNorm flags), and a resumed run
+        # keeps its parameters the ones the optimiser steps; the batch generator, so batches resume too
+        {"model": mf, "params": pyro.get_param_store(), "optim": optim, "batches": g},
         checkpoint=checkpoint,
         progress=progress,
         desc="motionflow particles",

@@ -76,6 +76,38 @@ def test_a_short_fit_beats_both_baselines_early_and_the_last_frame_everywhere(tm
     assert info["bars"]["below_last_frame_every_step"]
 
 
+def test_training_killed_midway_resumes_to_the_same_parameters(tmp_path, monkeypatch):
+    from models import motionflow_particles as mp
+
+    settings = replace(mp.QUICK, num_train=32, iterations=6, batch_size=8)
+    data = mp.to_frames(mp.particles.simulate(32, num_steps=mp.NUM_OBSERVED + mp.NUM_FUTURE, seed=0), "particles")
+    data = data.reshape(32, mp.NUM_OBSERVED + mp.NUM_FUTURE, 3, 4).float()
+    whole, _ = mp.train(settings, data, progress=False)
+    whole = {k: v.detach().clone() for k, v in whole.state_dict().items()}
+
+    fit, steps_run = mp.fit, []
+
+    def checkpointing_every_2(step, *args, crash_at=None, **kwargs):
+        def counted(i):
+            if i == crash_at:
+                raise KeyboardInterrupt
+            steps_run.append(i)
+            return step(i)
+
+        return fit(counted, *args, **{**kwargs, "checkpoint_every": 2})
+
+    ckpt = tmp_path / "run.pt"
+    monkeypatch.setattr(mp, "fit", lambda *a, **k: checkpointing_every_2(*a, crash_at=3, **k))
+    with pytest.raises(KeyboardInterrupt):
+        mp.train(settings, data, progress=False, checkpoint=ckpt)
+    monkeypatch.setattr(mp, "fit", checkpointing_every_2)
+    steps_run.clear()
+    resumed, _ = mp.train(settings, data, progress=False, checkpoint=ckpt)
+    assert steps_run == [2, 3, 4, 5]
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(v, whole[k]), f"{k} differs after resuming"
+
+
 @pytest.mark.slow
 def test_full_settings_meet_both_bars(request, tmp_path):
     # issue 7's particle bars at full settings (about 12 min on one core): pytest -m slow

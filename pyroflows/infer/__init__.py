@@ -2,7 +2,7 @@
 loop, and importance weights / importance-sampled likelihoods of any guide."""
 
 from .amortized import POSTERIOR_KINDS, AmortizedFlowPosterior, amortized_posterior
-from .fit import atomic_write, fit, save_checkpoint
+from .fit import atomic_write, fit, fit_svi, load_checkpoint, register_parameters, save_checkpoint
 from .importance import ImportanceChunk, chunk_log_densities, importance_log_likelihood, log_importance_weights, vectorized_traces
 from .inn import INNLoss, inverse_multiquadric_mmd
 
@@ -15,6 +15,9 @@ __all__ = [
     "ImportanceChunk",
     "chunk_log_densities",
     "fit",
+    "fit_svi",
+    "load_checkpoint",
+    "register_parameters",
     "importance_log_likelihood",
     "inverse_multiquadric_mmd",
     "log_importance_weights",
