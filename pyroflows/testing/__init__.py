@@ -353,6 +353,34 @@ def check_in_place_input(case: TransformCase) -> None:
     assert err < 1e-8, f"{case.name}: log_abs_det_jacobian of tensors updated in place returned the old log-det (error {err:.3g})"
 
 
+def check_empty_batch(case: TransformCase) -> None:
+    """A batch of zero inputs gives zero outputs and a zero-length log-det in both directions, with
+    and without gradients, and leaves data-dependent initialisation for a batch that has data."""
+
+    def fresh():
+        torch.manual_seed(0)
+        return case.make().to(torch.float64)  # in training mode, not yet initialised
+
+    touched = fresh()
+    for m in (instantiate(case), touched):
+        for batch in ((0,), (2, 0)):
+            x, c = random_inputs(case, batch)
+            for grad in (True, False):
+                with torch.set_grad_enabled(grad):
+                    t = bind(m, c)
+                    y = t(x)
+                    ladj = t.log_abs_det_jacobian(x, y)
+                    x_back = bind(m, c).inv(y.clone())
+                assert y.shape == x.shape and x_back.shape == x.shape, f"{case.name}: batch {batch} gave {tuple(y.shape)}"
+                assert ladj.shape == torch.Size(batch), f"{case.name}: log-det of batch {batch} has shape {tuple(ladj.shape)}"
+    x, c = random_inputs(case, (8,), seed=5)
+    x = 3.0 * x + 1.0
+    with torch.no_grad():
+        after_empty, untouched = bind(touched, c).inv(x), bind(fresh(), c).inv(x)
+    err = (after_empty - untouched).abs().max().item()
+    assert err < 1e-10, f"{case.name}: empty batches changed what the first real batch gives (by {err:.3g}): they initialised the module"
+
+
 def check_gradcheck(case: TransformCase) -> None:
     """``torch.autograd.gradcheck`` (which perturbs its input in place) passes on the forward map and
     its log-det, and on the inverse, with respect to the input, in float64."""
@@ -383,6 +411,7 @@ ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
     check_bad_inputs,
     check_cache_freshness,
     check_in_place_input,
+    check_empty_batch,
     check_gradcheck,
 )
 

@@ -6,7 +6,7 @@ Per feature (channel) :math:`k`:
 
     y_k = x_k \exp(s_k) + b_k, \qquad \log|\det J| = S \textstyle\sum_k s_k,
 
-where :math:`S` is the number of spatial positions (1 for vectors). The first batch seen by an
+where :math:`S` is the number of spatial positions (1 for vectors). The first non-empty batch seen by an
 uninitialised :class:`ActNorm` in training mode, in either direction, sets :math:`s, b` so that the
 output of that call has zero mean and unit variance per channel (data-dependent initialisation).
 The flag recording this is a buffer, so a reloaded model is not initialised again.
@@ -100,7 +100,8 @@ class _DataInit(nn.Module):
 
     @torch.no_grad()
     def maybe_initialize(self, v: torch.Tensor, direction: str) -> None:
-        if self._initialized or not self.training:
+        # an empty batch has no statistics: initialisation waits for one with data
+        if self._initialized or not self.training or v.numel() == 0:
             return
         dims = [d for d in range(v.dim()) if d != v.dim() - self.event_dim]
         mean = v.mean(dim=dims)

@@ -72,6 +72,11 @@ def flatten_batch(x: torch.Tensor, event_dim: int):
     return x.reshape((-1,) + x.shape[x.dim() - event_dim:]), batch
 
 
+def sum_event(t: torch.Tensor, event_dim: int) -> torch.Tensor:
+    """Sum over the rightmost ``event_dim`` dims (any batch shape, empty ones included)."""
+    return t.sum(tuple(range(-event_dim, 0))) if event_dim else t
+
+
 def soft_clamp(s: torch.Tensor, bound: float | None) -> torch.Tensor:
     """``bound * tanh(s / bound)``: a log-scale bound that keeps gradients (identity if ``bound`` is None)."""
     return s if bound is None else bound * torch.tanh(s / bound)
@@ -328,8 +333,7 @@ class OnePassCompose:
                 w = part.inv(v) if inverse else part(v)
                 ladj = part.log_abs_det_jacobian(w, v) if inverse else part.log_abs_det_jacobian(v, w)
                 v = w
-            if extra:
-                ladj = ladj.reshape(ladj.shape[: ladj.dim() - extra] + (-1,)).sum(-1)
+            ladj = sum_event(ladj, extra)
             total = ladj if total is None else total + ladj
         if total is None:  # only volume-preserving parts
             total = v.new_zeros(batch)

@@ -29,11 +29,7 @@ from torch.distributions import Transform
 from ..nn.conv import ConvNet
 from ..nn.dense import MLP, _fused_params, _relu_mlp, _relu_mlp_backward, _relu_mlp_forward
 from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, broadcast_batch, context_event_shape, event_constraint, module_reference, soft_clamp
-
-
-def _sum_event(t: torch.Tensor, event_dim: int) -> torch.Tensor:
-    return t.reshape(t.shape[: t.dim() - event_dim] + (-1,)).sum(-1)
+from .base import OnePassTransform, batch_shape_of, broadcast_batch, context_event_shape, event_constraint, module_reference, soft_clamp, sum_event
 
 
 def _coupling_reference(v, c, split, clamp, inverse, params):
@@ -188,7 +184,7 @@ class ConditionedAffineCoupling(OnePassTransform, Transform):
         x_a, x_b = self._halves(x)
         s, t = self._params(x_a)
         y_b = x_b * torch.exp(s) + t
-        return self._join(x_a, y_b), _sum_event(s, self._edim)
+        return self._join(x_a, y_b), sum_event(s, self._edim)
 
     def _inverse_and_ladj(self, y):
         fusable = self._fusable(y)
@@ -197,7 +193,7 @@ class ConditionedAffineCoupling(OnePassTransform, Transform):
         y_a, y_b = self._halves(y)
         s, t = self._params(y_a)
         x_b = (y_b - t) * torch.exp(-s)
-        return self._join(y_a, x_b), _sum_event(s, self._edim)
+        return self._join(y_a, x_b), sum_event(s, self._edim)
 
 
 def _check_split(num_features: int, split: int | None) -> int:

@@ -87,8 +87,8 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from ..nn.conv import _CONV, ConvNet, _spatial_context
 from ..validation import check_tensor
 from .actnorm import ActNorm
-from .base import OnePassTransform, batch_shape_of, broadcast_batch, event_constraint, module_reference, soft_clamp
-from .coupling import AffineCoupling, ConditionalAffineCoupling, ConditionedAffineCoupling, _check_split, _sum_event
+from .base import OnePassTransform, batch_shape_of, broadcast_batch, event_constraint, module_reference, soft_clamp, sum_event
+from .coupling import AffineCoupling, ConditionalAffineCoupling, ConditionedAffineCoupling, _check_split
 from .linear import InvertibleConv1x1, InvertibleConv1x1x1
 from .squeeze import squeeze, unsqueeze
 
@@ -333,7 +333,8 @@ class _TopPrior(nn.Module):
                 out = self.net(flat)
                 p = p + out.reshape(context.shape[: context.dim() - n - 1] + out.shape[1:])
             else:
-                p = p + self.net(context).reshape(context.shape[:-1] + (-1,) + (1,) * n)
+                out = self.net(context)
+                p = p + out.reshape(out.shape + (1,) * n)
         log_scale, loc = p.chunk(2, dim=-(n + 1))
         return log_scale, loc
 
@@ -505,7 +506,7 @@ class ConditionedGlow(OnePassTransform, Transform):
                 factored.append(eps)
         log_scale, loc = self._top(top_context)
         v = (v - loc) * torch.exp(-log_scale)
-        total = total + _sum_event(log_scale.expand(v.shape), edim)
+        total = total + sum_event(log_scale.expand(v.shape), edim)
         v = unsqueeze(v, edim)
         for eps in reversed(factored):
             v = unsqueeze(torch.cat([v, eps], dim=-edim), edim)
@@ -524,7 +525,7 @@ class ConditionedGlow(OnePassTransform, Transform):
                 factored.append(eps)
         log_scale, loc = self._top(top_context)
         v = v * torch.exp(log_scale) + loc
-        total = _sum_event(log_scale.expand(v.shape), edim)
+        total = sum_event(log_scale.expand(v.shape), edim)
         for level in reversed(range(holder.num_levels)):
             steps, prior = levels[level]
             if prior is not None:

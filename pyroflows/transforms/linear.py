@@ -66,7 +66,7 @@ class ConditionedInvertibleLinear(OnePassTransform, Transform):
             return F.linear(v, m)
         batch = batch_shape_of(v, self._edim)
         event = v.shape[v.dim() - self._edim:]
-        out = m @ v.reshape(batch + (self.num_features, -1))
+        out = m @ v.reshape(batch + (self.num_features, event.numel() // self.num_features))
         return out.reshape(out.shape[:-2] + event)
 
     def _ladj(self, log_diag, v):

@@ -191,6 +191,8 @@ def _fused_planar(x, u, w, b):
     if torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0:
         return None
     batch, d = x.shape[:-1], x.shape[-1]
+    if x.numel() == 0:
+        return None
     if w.dim() == 1:
         if u.shape != (d,) or b.shape != (1,):
             return None

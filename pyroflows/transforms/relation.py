@@ -54,8 +54,7 @@ from torch.distributions import Transform
 
 from ..nn.conv import ConvNet
 from ..validation import check_tensor
-from .base import OnePassTransform, as_shape, batch_shape_of, broadcast_batch, event_constraint, module_reference, soft_clamp
-from .coupling import _sum_event
+from .base import OnePassTransform, as_shape, batch_shape_of, broadcast_batch, event_constraint, module_reference, soft_clamp, sum_event
 from .glow import _check_event_dim, _pack, _unpack
 
 
@@ -144,7 +143,7 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
                 y = part - loc if inverse else part + loc
             else:
                 y = (part - loc) * torch.exp(-log_scale) if inverse else loc + torch.exp(log_scale) * part
-                total = total + _sum_event(log_scale.expand(y.shape), self._edim)
+                total = total + sum_event(log_scale.expand(y.shape), self._edim)
             new.append(y)
         out = _pack(owner.target_layout, new)
         if not torch.is_tensor(total):
