@@ -84,15 +84,15 @@ def _unit_recompute_bytes(flow, x) -> int:
             v = squeeze(v, edim)
             for step in flow.steps[level]:
                 inputs.append((step, v))
-                v = step._inverse_and_ladj(v)[0]
+                v = step.inverse_and_ladj(v)[0]
             if level < flow.num_levels - 1:
                 prior = flow.priors[level]
                 inputs.append((prior, v))
-                v = prior._inverse_and_ladj(v)[0]
+                v = prior.inverse_and_ladj(v)[0]
                 v = v.split(flow.splits[level], dim=-edim)[0]
     for unit, u in inputs:
         with SavedBytes(params) as rec:
-            out, ladj = unit._inverse_and_ladj(u)
+            out, ladj = unit.inverse_and_ladj(u)
         worst = max(worst, rec.total)
         del out, ladj
     return worst

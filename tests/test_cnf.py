@@ -431,7 +431,7 @@ def test_sampling_without_gradients_solves_the_state_alone():
             p.add_(0.3 * torch.randn_like(p))
     d = dist.TransformedDistribution(dist.Normal(torch.zeros(2), 1.0).to_event(1), [flow])
     z = torch.randn(7, 2)
-    y_full, ladj_full = flow._forward_and_ladj(z)
+    y_full, ladj_full = flow.forward_and_ladj(z)
     with torch.no_grad():
         y = flow(z)
         assert flow._last is None  # the log-det was not integrated

@@ -212,11 +212,11 @@ def test_coupling_takes_the_fused_path_with_the_same_results(context):
     t = module.condition(c) if context else module
     x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
     assert t._fusable(x) is not None
-    outs = [t._forward_and_ladj(x), t._inverse_and_ladj(x)]
+    outs = [t.forward_and_ladj(x), t.inverse_and_ladj(x)]
     original = coupling_module.ConditionedAffineCoupling._fusable
     coupling_module.ConditionedAffineCoupling._fusable = lambda self, v: None
     try:
-        refs = [t._forward_and_ladj(x), t._inverse_and_ladj(x)]
+        refs = [t.forward_and_ladj(x), t.inverse_and_ladj(x)]
     finally:
         coupling_module.ConditionedAffineCoupling._fusable = original
     params = list(module.parameters())
@@ -237,7 +237,7 @@ def test_coupling_falls_back_under_forward_ad_and_torch_func():
     _perturb(t)
     x, dx = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
     with fwAD.dual_level():
-        y, _ = t._forward_and_ladj(fwAD.make_dual(x, dx))
+        y, _ = t.forward_and_ladj(fwAD.make_dual(x, dx))
         tangent = fwAD.unpack_dual(y).tangent
-    jac = torch.func.jacrev(lambda v: t._forward_and_ladj(v)[0])(x)
+    jac = torch.func.jacrev(lambda v: t.forward_and_ladj(v)[0])(x)
     assert torch.allclose(tangent, torch.einsum("bibj,bj->bi", jac.reshape(3, 4, 3, 4), dx))

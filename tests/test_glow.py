@@ -98,7 +98,7 @@ def _encode_by_hand(flow, x):
     for level in range(flow.num_levels):
         v = squeeze(v, edim)
         for step in flow.steps[level]:
-            v, ladj = step._inverse_and_ladj(v)
+            v, ladj = step.inverse_and_ladj(v)
             logp = logp - ladj  # log|det| of the encoder = -log|det| of Pyro's forward
         if level < flow.num_levels - 1:
             prior = flow.priors[level]

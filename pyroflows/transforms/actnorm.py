@@ -67,12 +67,12 @@ class ConditionedActNorm(OnePassTransform, Transform):
         if self._on_first_call is not None:
             self._on_first_call(v, direction)
 
-    def _forward_and_ladj(self, x):
+    def forward_and_ladj(self, x):
         self._first_call(x, "forward")
         log_scale, bias = self._get_params()
         return x * self._shaped(log_scale).exp() + self._shaped(bias), self._ladj(log_scale, x)
 
-    def _inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y):
         self._first_call(y, "inverse")
         log_scale, bias = self._get_params()
         return (y - self._shaped(bias)) * self._shaped(-log_scale).exp(), self._ladj(log_scale, y)

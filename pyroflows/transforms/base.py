@@ -1,7 +1,7 @@
 """Shared machinery of pyroflows transforms: one-pass log-det, input checks and shape helpers.
 
-Every transform computes its output and ``log|det J|`` in the same pass (``_forward_and_ladj`` /
-``_inverse_and_ladj``) and keeps the last triple ``(x, y, ladj)``, so that
+Every transform computes its output and ``log|det J|`` in the same pass (``forward_and_ladj`` /
+``inverse_and_ladj``) and keeps the last triple ``(x, y, ladj)``, so that
 ``log_abs_det_jacobian(x, y)`` after a call in either direction costs nothing, and so does the
 inverse of the last output (as with Pyro's ``cache_size=1``). Called with other tensors, or again
 in the same direction, it recomputes.
@@ -126,7 +126,7 @@ class OnePassTransform:
     """Mixin for :class:`torch.distributions.Transform` subclasses.
 
     Subclasses set ``event_shape_spec`` (trailing sizes, ``None`` for free sizes) and implement
-    ``_forward_and_ladj(x) -> (y, ladj)`` and ``_inverse_and_ladj(y) -> (x, ladj)`` where ``ladj`` is
+    ``forward_and_ladj(x) -> (y, ladj)`` and ``inverse_and_ladj(y) -> (x, ladj)`` where ``ladj`` is
     ``log|det dy/dx|`` of the forward map with shape ``batch_shape``. ``context_batch_shape`` is set by
     conditioned transforms so that ``forward_shape`` broadcasts with the context.
     """
@@ -173,13 +173,13 @@ class OnePassTransform:
 
     def _call(self, x):
         self._check("x", x)
-        y, ladj = self._forward_and_ladj(x)
+        y, ladj = self.forward_and_ladj(x)
         self._last = LastPass(x, y, ladj, inverse=False)
         return y
 
     def _inverse(self, y):
         self._check("y", y)
-        x, ladj = self._inverse_and_ladj(y)
+        x, ladj = self.inverse_and_ladj(y)
         self._last = LastPass(x, y, ladj, inverse=True)
         return x
 
@@ -189,14 +189,14 @@ class OnePassTransform:
         if kept is not None:
             return kept
         self._check("x", x)
-        return self._forward_and_ladj(x)[1]
+        return self.forward_and_ladj(x)[1]
 
     # the value alone (OnePassCompose uses these for volume-preserving parts); override to skip the log-det
-    def _forward_value(self, x):
-        return self._forward_and_ladj(x)[0]
+    def forward_value(self, x):
+        return self.forward_and_ladj(x)[0]
 
-    def _inverse_value(self, y):
-        return self._inverse_and_ladj(y)[0]
+    def inverse_value(self, y):
+        return self.inverse_and_ladj(y)[0]
 
     def forward_shape(self, shape):
         if not self.context_batch_shape:
@@ -326,9 +326,9 @@ class OnePassCompose:
                 if k == 0 or validate:
                     part._check("y" if inverse else "x", v)
                 if preserving:
-                    v = part._inverse_value(v) if inverse else part._forward_value(v)
+                    v = part.inverse_value(v) if inverse else part.forward_value(v)
                     continue
-                v, ladj = part._inverse_and_ladj(v) if inverse else part._forward_and_ladj(v)
+                v, ladj = part.inverse_and_ladj(v) if inverse else part.forward_and_ladj(v)
             else:
                 w = part.inv(v) if inverse else part(v)
                 ladj = part.log_abs_det_jacobian(w, v) if inverse else part.log_abs_det_jacobian(v, w)

@@ -178,10 +178,10 @@ class ConditionedCNF(OnePassTransform, Transform):
             }
         return final[0].reshape(v.shape), (direction * final[1]).reshape(batch) if with_ladj else None
 
-    def _forward_and_ladj(self, x):
+    def forward_and_ladj(self, x):
         return self._solve(x, 1)
 
-    def _forward_value(self, x):
+    def forward_value(self, x):
         return self._solve(x, 1, with_ladj=False)[0]
 
     def _call(self, x):
@@ -191,9 +191,9 @@ class ConditionedCNF(OnePassTransform, Transform):
             return super()._call(x)
         self._check("x", x)
         self._last = None
-        return self._forward_value(x)
+        return self.forward_value(x)
 
-    def _inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y):
         return self._solve(y, -1)
 
 

@@ -177,7 +177,7 @@ class ConditionedAffineCoupling(OnePassTransform, Transform):
         out, ladj = _FusedAffineCouplingFn.apply(v.reshape(-1, self.num_features), context, self.split, self.clamp, inverse, *params)
         return out.reshape(v.shape), ladj.reshape(batch)
 
-    def _forward_and_ladj(self, x):
+    def forward_and_ladj(self, x):
         fusable = self._fusable(x)
         if fusable is not None:
             return self._fused(x, *fusable, inverse=False)
@@ -186,7 +186,7 @@ class ConditionedAffineCoupling(OnePassTransform, Transform):
         y_b = x_b * torch.exp(s) + t
         return self._join(x_a, y_b), sum_event(s, self._edim)
 
-    def _inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y):
         fusable = self._fusable(y)
         if fusable is not None:
             return self._fused(y, *fusable, inverse=True)

@@ -295,11 +295,11 @@ class ConditionedCRow(OnePassTransform, Transform):
         self._check("v", v)
         return self._decode(v, state)
 
-    def _forward_and_ladj(self, v):
+    def forward_and_ladj(self, v):
         x, logdet, _ = self._decode(v)
         return x, -logdet.sum(-1)
 
-    def _inverse_and_ladj(self, x):
+    def inverse_and_ladj(self, x):
         v, logdet, _ = self._encode(x)
         return v, -logdet.sum(-1)
 

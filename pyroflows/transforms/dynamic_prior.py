@@ -76,7 +76,7 @@ class ConditionedLatentDynamics(OnePassTransform, Transform):
         v, history = broadcast_batch(v, 4, self.history, 4)
         return v, history
 
-    def _inverse_and_ladj(self, z):
+    def inverse_and_ladj(self, z):
         z, history = self._history(z)
         k = history.shape[-4]
         seq = torch.cat([history, z[..., :-1, :, :, :]], dim=-4)
@@ -85,7 +85,7 @@ class ConditionedLatentDynamics(OnePassTransform, Transform):
         eps = (z - mu) * torch.exp(-log_sigma)
         return eps, log_sigma.flatten(-4).sum(-1)
 
-    def _forward_and_ladj(self, eps):
+    def forward_and_ladj(self, eps):
         eps, seq = self._history(eps)
         frames, total = [], 0
         for t in range(eps.shape[-4]):

@@ -159,16 +159,16 @@ class ConditionedGlowStep(OnePassTransform, Transform):
     def _reference(self):
         return module_reference(self._owner) if self._owner is not None else None
 
-    def _forward_and_ladj(self, x):
-        v, a = self.coupling._forward_and_ladj(x)
-        v, b = self.conv._forward_and_ladj(v)
-        v, c = self.actnorm._forward_and_ladj(v)
+    def forward_and_ladj(self, x):
+        v, a = self.coupling.forward_and_ladj(x)
+        v, b = self.conv.forward_and_ladj(v)
+        v, c = self.actnorm.forward_and_ladj(v)
         return v, a + b + c
 
-    def _inverse_and_ladj(self, y):
-        v, c = self.actnorm._inverse_and_ladj(y)
-        v, b = self.conv._inverse_and_ladj(v)
-        v, a = self.coupling._inverse_and_ladj(v)
+    def inverse_and_ladj(self, y):
+        v, c = self.actnorm.inverse_and_ladj(y)
+        v, b = self.conv.inverse_and_ladj(v)
+        v, a = self.coupling.inverse_and_ladj(v)
         return v, a + b + c
 
 
@@ -488,7 +488,7 @@ class ConditionedGlow(OnePassTransform, Transform):
             return v
         return broadcast_batch(v, self._edim, self._context, self._holder().context_event_dim)[0]
 
-    def _inverse_and_ladj(self, x):
+    def inverse_and_ladj(self, x):
         """Data -> packed latent (Glow's encoder)."""
         edim, holder = self._edim, self._holder()
         levels, top_context = self._levels()
@@ -497,10 +497,10 @@ class ConditionedGlow(OnePassTransform, Transform):
         for level, (steps, prior) in enumerate(levels):
             v = squeeze(v, edim)
             for step in steps:
-                v, ladj = self._run_part(step._inverse_and_ladj, v)
+                v, ladj = self._run_part(step.inverse_and_ladj, v)
                 total = total + ladj
             if prior is not None:
-                v, ladj = self._run_part(prior._inverse_and_ladj, v)
+                v, ladj = self._run_part(prior.inverse_and_ladj, v)
                 total = total + ladj
                 v, eps = v.split(holder.splits[level], dim=-edim)
                 factored.append(eps)
@@ -512,7 +512,7 @@ class ConditionedGlow(OnePassTransform, Transform):
             v = unsqueeze(torch.cat([v, eps], dim=-edim), edim)
         return v, total
 
-    def _forward_and_ladj(self, z):
+    def forward_and_ladj(self, z):
         """Packed latent -> data (sampling)."""
         edim, holder = self._edim, self._holder()
         levels, top_context = self._levels()
@@ -529,10 +529,10 @@ class ConditionedGlow(OnePassTransform, Transform):
         for level in reversed(range(holder.num_levels)):
             steps, prior = levels[level]
             if prior is not None:
-                v, ladj = self._run_part(prior._forward_and_ladj, torch.cat([v, factored[level]], dim=-edim))
+                v, ladj = self._run_part(prior.forward_and_ladj, torch.cat([v, factored[level]], dim=-edim))
                 total = total + ladj
             for step in reversed(steps):
-                v, ladj = self._run_part(step._forward_and_ladj, v)
+                v, ladj = self._run_part(step.forward_and_ladj, v)
                 total = total + ladj
             v = unsqueeze(v, edim)
         return v, total

@@ -90,11 +90,11 @@ class ConditionedInvertibleLinear(OnePassTransform, Transform):
         inv_lo_pt = torch.linalg.solve_triangular(lo, rhs, upper=False, unitriangular=True)
         return torch.linalg.solve_triangular(up, inv_lo_pt, upper=True)
 
-    def _forward_and_ladj(self, x):
+    def forward_and_ladj(self, x):
         factors = self._factors()
         return self._matmul(self.weight(factors), x), self._ladj(factors[3], x)
 
-    def _inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y):
         factors = self._factors()
         return self._matmul(self.inverse_weight(factors), y), self._ladj(factors[3], y)
 

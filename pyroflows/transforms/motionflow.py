@@ -174,7 +174,7 @@ class ConditionedMotionFlow(OnePassTransform, Transform):
     def _reference(self):
         return module_reference(self._owner)
 
-    def _inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y):
         """Future frames -> noise, every frame at once (teacher forcing)."""
         o = self._owner
         y, x = broadcast_batch(y, self._edim, self.observed, self._edim)
@@ -184,10 +184,10 @@ class ConditionedMotionFlow(OnePassTransform, Transform):
         if o.residual:
             frames = frames - seq[..., u - k - 1 : -1, :, :, :]
         z, ladj = o._encode(frames, o._window_contexts(seq, k + v))
-        eps, ladj_prior = ConditionedLatentDynamics(o.dynamics, z[..., :k, :, :, :])._inverse_and_ladj(z[..., k:, :, :, :])
+        eps, ladj_prior = ConditionedLatentDynamics(o.dynamics, z[..., :k, :, :, :]).inverse_and_ladj(z[..., k:, :, :, :])
         return o._unimage(eps), ladj[..., k:].sum(-1) + ladj_prior
 
-    def _forward_and_ladj(self, eps):
+    def forward_and_ladj(self, eps):
         """Noise -> future frames, generated one frame at a time."""
         o = self._owner
         eps, x = broadcast_batch(eps, self._edim, self.observed, self._edim)
@@ -317,7 +317,7 @@ class ConditionalMotionFlowTransform(ConditionalTransformModule):
         """Frames -> latents through every step (data -> latent), with per-frame log|det d frame / d z|."""
         v, total = frames, 0
         for step in reversed(self.steps):
-            v, ladj = step._conditioned(contexts)._inverse_and_ladj(v)
+            v, ladj = step._conditioned(contexts).inverse_and_ladj(v)
             total = total + ladj
         return v, total
 
@@ -325,7 +325,7 @@ class ConditionalMotionFlowTransform(ConditionalTransformModule):
         """Latents -> frames (latent -> data), with log|det d frame / d z|."""
         v, total = z, 0
         for step in self.steps:
-            v, ladj = step._conditioned(contexts)._forward_and_ladj(v)
+            v, ladj = step._conditioned(contexts).forward_and_ladj(v)
             total = total + ladj
         return v, total
 

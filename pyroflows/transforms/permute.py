@@ -45,16 +45,16 @@ class Permute(OnePassTransform, TransformModule):
     def _check(self, name, value):
         check_tensor(name, value, self.event_shape_spec, device=self.permutation.device)
 
-    def _forward_and_ladj(self, x):
+    def forward_and_ladj(self, x):
         return x.index_select(x.dim() - self._edim, self.permutation), x.new_zeros(batch_shape_of(x, self._edim))
 
-    def _inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y):
         return y.index_select(y.dim() - self._edim, self.inverse_permutation), y.new_zeros(batch_shape_of(y, self._edim))
 
-    def _forward_value(self, x):
+    def forward_value(self, x):
         return x.index_select(x.dim() - self._edim, self.permutation)
 
-    def _inverse_value(self, y):
+    def inverse_value(self, y):
         return y.index_select(y.dim() - self._edim, self.inverse_permutation)
 
 

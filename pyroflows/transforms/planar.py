@@ -229,12 +229,12 @@ class ConditionedPlanar(OnePassTransform, Transform):
     def _params(self):
         return self.params_fn()
 
-    def _forward_and_ladj(self, x):
+    def forward_and_ladj(self, x):
         u, w, b = self._params()
         fused = _fused_planar(x, u, w, b)
         return fused if fused is not None else _planar_reference(x, u, w, b)
 
-    def _inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y):
         u, w, b = self._params()
         u_hat, kappa = planar_parameters(u, w)
         s = (w * y).sum(-1) + b[..., 0]

@@ -73,7 +73,7 @@ class ConditionedRadial(OnePassTransform, Transform):
         log_ar = torch.log(alpha + r)
         return (self.dim - 1) * (torch.log(gamma + r) - log_ar) + torch.log(r * (r + 2.0 * alpha) + alpha * gamma) - 2.0 * log_ar
 
-    def _forward_and_ladj(self, x):
+    def forward_and_ladj(self, x):
         x0, alpha_raw, beta_raw = self._params()
         alpha, gamma = radial_parameters(alpha_raw[..., 0], beta_raw[..., 0])
         d = x - x0
@@ -81,7 +81,7 @@ class ConditionedRadial(OnePassTransform, Transform):
         beta_h = (gamma - alpha) / (alpha + r)
         return x + beta_h.unsqueeze(-1) * d, self._ladj(r, alpha, gamma)
 
-    def _inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y):
         x0, alpha_raw, beta_raw = self._params()
         alpha, gamma = radial_parameters(alpha_raw[..., 0], beta_raw[..., 0])
         e = y - x0

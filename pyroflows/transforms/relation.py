@@ -150,10 +150,10 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
             total = out.new_zeros(batch_shape_of(out, self._edim))
         return out, total
 
-    def _forward_and_ladj(self, u):
+    def forward_and_ladj(self, u):
         return self._map(u, inverse=False)
 
-    def _inverse_and_ladj(self, z):
+    def inverse_and_ladj(self, z):
         return self._map(z, inverse=True)
 
 

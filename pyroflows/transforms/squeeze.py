@@ -112,17 +112,17 @@ class _Reshuffle(OnePassTransform, TransformModule):
     def _up(self, v):
         return unsqueeze(v, self._edim, self.factor)
 
-    def _forward_value(self, x):
+    def forward_value(self, x):
         return self._down(x) if self._squeezes else self._up(x)
 
-    def _inverse_value(self, y):
+    def inverse_value(self, y):
         return self._up(y) if self._squeezes else self._down(y)
 
-    def _forward_and_ladj(self, x):
-        return self._forward_value(x), x.new_zeros(batch_shape_of(x, self._edim))
+    def forward_and_ladj(self, x):
+        return self.forward_value(x), x.new_zeros(batch_shape_of(x, self._edim))
 
-    def _inverse_and_ladj(self, y):
-        return self._inverse_value(y), y.new_zeros(batch_shape_of(y, self._edim))
+    def inverse_and_ladj(self, y):
+        return self.inverse_value(y), y.new_zeros(batch_shape_of(y, self._edim))
 
     def _shape_down(self, shape, name):
         shape = torch.Size(shape)

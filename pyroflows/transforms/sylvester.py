@@ -215,7 +215,7 @@ class _ConditionedSylvester(OnePassTransform, Transform):
         kappa = torch.diagonal(r1, dim1=-2, dim2=-1) * torch.diagonal(r2, dim1=-2, dim2=-1)
         return tanh_log_slope(kappa, th).sum(-1)
 
-    def _forward_and_ladj(self, x):
+    def forward_and_ladj(self, x):
         q, r1, r2, b = self._parts()
         if isinstance(q, torch.Tensor) and q.dim() == 2 and r1.dim() == 2:
             # shared parameters: fold Q into the triangles once, x @ (Q R2^T) and tanh(a) @ (Q R1)^T,
@@ -226,7 +226,7 @@ class _ConditionedSylvester(OnePassTransform, Transform):
         th = torch.tanh(a)
         return x + self._apply_q(q, _matvec(r1, th)), self._ladj(r1, r2, th)
 
-    def _inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y):
         q, r1, r2, b = self._parts()
         w = self._apply_qt(q, y)
         a = self._solve_triangular_system(w, r1, r2, b)
