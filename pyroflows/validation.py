@@ -10,6 +10,8 @@ does Pyro's own distribution checks).
 from __future__ import annotations
 
 import contextlib
+import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -75,6 +77,42 @@ def check_tensor(
         if not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise ValueError(f"{name}: expected finite values, got {bad} NaN or inf entries in a tensor of shape {tuple(value.shape)}")
+
+
+def check_size(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int, or a ``ValueError`` naming ``name`` unless it is an integer ``>= minimum``
+    (a size, width, count or number of steps)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return value
+
+
+EVENT_KINDS = {1: "vectors", 2: "sequences (T, D)", 3: "images (C, H, W)", 4: "volumes (C, D, H, W)"}
+
+
+def check_event_dim(event_dim, allowed=(1, 2, 3, 4)) -> int:
+    """``event_dim`` as an int, or a ``ValueError`` naming the allowed values and what they mean."""
+    if isinstance(event_dim, bool) or not hasattr(event_dim, "__index__") or operator.index(event_dim) not in allowed:
+        kinds = ", ".join(f"{k} ({EVENT_KINDS[k]})" for k in allowed)
+        raise ValueError(f"event_dim: expected one of {kinds}, got {event_dim!r}")
+    return operator.index(event_dim)
+
+
+def check_positive(name: str, value, allow_none: bool = False) -> float | None:
+    """``value`` as a float, or a ``ValueError`` naming ``name`` unless it is a finite number ``> 0``
+    (or None where ``allow_none``)."""
+    if value is None and allow_none:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if isinstance(value, bool) or number is None or not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{name}: expected a positive number{' or None' if allow_none else ''}, got {value!r}")
+    return number
 
 
 def check_module_finite(name: str, module: torch.nn.Module) -> None:

@@ -1,4 +1,4 @@
-"""The speed paths (pyroflows.nn.dense, pyroflows.transforms.base): same values and derivatives as the plain ops."""
+"""The speed paths (pyroflows.fused) and the shape helpers: same values and derivatives as the plain ops."""
 
 import itertools
 
@@ -6,40 +6,16 @@ import pytest
 import torch
 import torch.nn as nn
 
+from pyroflows import fused
 from pyroflows.nn import MLP
-from pyroflows.nn.dense import _LinearFn, _mm_wide, _relu_mlp, _ReLUMLPFn, linear
-from pyroflows.transforms.base import broadcast_shapes
+from pyroflows.shapes import broadcast_shapes
 
 
 @pytest.mark.parametrize("shape", [(7, 3), (40, 5), (3, 300)])
-def test_mm_wide_is_the_product(shape):
+def test_mm_narrow_is_the_product(shape):
     a = torch.randn(shape[0], 9, dtype=torch.float64)
     b = torch.randn(9, shape[1], dtype=torch.float64)
-    assert torch.allclose(_mm_wide(a, b), a @ b)
-
-
-def test_linear_fn_gradcheck_and_gradgradcheck():
-    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(_LinearFn.apply, (x, w, b))
-    assert torch.autograd.gradgradcheck(_LinearFn.apply, (x, w, b))
-
-
-def test_linear_under_torch_func_and_forward_ad():
-    layer = nn.Linear(3, 4).double()
-    x = torch.randn(5, 3, dtype=torch.float64)
-    ref = torch.func.jacrev(lambda x_: torch.nn.functional.linear(x_, layer.weight, layer.bias))(x)
-    assert torch.allclose(torch.func.jacrev(lambda x_: linear(x_, layer))(x), ref)
-    assert torch.allclose(torch.func.jacfwd(lambda x_: linear(x_, layer))(x), ref)
-    # forward-mode AD with dual tensors goes through _LinearFn.jvp
-    import torch.autograd.forward_ad as fwAD
-
-    dx, dw, db = torch.randn_like(x), torch.randn_like(layer.weight), torch.randn_like(layer.bias)
-    with fwAD.dual_level():
-        y = _LinearFn.apply(fwAD.make_dual(x, dx), fwAD.make_dual(layer.weight.detach(), dw), fwAD.make_dual(layer.bias.detach(), db))
-        tangent = fwAD.unpack_dual(y).tangent
-    assert torch.allclose(tangent, dx @ layer.weight.T + x @ dw.T + db)
+    assert torch.allclose(fused.mm_narrow(a, b), a @ b)
 
 
 def _mlp_params(widths, dtype=torch.float64):
@@ -49,26 +25,59 @@ def _mlp_params(widths, dtype=torch.float64):
     return params
 
 
+def _mlp_layers(widths):
+    layers = []
+    for a, b in itertools.pairwise(widths):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).double()
+
+
 @pytest.mark.parametrize("widths", [(3, 4), (3, 8, 4), (9, 8, 7, 4)])
-def test_relu_mlp_fn_gradcheck_and_gradgradcheck(widths):
+def test_relu_mlp_gradcheck_and_gradgradcheck(widths):
+    layers = _mlp_layers(widths)
     x = torch.randn(6, widths[0], dtype=torch.float64, requires_grad=True)
-    params = _mlp_params(widths)
-    assert torch.allclose(_ReLUMLPFn.apply(x, *params), _relu_mlp(x, params))
-    assert torch.autograd.gradcheck(_ReLUMLPFn.apply, (x, *params))
-    assert torch.autograd.gradgradcheck(_ReLUMLPFn.apply, (x, *params))
+    params = fused.relu_mlp_parameters(layers)
+    assert torch.allclose(fused.relu_mlp(layers, x), fused.relu_mlp_reference(x, *params))
+    assert fused.relu_mlp(layers, x).grad_fn.name().endswith("_ReLUMLPBackward")
+    assert torch.autograd.gradcheck(lambda x_, *p: fused.relu_mlp(layers, x_), (x, *params))
+    assert torch.autograd.gradgradcheck(lambda x_: fused.relu_mlp(layers, x_), (x,))
+    # the parameters' second derivatives go through the reference too
+    (g,) = torch.autograd.grad(fused.relu_mlp(layers, x).square().sum(), x, create_graph=True)
+    (gg,) = torch.autograd.grad(g.sum(), params[0])
+    (g_ref,) = torch.autograd.grad(fused.relu_mlp_reference(x, *params).square().sum(), x, create_graph=True)
+    assert torch.allclose(gg, torch.autograd.grad(g_ref.sum(), params[0])[0])
 
 
-def test_relu_mlp_fn_forward_ad():
+def test_relu_mlp_under_torch_func_and_forward_ad():
     import torch.autograd.forward_ad as fwAD
 
-    x = torch.randn(6, 3, dtype=torch.float64)
-    params = [p.detach() for p in _mlp_params((3, 8, 8, 4))]
-    tangents = [torch.randn_like(t) for t in (x, *params)]
-    _, ref = torch.func.jvp(lambda *a: _relu_mlp(a[0], a[1:]), (x, *params), tuple(tangents))
+    layers = _mlp_layers((3, 8, 4))
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    ref = torch.func.jacrev(lambda x_: layers(x_))(x)
+    assert torch.allclose(torch.func.jacrev(lambda x_: fused.relu_mlp(layers, x_))(x), ref)
+    assert torch.allclose(torch.func.jacfwd(lambda x_: fused.relu_mlp(layers, x_))(x), ref)
+    dx = torch.randn_like(x)
     with fwAD.dual_level():
-        duals = [fwAD.make_dual(t, d) for t, d in zip((x, *params), tangents)]
-        got = fwAD.unpack_dual(_ReLUMLPFn.apply(*duals)).tangent
-    assert torch.allclose(got, ref)
+        tangent = fwAD.unpack_dual(fused.relu_mlp(layers, fwAD.make_dual(x, dx))).tangent
+    assert torch.allclose(tangent, torch.einsum("noij,ij->no", ref, dx))
+
+
+def test_the_switch_turns_the_speed_paths_off():
+    layers = _mlp_layers((3, 8, 4))
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    with fused.enabled(False):
+        assert not fused.is_enabled()
+        y = fused.relu_mlp(layers, x)
+    assert fused.is_enabled()
+    assert "ReLUMLP" not in y.grad_fn.name() and torch.allclose(y, fused.relu_mlp(layers, x))
+    with pytest.raises(TypeError, match="flag: expected True or False"):
+        fused.set_enabled("no")
+
+
+def test_relu_mlp_falls_back_without_grad():
+    with torch.no_grad():
+        y = fused.relu_mlp(_mlp_layers((3, 4)), torch.randn(4, 3, dtype=torch.float64))
+    assert y.grad_fn is None
 
 
 def test_broadcast_shapes_matches_torch():
@@ -110,13 +119,6 @@ def test_mlp_does_not_modify_its_input_and_respects_hooks():
     net.net[0].register_forward_hook(lambda m, i, o: seen.append(o.shape))
     net(torch.randn(4, 3, requires_grad=True))
     assert seen == [torch.Size([4, 8])]
-
-
-def test_linear_falls_back_without_grad():
-    layer = nn.Linear(3, 2)
-    with torch.no_grad():
-        y = linear(torch.randn(4, 3), layer)
-    assert y.grad_fn is None
 
 
 def _perturb(module, scale=0.3):
@@ -177,67 +179,3 @@ def test_flow_sequence_cache_is_dropped_after_a_step_and_conditions_are_reused()
     assert flow.condition(c) is not t
 
 
-@pytest.mark.parametrize("inverse", [False, True])
-@pytest.mark.parametrize("clamp", [None, 2.0])
-@pytest.mark.parametrize("context", [0, 3])
-def test_fused_affine_coupling_gradcheck_and_gradgradcheck(inverse, clamp, context):
-    from pyroflows.transforms.coupling import _coupling_reference, _FusedAffineCouplingFn
-
-    torch.manual_seed(0)
-    split = 2
-    v = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
-    c = torch.randn(5, context, dtype=torch.float64, requires_grad=True) if context else None
-    # moderate weights: without a clamp, exp(s) of large s makes the finite differences useless
-    params = [(0.3 * p).detach().requires_grad_() for p in _mlp_params((split + context, 6, 6, 2 * (5 - split)))]
-
-    def fused(v, c, *p):
-        return _FusedAffineCouplingFn.apply(v, c, split, clamp, inverse, *p)
-
-    out, ladj = fused(v, c, *params)
-    ref_out, ref_ladj = _coupling_reference(v, c, split, clamp, inverse, params)
-    assert torch.allclose(out, ref_out) and torch.allclose(ladj, ref_ladj)
-    assert torch.autograd.gradcheck(fused, (v, c, *params))
-    assert torch.autograd.gradgradcheck(fused, (v, c, *params))
-
-
-@pytest.mark.parametrize("context", [0, 3])
-def test_coupling_takes_the_fused_path_with_the_same_results(context):
-    from pyroflows.transforms import affine_coupling, conditional_affine_coupling
-    from pyroflows.transforms import coupling as coupling_module
-
-    torch.manual_seed(0)
-    module = (conditional_affine_coupling(5, context, hidden=(8, 8)) if context else affine_coupling(5, hidden=(8, 8))).double()
-    _perturb(module)
-    c = torch.randn(4, 1, context, dtype=torch.float64) if context else None  # broadcasts against x's batch (4, 3)
-    t = module.condition(c) if context else module
-    x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
-    assert t._fusable(x) is not None
-    outs = [t.forward_and_ladj(x), t.inverse_and_ladj(x)]
-    original = coupling_module.ConditionedAffineCoupling._fusable
-    coupling_module.ConditionedAffineCoupling._fusable = lambda self, v: None
-    try:
-        refs = [t.forward_and_ladj(x), t.inverse_and_ladj(x)]
-    finally:
-        coupling_module.ConditionedAffineCoupling._fusable = original
-    params = list(module.parameters())
-    for (y, l), (y_ref, l_ref) in zip(outs, refs):
-        assert y.shape == y_ref.shape == (4, 3, 5) and l.shape == l_ref.shape == (4, 3)
-        assert torch.allclose(y, y_ref) and torch.allclose(l, l_ref)
-        g = torch.autograd.grad(y.square().sum() + l.sum(), [x, *params])
-        g_ref = torch.autograd.grad(y_ref.square().sum() + l_ref.sum(), [x, *params])
-        assert all(torch.allclose(a, b) for a, b in zip(g, g_ref))
-
-
-def test_coupling_falls_back_under_forward_ad_and_torch_func():
-    import torch.autograd.forward_ad as fwAD
-
-    from pyroflows.transforms import affine_coupling
-
-    t = affine_coupling(4, hidden=(8,)).double()
-    _perturb(t)
-    x, dx = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
-    with fwAD.dual_level():
-        y, _ = t.forward_and_ladj(fwAD.make_dual(x, dx))
-        tangent = fwAD.unpack_dual(y).tangent
-    jac = torch.func.jacrev(lambda v: t.forward_and_ladj(v)[0])(x)
-    assert torch.allclose(tangent, torch.einsum("bibj,bj->bi", jac.reshape(3, 4, 3, 4), dx))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import pyroflows
+from pyroflows.distributions import ConditionalFlowDistribution
 from pyroflows.distributions.dequantize import (
     bits_per_dim,
     dequantization_offset,
@@ -92,7 +93,7 @@ def test_squeeze_shape_errors_name_the_sizes():
 def _encode_by_hand(flow, x):
     """Glow's encoder written out level by level: ``(eps parts, log p(x))`` with the priors
     scored as Gaussians N(mu(h), sigma(h)) -- the formulation of the Glow paper."""
-    edim = flow._event_dim
+    edim = flow.layout.event_dim
     normal = torch.distributions.Normal
     logp, parts, v = 0.0, [], x
     for level in range(flow.num_levels):
@@ -335,7 +336,7 @@ def test_conditional_glow_is_a_pyro_likelihood():
     torch.manual_seed(0)
     pyro.clear_param_store()
     flow = conditional_glow((1, 8, 8), (10,), num_levels=2, num_steps=1, hidden_channels=8)
-    d = flow.distribution()
+    d = ConditionalFlowDistribution(flow.base(), [flow], context_event_dim=flow.context_event_dim)
     labels = torch.tensor([0, 3, 3, 7, 9, 1])
     c = torch.nn.functional.one_hot(labels, 10).float()
     x = torch.rand(6, 1, 8, 8) - 0.5
@@ -359,5 +360,5 @@ def test_conditional_glow_is_a_pyro_likelihood():
     assert losses[-1] < losses[0]
     assert any(name.startswith("glow$$$") for name in pyro.get_param_store())
     # conditional samples: sample_shape + context batch + event, at any temperature
-    assert flow.distribution(0.7).condition(c[:2]).sample((3,)).shape == (3, 2, 1, 8, 8)
+    assert ConditionalFlowDistribution(flow.base(0.7), [flow], context_event_dim=1).condition(c[:2]).sample((3,)).shape == (3, 2, 1, 8, 8)
     pyro.clear_param_store()

@@ -214,7 +214,7 @@ def test_planar_stack_as_a_pyro_guide_learns(short_fit_u1):
     # SVI fits it like the torch loop: same bar as the short torch fit above (measured, seeds 0-4:
     # 1.67-1.74), and with the same seed, schedule and annealing the same ELBO (1.703 both, seed 0)
     flow, history = pe.fit_with_svi(U, 8, settings, seed=0, progress=False)
-    assert "flow$$$0.u" in pyro.get_param_store()  # the stack is a Pyro module
+    assert "flow$$$0.params.u" in pyro.get_param_store()  # the stack is a Pyro module
     m = pe.evaluate(flow, U, settings, seed=0)
     assert m["elbo"] > 1.6 and m["elbo"] < m["is_log_z"], m
     assert abs(m["elbo"] - m_torch["elbo"]) < 0.05, (m, m_torch)

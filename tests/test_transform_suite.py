@@ -36,7 +36,8 @@ def test_every_public_transform_class_is_covered():
         if isinstance(getattr(T, name), type) and issubclass(getattr(T, name), (Transform, ConditionalTransform))
     }
     covered = set().union(*(pt.covered_classes(c) for c in CASES))
-    missing = sorted(cls.__name__ for cls in public - covered)
+    # a base class (FlowModule, ...) counts as covered through its covered subclasses
+    missing = sorted(cls.__name__ for cls in public if not any(issubclass(c, cls) for c in covered))
     assert not missing, f"public transforms without a case in pyroflows.testing: {missing}"
 
 

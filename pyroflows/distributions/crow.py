@@ -39,7 +39,7 @@ import torch.nn as nn
 from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.conditional import ConditionalDistribution
 
-from ..transforms.crow import ConditionalCRowTransform, CRowTransform
+from ..transforms.crow import ConditionalCRowTransform, CRowArchitecture, CRowTransform, crow_architecture
 from ..validation import check_tensor
 from .relaxed_conditional_flow import RelaxedLatent
 
@@ -54,11 +54,10 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
             ``z_dim + y_dim - x_dim`` entries and must not be negative.
         eps: standard deviation :math:`\epsilon` of the relaxed covariate.
         pad_noise: standard deviation :math:`\sigma` of the padding noise (training mode).
-        num_blocks, hidden_size, hidden_features, res_blocks, clamp, permutation, seed: the network
-            (see :class:`~pyroflows.transforms.CRowTransform`), used when ``flow`` is None.
-        recurrent: GRU subnetworks carrying hidden states over time; False gives the paper's cINN
-            baseline (each frame alone).
-        gate: temporal context gating (default: on with ``recurrent``, off without).
+        architecture: the network (a :class:`~pyroflows.transforms.crow.CRowArchitecture`, or its
+            fields as keywords: ``num_blocks``, ``hidden_size``, ``hidden_features``, ``res_blocks``,
+            ``recurrent`` (False gives the paper's cINN baseline, each frame alone), ``gate``,
+            ``clamp``, ``permutation``, ``seed``), used when ``flow`` is None.
         context: also feed :math:`y_t` to every subnetwork, :math:`[s, r], h_t = q([u, y_t], h_{t-1})`
             (a :class:`~pyroflows.transforms.ConditionalCRowTransform`), so the covariate is both an
             input of the couplings, as in Ardizzone et al.'s conditional INN, and the relaxed output
@@ -96,23 +95,18 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
         z_dim: int | None = None,
         eps: float = 0.1,
         pad_noise: float = 0.05,
-        num_blocks: int = 3,
-        hidden_size: int = 64,
-        hidden_features: int = 128,
-        res_blocks: int = 1,
-        recurrent: bool = True,
-        gate: bool | None = None,
-        clamp: float | None = 3.0,
-        permutation: str | None = "random",
-        seed: int | None = None,
+        architecture: CRowArchitecture | None = None,
         context: bool = False,
         flow: CRowTransform | ConditionalCRowTransform | None = None,
+        **fields,
     ):
         super().__init__()
         self._set_sizes(x_dim, y_dim, z_dim, eps, pad_noise)
         if flow is None:
-            args = (num_blocks, hidden_size, hidden_features, res_blocks, recurrent, gate, clamp, permutation, seed)
-            flow = ConditionalCRowTransform(self.dim, self.y_dim, *args) if context else CRowTransform(self.dim, *args)
+            arch = crow_architecture(architecture, fields)
+            flow = ConditionalCRowTransform(self.dim, self.y_dim, arch) if context else CRowTransform(self.dim, arch)
+        elif architecture is not None or fields:
+            raise ValueError("flow: give a flow or its architecture, not both")
         elif flow.dim != self.dim:
             raise ValueError(f"flow: expected a CRow transform on frames of size z_dim + y_dim = {self.dim}, got {flow.dim}")
         elif isinstance(flow, ConditionalCRowTransform) and flow.context_dim != self.y_dim:

@@ -68,8 +68,9 @@ from torch import nn
 
 from ..nn.dense import MLP
 from ..nn.gradient_reversal import GradientReversal
-from ..transforms.base import as_shape, module_reference, soft_clamp
-from ..transforms.glow import Glow, _unpack
+from ..shapes import as_shape
+from ..transforms.base import module_reference, soft_clamp
+from ..transforms.glow import Glow
 from ..transforms.relation import LatentRelation
 from ..validation import check_tensor
 
@@ -218,8 +219,8 @@ class DualGlow(nn.Module, ConditionalDistribution):
         :math:`f_m` (all but the last behind gradient reversal), then the top of :math:`f_p`."""
         if not self.side_features:
             raise ValueError("side_features: this model has no discriminators (side_features=0)")
-        parts = _unpack(self.source, self.source.inv(x_m))
-        top_p = _unpack(self.target, self.target.inv(x_p))[-1]
+        parts = self.source.unpack(self.source.inv(x_m))
+        top_p = self.target.unpack(self.target.inv(x_p))[-1]
         preds = [disc(part) for disc, part in zip(self.discriminators, parts)]
         return preds + [self.discriminators[-1](top_p)]
 

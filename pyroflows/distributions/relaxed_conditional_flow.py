@@ -126,11 +126,11 @@ class RelaxedConditionalFlow(RelaxedLatent, nn.Module, ConditionalDistribution):
         self._set_sizes(x_dim, y_dim, z_dim, eps, pad_noise)
         self.flow = coupling_flow(self.dim, num_blocks, hidden, clamp=clamp, seed=seed) if flow is None else flow
 
-    def _reference(self) -> torch.Tensor:
+    def reference(self) -> torch.Tensor:
         return next(self.parameters())
 
     def _check(self, name: str, value: torch.Tensor, size: int) -> None:
-        ref = self._reference()
+        ref = self.reference()
         check_tensor(name, value, (size,), ref.dtype, ref.device)
 
     def encode(self, x_hat: torch.Tensor):

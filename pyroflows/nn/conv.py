@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..transforms.base import broadcast_batch, flatten_batch
+from ..shapes import broadcast_batch, flatten_batch
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
-def _spatial_context(x: torch.Tensor, context: torch.Tensor | None, context_channels: int, spatial_dims: int, context_is_map: bool):
+def join_spatial_context(x: torch.Tensor, context: torch.Tensor | None, context_channels: int, spatial_dims: int, context_is_map: bool):
     """Join ``context`` to ``x`` as extra channels; returns ``(N, C + K, *spatial)`` and the batch shape."""
     event_dim = spatial_dims + 1
     if context_channels == 0:
@@ -34,6 +34,23 @@ def _spatial_context(x: torch.Tensor, context: torch.Tensor | None, context_chan
     if not context_is_map:
         context = context.reshape(context.shape + (1,) * spatial_dims).expand((-1, -1) + tuple(x.shape[2:]))
     return torch.cat([x, context], dim=1), batch
+
+
+class PriorConv(nn.Module):
+    """One zero-initialised 3x3 (3x3x3) convolution of ``[x, context]``: Glow's split-prior network,
+    which returns the standard Normal's ``[log sigma, mu] = 0`` at initialisation."""
+
+    def __init__(self, in_channels: int, out_channels: int, context_channels: int = 0, spatial_dims: int = 2, context_is_map: bool = False):
+        super().__init__()
+        self.spatial_dims, self.context_channels, self.context_is_map = spatial_dims, context_channels, context_is_map
+        self.conv = CONV[spatial_dims](in_channels + context_channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        h, batch = join_spatial_context(x, context, self.context_channels, self.spatial_dims, self.context_is_map)
+        out = self.conv(h)
+        return out.reshape(batch + out.shape[1:])
 
 
 class ConvNet(nn.Module):
@@ -67,7 +84,7 @@ class ConvNet(nn.Module):
         zero_init: bool = True,
     ):
         super().__init__()
-        conv = _CONV[spatial_dims]
+        conv = CONV[spatial_dims]
         pad = kernel_size // 2
         self.spatial_dims, self.context_channels, self.context_is_map = spatial_dims, context_channels, context_is_map
         self.out_channels = out_channels
@@ -84,7 +101,7 @@ class ConvNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        h, batch = _spatial_context(x, context, self.context_channels, self.spatial_dims, self.context_is_map)
+        h, batch = join_spatial_context(x, context, self.context_channels, self.spatial_dims, self.context_is_map)
         out = self.net(h)
         return out.reshape(batch + out.shape[1:])
 
@@ -126,7 +143,7 @@ class ContextCouplingNet(nn.Module):
         self.cnn2 = ConvNet(in_channels + context_features, out_channels, hidden_channels)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        h, batch = _spatial_context(x, context, self.context_channels, 2, True)
+        h, batch = join_spatial_context(x, context, self.context_channels, 2, True)
         a, u = h.split([h.shape[1] - self.context_channels, self.context_channels], dim=1)
         out = self.cnn2(torch.cat([a, self.cnn1(u)], dim=1))
         out = torch.cat([out[:, 0::2], out[:, 1::2]], dim=1)

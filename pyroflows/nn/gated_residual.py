@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..transforms.base import flatten_batch
+from ..shapes import flatten_batch
 
 
 class _CausalConv3d(nn.Conv3d):

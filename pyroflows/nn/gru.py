@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .dense import ResidualMLP, _join_context
+from .dense import ResidualMLP, join_context
 
 
 class GRUConditioner(nn.Module):
@@ -81,7 +81,7 @@ class GRUConditioner(nn.Module):
         return like.new_zeros(tuple(batch_shape) + (self.hidden_size,))
 
     def _input_gates(self, u: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        return F.linear(_join_context(u, context, self.context_features), self.cell.weight_ih, self.cell.bias_ih)
+        return F.linear(join_context(u, context, self.context_features), self.cell.weight_ih, self.cell.bias_ih)
 
     def _advance(self, gi: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         gh = F.linear(h, self.cell.weight_hh, self.cell.bias_hh)

@@ -52,7 +52,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..transforms.base import flatten_batch
+from ..shapes import flatten_batch
 
 ORDERINGS = ("raster", "spatial", "temporal", "raster_reversed", "temporal_reversed")
 

@@ -417,19 +417,22 @@ ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
 
 
 def covered_classes(case: TransformCase) -> set[type]:
-    """Classes a case exercises: the module, the transform it conditions to, and their parts."""
+    """Classes a case exercises: the module, the transform it conditions to, the math transforms
+    they evaluate, and their parts."""
     module = case.make()
-    _, c = random_inputs(case, (1,), dtype=torch.float32)
+    x, c = random_inputs(case, (1,), dtype=torch.float32)
     seen: set[type] = set()
 
     def visit(t):
+        if type(t) in seen:
+            return
         seen.add(type(t))
-        for part in getattr(t, "parts", ()) or ():
+        for part in list(getattr(t, "parts", ()) or ()) + list(getattr(t, "transforms", ()) or ()):
             visit(part)
-        for part in getattr(t, "transforms", ()) or ():
-            visit(part)
+        if callable(getattr(t, "transform", None)) and not isinstance(t, ConditionalTransform):
+            visit(t.transform())
 
+    with torch.no_grad():
+        visit(bind(module, c))
     visit(module)
-    if case.conditional:
-        visit(module.condition(c))
     return seen

@@ -5,9 +5,12 @@ from .coupling import (
     AffineCoupling,
     ConditionalAffineCoupling,
     ConditionedAffineCoupling,
+    Coupling,
     affine_coupling,
     conditional_affine_coupling,
 )
+from .elementwise import Affine, ElementwiseAffine, elementwise_affine
+from .parameterized import ConditionalFlowModule, ConditionedFlow, ContextParameters, FlowModule
 from .crow import ConditionalCRowTransform, ConditionedCRow, CRowTransform, conditional_crow, crow
 from .cnf import CNF, ConditionalCNF, ConditionedCNF, cnf, cnf_regularization, conditional_cnf
 from .dynamic_prior import ConditionalLatentDynamics, ConditionedLatentDynamics, conditional_latent_dynamics
@@ -60,6 +63,14 @@ from .sylvester import (
 )
 
 __all__ = [
+    "Affine",
+    "ConditionalFlowModule",
+    "ConditionedFlow",
+    "ContextParameters",
+    "Coupling",
+    "ElementwiseAffine",
+    "FlowModule",
+    "elementwise_affine",
     "ConditionedLatentRelation",
     "LatentRelation",
     "latent_relation",

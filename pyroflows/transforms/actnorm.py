@@ -20,66 +20,25 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from pyro.distributions import TransformModule
-from pyro.distributions.conditional import ConditionalTransformModule
-from torch.distributions import Transform
 
 from ..nn.dense import context_mlp
-from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, context_event_shape, event_constraint, module_reference
+from ..shapes import context_event_shape
+from ..validation import check_event_dim, check_size
+from .elementwise import ElementwiseAffine
+from .parameterized import ConditionalFlowModule, FlowModule
 
 
-def _spatial_size(v: torch.Tensor, event_dim: int) -> int:
-    size = 1
-    for s in v.shape[v.dim() - event_dim + 1:]:
-        size *= s
-    return size
+def ConditionedActNorm(log_scale: torch.Tensor, bias: torch.Tensor, event_dim: int = 1) -> ElementwiseAffine:
+    """ActNorm's map with given per-channel ``log_scale`` and ``bias`` of shape ``batch' + (C,)``:
+    an :class:`~pyroflows.transforms.elementwise.ElementwiseAffine` broadcast over the positions."""
+    spread = (1,) * (event_dim - 1)
+    c = log_scale.shape[-1]
+    return ElementwiseAffine(log_scale.reshape(log_scale.shape + spread), bias.reshape(bias.shape + spread), event_dim, (c,) + (None,) * (event_dim - 1))
 
 
-class ConditionedActNorm(OnePassTransform, Transform):
-    """ActNorm with given ``log_scale`` and ``bias`` of shape ``batch' + (C,)`` (the pure math)."""
-
-    bijective = True
-
-    def __init__(self, params_fn, num_features: int, event_dim: int = 1, owner=None, context_batch_shape=(), on_first_call=None):
-        super().__init__(cache_size=1)
-        self.params_fn = params_fn
-        self.num_features, self._edim = num_features, event_dim
-        self.event_shape_spec = (num_features,) + (None,) * (event_dim - 1)
-        self.domain = self.codomain = event_constraint(event_dim)
-        self.context_batch_shape = torch.Size(context_batch_shape)
-        self._owner, self._on_first_call = owner, on_first_call
-
-    def _reference(self):
-        return module_reference(self._owner) if self._owner is not None else None
-
-    def _shaped(self, p: torch.Tensor) -> torch.Tensor:
-        return p.reshape(p.shape + (1,) * (self._edim - 1))
-
-    def _ladj(self, log_scale, v):
-        batch = torch.broadcast_shapes(batch_shape_of(v, self._edim), log_scale.shape[:-1])
-        return (log_scale.sum(-1) * _spatial_size(v, self._edim)).expand(batch)
-
-    def _get_params(self):
-        return self.params_fn()
-
-    def _first_call(self, v, direction):
-        if self._on_first_call is not None:
-            self._on_first_call(v, direction)
-
-    def forward_and_ladj(self, x):
-        self._first_call(x, "forward")
-        log_scale, bias = self._get_params()
-        return x * self._shaped(log_scale).exp() + self._shaped(bias), self._ladj(log_scale, x)
-
-    def inverse_and_ladj(self, y):
-        self._first_call(y, "inverse")
-        log_scale, bias = self._get_params()
-        return (y - self._shaped(bias)) * self._shaped(-log_scale).exp(), self._ladj(log_scale, y)
-
-
-class _DataInit(nn.Module):
-    """Per-channel ``log_scale`` and ``bias`` with data-dependent initialisation."""
+class DataInit(nn.Module):
+    """Per-channel ``log_scale`` and ``bias`` with data-dependent initialisation, recorded in the
+    buffer ``initialized`` so that a reloaded model is not initialised again."""
 
     def __init__(self, num_features: int, event_dim: int):
         super().__init__()
@@ -94,20 +53,26 @@ class _DataInit(nn.Module):
         flag = state_dict.get(prefix + "initialized")
         self._initialized = bool(flag) if flag is not None and flag.device.type != "meta" else self._initialized
 
+    @property
+    def is_initialized(self) -> bool:
+        return self._initialized
+
     def mark_initialized(self) -> None:
         self.initialized.fill_(True)
         self._initialized = True
 
     @torch.no_grad()
-    def maybe_initialize(self, v: torch.Tensor, direction: str) -> None:
+    def maybe_initialize(self, v: torch.Tensor, inverse: bool) -> None:
+        """Set ``log_scale`` and ``bias`` from the first non-empty batch seen in training mode, so that
+        this call's output has zero mean and unit variance per channel (``inverse``: ``v`` is data)."""
         # an empty batch has no statistics: initialisation waits for one with data
-        if self._initialized or not self.training or v.numel() == 0:
+        if self._initialized or not self.training or v.numel() == 0 or v.device.type == "meta":
             return
         dims = [d for d in range(v.dim()) if d != v.dim() - self.event_dim]
         mean = v.mean(dim=dims)
         std = v.std(dim=dims, unbiased=False) if v.numel() > self.num_features else torch.ones_like(mean)
         log_std = torch.log(std.clamp_min(1e-6))
-        if direction == "inverse":  # data comes in as y: x = (y - b) e^{-s} standardised
+        if inverse:  # data comes in as y: x = (y - b) e^{-s} standardised
             self.log_scale.copy_(log_std)
             self.bias.copy_(mean)
         else:  # y = x e^s + b standardised
@@ -116,7 +81,7 @@ class _DataInit(nn.Module):
         self.mark_initialized()
 
 
-class ActNorm(ConditionedActNorm, TransformModule):
+class ActNorm(FlowModule):
     r"""Learnable per-channel affine map :math:`y = x \exp(s) + b` with data-dependent initialisation.
 
     Args:
@@ -133,20 +98,19 @@ class ActNorm(ConditionedActNorm, TransformModule):
     """
 
     def __init__(self, num_features: int, event_dim: int = 1):
-        super().__init__(None, num_features, event_dim)
-        self.params = _DataInit(num_features, event_dim)
+        super().__init__()
+        self.num_features = check_size("num_features", num_features)
+        self.params = DataInit(num_features, check_event_dim(event_dim))
+        self.set_event((num_features,) + (None,) * (event_dim - 1))
 
-    def _get_params(self):
-        return self.params.log_scale, self.params.bias
+    def prepare(self, v, inverse):
+        self.params.maybe_initialize(v, inverse)
 
-    def _first_call(self, v, direction):
-        self.params.maybe_initialize(v, direction)
-
-    def _reference(self):
-        return self.params.log_scale
+    def transform(self) -> ElementwiseAffine:
+        return ConditionedActNorm(self.params.log_scale, self.params.bias, self.params.event_dim)
 
 
-class ConditionalActNorm(ConditionalTransformModule):
+class ConditionalActNorm(ConditionalFlowModule):
     r"""ActNorm whose scale and bias also depend on a context vector:
 
     .. math:: [s, b] = [s_0, b_0] + g(c),
@@ -173,27 +137,18 @@ class ConditionalActNorm(ConditionalTransformModule):
         context_shape: Sequence[int] | None = None,
     ):
         super().__init__()
-        self.num_features, self.event_dim = num_features, event_dim
-        self.context_shape = context_event_shape(context_dim, context_shape)
-        self.params = _DataInit(num_features, event_dim)
+        self.num_features, self.event_dim = check_size("num_features", num_features), check_event_dim(event_dim)
+        self.context_shape = context_event_shape(check_size("context_dim", context_dim), context_shape)
+        self.params = DataInit(num_features, event_dim)
         self.net = context_mlp(self.context_shape, 2 * num_features, hidden) if net is None else net
+        self.set_event((num_features,) + (None,) * (event_dim - 1))
 
-    def condition(self, context):
-        ref = self.params.log_scale
-        check_tensor("context", context, self.context_shape, ref.dtype, ref.device)
+    def prepare(self, v, inverse):
+        self.params.maybe_initialize(v, inverse)
 
-        def params_fn():
-            ds, db = self.net(context).chunk(2, dim=-1)
-            return self.params.log_scale + ds, self.params.bias + db
-
-        return ConditionedActNorm(
-            params_fn,
-            self.num_features,
-            self.event_dim,
-            owner=self,
-            context_batch_shape=batch_shape_of(context, len(self.context_shape)),
-            on_first_call=self.params.maybe_initialize,
-        )
+    def transform(self, context: torch.Tensor) -> ElementwiseAffine:
+        ds, db = self.net(context).chunk(2, dim=-1)
+        return ConditionedActNorm(self.params.log_scale + ds, self.params.bias + db, self.event_dim)
 
 
 def actnorm(num_features: int, event_dim: int = 1) -> ActNorm:

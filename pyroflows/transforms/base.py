@@ -23,58 +23,12 @@ from collections.abc import Sequence
 import torch
 from torch.distributions import ComposeTransform, Transform, constraints
 
+from ..shapes import broadcast_shapes, sum_event
 from ..validation import check_tensor, is_validation_enabled
 
 
 def event_constraint(event_dim: int):
     return constraints.independent(constraints.real, event_dim) if event_dim else constraints.real
-
-
-def batch_shape_of(x: torch.Tensor, event_dim: int) -> torch.Size:
-    return x.shape[: x.dim() - event_dim]
-
-
-def broadcast_shapes(a: Sequence[int], b: Sequence[int]) -> torch.Size:
-    """``torch.broadcast_shapes(a, b)`` for two shapes, without its per-call overhead (about 14 us,
-    paid several times per transform call); mismatches are left to torch for its error message."""
-    if len(a) < len(b):
-        a, b = b, a
-    if tuple(a[len(a) - len(b):]) == tuple(b):
-        return torch.Size(a)
-    out = list(a)
-    for i in range(1, len(b) + 1):
-        x, y = a[-i], b[-i]
-        if x == 1:
-            out[-i] = y
-        elif y != 1 and y != x:
-            return torch.broadcast_shapes(a, b)  # raises
-    return torch.Size(out)
-
-
-def broadcast_batch(x: torch.Tensor, x_event_dim: int, c: torch.Tensor | None, c_event_dim: int):
-    """Expand ``x`` and ``c`` to their common batch shape (trailing event dims untouched)."""
-    if c is None:
-        return x, c
-    x_batch, c_batch = batch_shape_of(x, x_event_dim), batch_shape_of(c, c_event_dim)
-    if x_batch == c_batch:
-        return x, c
-    batch = broadcast_shapes(x_batch, c_batch)
-    if batch != x_batch:
-        x = x.expand(batch + x.shape[x.dim() - x_event_dim:])
-    if batch != c_batch:
-        c = c.expand(batch + c.shape[c.dim() - c_event_dim:])
-    return x, c
-
-
-def flatten_batch(x: torch.Tensor, event_dim: int):
-    """Reshape ``batch + event`` to ``(N,) + event``; returns the tensor and the batch shape."""
-    batch = batch_shape_of(x, event_dim)
-    return x.reshape((-1,) + x.shape[x.dim() - event_dim:]), batch
-
-
-def sum_event(t: torch.Tensor, event_dim: int) -> torch.Tensor:
-    """Sum over the rightmost ``event_dim`` dims (any batch shape, empty ones included)."""
-    return t.sum(tuple(range(-event_dim, 0))) if event_dim else t
 
 
 def soft_clamp(s: torch.Tensor, bound: float | None) -> torch.Tensor:
@@ -127,22 +81,35 @@ class OnePassTransform:
 
     Subclasses set ``event_shape_spec`` (trailing sizes, ``None`` for free sizes) and implement
     ``forward_and_ladj(x) -> (y, ladj)`` and ``inverse_and_ladj(y) -> (x, ladj)`` where ``ladj`` is
-    ``log|det dy/dx|`` of the forward map with shape ``batch_shape``. ``context_batch_shape`` is set by
-    conditioned transforms so that ``forward_shape`` broadcasts with the context.
+    ``log|det dy/dx|`` of the forward map with shape ``batch_shape``. ``context_batch_shape`` is the
+    batch shape of the parameters (those computed from a context), which ``forward_shape``
+    broadcasts with the input's. A transform on given tensors lists them in ``held_tensors``; a
+    module's parameters are found by itself.
     """
 
     event_shape_spec: tuple = ()
     context_batch_shape: torch.Size = torch.Size()
+    #: Without gradients, a call computes the value alone (``forward_value``), for transforms whose
+    #: log-det costs as much again (a continuous flow's trace); a log-det asked for later recomputes.
+    value_without_ladj: bool = False
     _last = None
     _cache_stamp = None
 
-    def _stamp_module(self):
-        """The module whose parameters define the map: the transform itself or its owner."""
-        return self if isinstance(self, torch.nn.Module) else getattr(self, "_owner", None)
+    def _stamp_module(self) -> torch.nn.Module | None:
+        """The module whose parameters define the map, if any."""
+        return self if isinstance(self, torch.nn.Module) else None
+
+    def held_tensors(self) -> tuple:
+        """The tensors a transform on given tensors computes with (their versions stamp the cache)."""
+        return ()
+
+    def _stamp(self) -> tuple:
+        stamp = (torch.is_grad_enabled(),) + tuple(tensor_version(t) for t in self.held_tensors())
+        m = self._stamp_module()
+        return stamp if m is None else stamp + (m.training, parameter_versions(m))
 
     def _drop_stale_cache(self) -> None:
-        m = self._stamp_module()
-        stamp = (torch.is_grad_enabled(),) if m is None else (m.training, torch.is_grad_enabled(), parameter_versions(m))
+        stamp = self._stamp()
         if stamp != self._cache_stamp:
             self.clear_cache()
             self._cache_stamp = stamp
@@ -157,12 +124,17 @@ class OnePassTransform:
         kept = None if self._last is None else self._last.inverse_of(y)
         return self._inverse(y) if kept is None else kept
 
-    def _reference(self) -> torch.Tensor | None:
-        """A tensor whose dtype and device inputs must share (the first parameter or buffer)."""
-        return None
+    def reference(self) -> torch.Tensor | None:
+        """A tensor whose dtype and device inputs must share: the first held tensor, or the first
+        parameter or buffer of the module; None when inputs of any dtype are accepted."""
+        m = self._stamp_module()
+        if m is not None:
+            return module_reference(m)
+        return next((t for t in self.held_tensors() if torch.is_tensor(t) and t.is_floating_point()), None)
 
-    def _check(self, name: str, value: torch.Tensor) -> None:
-        ref = self._reference()
+    def check_input(self, name: str, value: torch.Tensor) -> None:
+        """Raise naming ``name`` unless ``value`` has the event shape, dtype and device expected."""
+        ref = self.reference()
         check_tensor(
             name,
             value,
@@ -172,13 +144,16 @@ class OnePassTransform:
         )
 
     def _call(self, x):
-        self._check("x", x)
+        self.check_input("x", x)
+        if self.value_without_ladj and not torch.is_grad_enabled():
+            self._last = None
+            return self.forward_value(x)
         y, ladj = self.forward_and_ladj(x)
         self._last = LastPass(x, y, ladj, inverse=False)
         return y
 
     def _inverse(self, y):
-        self._check("y", y)
+        self.check_input("y", y)
         x, ladj = self.inverse_and_ladj(y)
         self._last = LastPass(x, y, ladj, inverse=True)
         return x
@@ -188,7 +163,7 @@ class OnePassTransform:
         kept = None if self._last is None else self._last.ladj_of(x, y)
         if kept is not None:
             return kept
-        self._check("x", x)
+        self.check_input("x", x)
         return self.forward_and_ladj(x)[1]
 
     # the value alone (OnePassCompose uses these for volume-preserving parts); override to skip the log-det
@@ -324,7 +299,7 @@ class OnePassCompose:
         for k, (part, one_pass, preserving, extra) in enumerate(reversed(steps) if inverse else steps):
             if one_pass:
                 if k == 0 or validate:
-                    part._check("y" if inverse else "x", v)
+                    part.check_input("y" if inverse else "x", v)
                 if preserving:
                     v = part.inverse_value(v) if inverse else part.forward_value(v)
                     continue
@@ -374,10 +349,17 @@ def module_reference(module: torch.nn.Module) -> torch.Tensor | None:
     return None
 
 
-def as_shape(shape: int | Sequence[int]) -> tuple:
-    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+class Chain(OnePassCompose, ComposeTransform):
+    """Given transforms applied in order (the last one last), in one loop per call with the summed
+    log-det: the math of a composite step whose parts are modules or transforms on given tensors."""
 
+    def __init__(self, parts):
+        super().__init__(list(parts), cache_size=0)
+        self.event_shape_spec = getattr(self.parts[0], "event_shape_spec", ())
+        self.context_batch_shape = max((getattr(p, "context_batch_shape", torch.Size()) for p in self.parts), key=len)
 
-def context_event_shape(context_dim: int, context_shape: Sequence[int] | None) -> tuple:
-    """A conditional transform's context event shape: ``context_shape`` (a map) or ``(context_dim,)``."""
-    return (int(context_dim),) if context_shape is None else as_shape(context_shape)
+    def forward_and_ladj(self, x):
+        return self._run(x, inverse=False)
+
+    def inverse_and_ladj(self, y):
+        return self._run(y, inverse=True)

@@ -36,27 +36,29 @@ ICML 2020.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pyro.distributions import TransformModule
-from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 from torchdiffeq import odeint, odeint_adjoint
-from torchdiffeq._impl.odeint import SOLVERS
 
 from ..nn.concatsquash import ConcatSquashNet
-from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, broadcast_batch, event_constraint, flatten_batch, module_reference
+from ..shapes import batch_shape_of, broadcast_batch, flatten_batch
+from ..validation import check_positive, check_size
+from .base import OnePassTransform, event_constraint, module_reference
+from .parameterized import ConditionalFlowModule, FlowModule
 
 _TRACES = ("exact", "hutchinson")
 _NOISES = ("gaussian", "rademacher")
 _NORMS = ("max", "rms")
 _ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 _FIXED_GRID = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
+#: The solvers of :func:`torchdiffeq.odeint`'s ``method`` argument.
+SOLVER_METHODS = _ADAPTIVE_RK + _FIXED_GRID + ("scipy_solver",)
 
 
 def _inverse_softplus(value: float) -> float:
@@ -66,6 +68,92 @@ def _inverse_softplus(value: float) -> float:
 def _max_norm(state) -> torch.Tensor:
     """Largest absolute entry over the components of a tupled state (per-element error control)."""
     return torch.stack([v.abs().max() for v in state]).max()
+
+
+@dataclasses.dataclass(frozen=True)
+class ODESolver:
+    r"""How a continuous flow's ODE is solved and its log-det estimated (a frozen configuration).
+
+    Args:
+        trace: ``"exact"`` (``dim`` vector-Jacobian products per evaluation: small dims) or
+            ``"hutchinson"`` (one, with a noise vector drawn per solve).
+        noise: Hutchinson noise, ``"gaussian"`` or ``"rademacher"``.
+        eval_exact_trace: use the exact trace in eval mode (``.eval()``) whatever ``trace`` says, for
+            deterministic scoring.
+        method: any :func:`torchdiffeq.odeint` solver (:data:`SOLVER_METHODS`: ``"dopri5"``, ``"rk4"``,
+            ``"euler"``, ...).
+        atol, rtol: solver tolerances (adaptive solvers); the log-det component is under the same
+            error control as the state. Adaptive Runge-Kutta steps land on the end time rather than
+            interpolating past it.
+        norm: error norm of adaptive steps: ``"max"`` bounds every entry of every sample (a sample's
+            accuracy does not depend on the batch it is solved in), ``"rms"`` is torchdiffeq's
+            default (root mean square over the batch, per state component).
+        step_size: step of fixed-grid solvers as a fraction of the integration interval (the solve
+            runs on :math:`s = t/T \in [0, 1]`, so ``1 / step_size`` steps whatever :math:`T` is).
+        options: further solver options passed to torchdiffeq.
+        adjoint: differentiate with the adjoint method (:func:`torchdiffeq.odeint_adjoint`, constant
+            memory in the number of steps) instead of backpropagating through the solver's steps.
+        kinetic_energy, jacobian_norm: RNODE weights :math:`\lambda_K, \lambda_J`; when positive,
+            the regularisers are integrated along every training-mode solve.
+
+    Example::
+
+        >>> ODESolver(method="rk4", step_size=0.25).method
+        'rk4'
+    """
+
+    trace: str = "hutchinson"
+    noise: str = "gaussian"
+    eval_exact_trace: bool = False
+    method: str = "dopri5"
+    atol: float = 1e-5
+    rtol: float = 1e-5
+    norm: str = "max"
+    step_size: float | None = None
+    options: Mapping | None = None
+    adjoint: bool = False
+    kinetic_energy: float = 0.0
+    jacobian_norm: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("trace", self.trace, _TRACES), ("noise", self.noise, _NOISES), ("norm", self.norm, _NORMS), ("method", self.method, SOLVER_METHODS)):
+            if value not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
+        object.__setattr__(self, "atol", check_positive("atol", self.atol))
+        object.__setattr__(self, "rtol", check_positive("rtol", self.rtol))
+        if self.step_size is not None and not (isinstance(self.step_size, (int, float)) and 0 < self.step_size <= 1):
+            raise ValueError(f"step_size: expected a fraction of the integration interval in (0, 1], got {self.step_size!r}")
+        for name in ("kinetic_energy", "jacobian_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
+                raise ValueError(f"{name}: expected a non-negative weight, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        object.__setattr__(self, "options", dict(self.options or {}))
+
+    def exact(self, training: bool) -> bool:
+        """Whether a solve in this mode uses the exact trace."""
+        return self.trace == "exact" or (self.eval_exact_trace and not training)
+
+    def solve_kwargs(self, s: torch.Tensor, direction: int) -> dict:
+        """Keyword arguments of ``odeint`` / ``odeint_adjoint`` for a solve over the times ``s``."""
+        options = dict(self.options)
+        if self.step_size is not None and self.method in _FIXED_GRID:
+            options.setdefault("step_size", self.step_size)
+        backward = dict(options)
+        if self.method in _ADAPTIVE_RK:
+            # land the last step on the end time instead of interpolating past it (unchecked error)
+            options.setdefault("step_t", s[-1:])
+            # torchdiffeq runs the adjoint on the solve's times made increasing (negated when decreasing)
+            backward.setdefault("step_t", s[:1] * direction)
+        if self.norm == "max":
+            options.setdefault("norm", _max_norm)
+        kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=options or None)
+        if self.adjoint:
+            kwargs["adjoint_options"] = backward or None
+        return kwargs
+
+
+_SOLVER_FIELDS = tuple(f.name for f in dataclasses.fields(ODESolver))
 
 
 class _Dynamics:
@@ -114,55 +202,49 @@ class _Dynamics:
 
 
 class ConditionedCNF(OnePassTransform, Transform):
-    """A continuous normalizing flow with a fixed context (the pure math of the solve).
-
-    Built by :meth:`ConditionalCNF.condition`; the dynamics network, the integration time and the
-    solver settings are read from ``owner`` (a :class:`CNF` or :class:`ConditionalCNF`).
-    """
+    """The solve of a :class:`CNF` or :class:`ConditionalCNF` ``flow`` (its dynamics, integration time
+    and :class:`ODESolver`) with a fixed context or None (the math)."""
 
     bijective = True
     domain = event_constraint(1)
     codomain = event_constraint(1)
+    value_without_ladj = True
 
-    def __init__(self, dim: int, owner=None, context: torch.Tensor | None = None, context_batch_shape=()):
+    def __init__(self, flow, context: torch.Tensor | None = None):
         super().__init__(cache_size=1)
-        self.dim = int(dim)
+        self.flow, self.context = flow, context
+        self.dim = flow.dim
         self.event_shape_spec = (self.dim,)
-        self.context_batch_shape = torch.Size(context_batch_shape)
-        self._owner, self._context = owner, context
+        self.context_batch_shape = torch.Size() if context is None else batch_shape_of(context, 1)
 
-    def _settings(self):
-        return self if self._owner is None else self._owner
+    def _stamp_module(self):
+        return self.flow
 
-    def _stamp_module(self):  # the cache (see transforms.base) follows the settings' parameters
-        return self._settings()
-
-    def _reference(self):
-        return module_reference(self._settings())
+    def held_tensors(self) -> tuple:
+        return () if self.context is None else (self.context,)
 
     def _solve(self, v: torch.Tensor, direction: int, with_ladj: bool = True):
-        m = self._settings()
-        v, c = broadcast_batch(v, 1, self._context, 1)
+        m, solver = self.flow, self.flow.solver
+        v, c = broadcast_batch(v, 1, self.context, 1)
         flat, batch = flatten_batch(v, 1)
         c = None if c is None else c.reshape(-1, c.shape[-1])
         time = m.integration_time
         if flat.device.type == "meta" or flat.shape[0] == 0:  # nothing to solve: one evaluation carries shapes and dtypes
             f = m.dynamics(time, flat, c)
             return (flat + 0 * f).reshape(v.shape), (0 * f).sum(-1).reshape(batch)
-        exact = m.trace == "exact" or (m.eval_exact_trace and not m.training)
         noise = None
-        if not exact and with_ladj:
-            noise = torch.randn_like(flat) if m.noise == "gaussian" else torch.randint_like(flat, 0, 2) * 2 - 1
-        regularize = with_ladj and m.training and (m.kinetic_energy > 0 or m.jacobian_norm > 0)
+        if not solver.exact(m.training) and with_ladj:
+            noise = torch.randn_like(flat) if solver.noise == "gaussian" else torch.randint_like(flat, 0, 2) * 2 - 1
+        regularize = with_ladj and m.training and (solver.kinetic_energy > 0 or solver.jacobian_norm > 0)
         func = _Dynamics(m, m.dynamics, time, c, noise, regularize)
         zeros = flat.new_zeros(flat.shape[:1])
         state = ((flat, zeros) if with_ladj else (flat,)) + ((zeros, zeros) if regularize else ())
         s = flat.new_tensor([0.0, 1.0] if direction > 0 else [1.0, 0.0])
-        kwargs = m._solver_kwargs(s, direction)
+        kwargs = solver.solve_kwargs(s, direction)
         m.last_nfe = 0
         func.solving = True
         try:
-            if m.adjoint and torch.is_grad_enabled():
+            if solver.adjoint and torch.is_grad_enabled():
                 params = tuple(m.dynamics.parameters()) + (time,) + (() if c is None else (c,))
                 out = odeint_adjoint(func, state, s, adjoint_params=params, **kwargs)
             else:
@@ -184,90 +266,48 @@ class ConditionedCNF(OnePassTransform, Transform):
     def forward_value(self, x):
         return self._solve(x, 1, with_ladj=False)[0]
 
-    def _call(self, x):
-        # Without gradients (sampling), the forward map is solved for the state alone, about half the
-        # work of also integrating the trace; a log-det asked for afterwards is computed by its own solve.
-        if torch.is_grad_enabled():
-            return super()._call(x)
-        self._check("x", x)
-        self._last = None
-        return self.forward_value(x)
-
     def inverse_and_ladj(self, y):
         return self._solve(y, -1)
 
 
-class _CNFSettings:
-    """Options, integration time, counters and regularisers shared by :class:`CNF` and :class:`ConditionalCNF`."""
+class _ODEFlow:
+    """What :class:`CNF` and :class:`ConditionalCNF` share: the dynamics, the integration time, the
+    :class:`ODESolver`, the evaluation counters and the regularisers of the latest solve."""
 
-    def _configure(
-        self,
-        dynamics: nn.Module,
-        time: float,
-        learn_time: bool,
-        trace: str,
-        noise: str,
-        eval_exact_trace: bool,
-        method: str,
-        atol: float,
-        rtol: float,
-        norm: str,
-        step_size: float | None,
-        options: dict | None,
-        adjoint: bool,
-        kinetic_energy: float,
-        jacobian_norm: float,
-    ) -> None:
-        if trace not in _TRACES:
-            raise ValueError(f"trace: expected one of {_TRACES}, got {trace!r}")
-        if noise not in _NOISES:
-            raise ValueError(f"noise: expected one of {_NOISES}, got {noise!r}")
-        if norm not in _NORMS:
-            raise ValueError(f"norm: expected one of {_NORMS}, got {norm!r}")
-        if method not in SOLVERS:
-            raise ValueError(f"method: expected one of torchdiffeq's solvers {sorted(SOLVERS)}, got {method!r}")
-        if not time > 0:
-            raise ValueError(f"time: expected a positive integration time, got {time}")
-        if step_size is not None and not 0 < step_size <= 1:
-            raise ValueError(f"step_size: expected a fraction of the integration interval in (0, 1], got {step_size}")
-        if kinetic_energy < 0 or jacobian_norm < 0:
-            raise ValueError(f"kinetic_energy, jacobian_norm: expected non-negative weights, got {kinetic_energy}, {jacobian_norm}")
+    value_without_ladj = True  # sampling without gradients solves for the state alone
+
+    def _setup(self, dim: int, dynamics: nn.Module, time: float, learn_time: bool, solver: ODESolver | None, options: dict) -> None:
+        if solver is not None and options:
+            raise ValueError(f"solver: pass the solver options in the ODESolver or as keywords, not both (got {sorted(options)})")
+        self.solver = ODESolver(**options) if solver is None else solver
+        if not isinstance(self.solver, ODESolver):
+            raise TypeError(f"solver: expected an ODESolver, got {type(self.solver).__name__}")
+        self.dim = check_size("dim", dim)
         self.dynamics = dynamics
-        raw = torch.tensor(_inverse_softplus(float(time)))
+        raw = torch.tensor(_inverse_softplus(check_positive("time", time)))
         if learn_time:
             self.raw_time = nn.Parameter(raw)
         else:
             self.register_buffer("raw_time", raw)
-        self.trace, self.noise, self.eval_exact_trace = trace, noise, bool(eval_exact_trace)
-        self.method, self.atol, self.rtol, self.norm, self.step_size = method, float(atol), float(rtol), norm, step_size
-        self.options = dict(options or {})
-        self.adjoint = bool(adjoint)
-        self.kinetic_energy, self.jacobian_norm = float(kinetic_energy), float(jacobian_norm)
         self.regularization: dict = {}
         self.reset_nfe()
+        self.set_event((self.dim,))
+
+    def __getattr__(self, name: str):
+        if name in _SOLVER_FIELDS:  # the solver's options read as attributes, as in earlier releases
+            return getattr(self.__dict__["solver"], name)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _SOLVER_FIELDS and "solver" in self.__dict__:
+            self.__dict__["solver"] = dataclasses.replace(self.__dict__["solver"], **{name: value})
+        else:
+            super().__setattr__(name, value)
 
     @property
     def integration_time(self) -> torch.Tensor:
         """The end time :math:`T = \\operatorname{softplus}(\\tau)` (a 0-dim tensor)."""
         return F.softplus(self.raw_time)
-
-    def _solver_kwargs(self, s: torch.Tensor, direction: int) -> dict:
-        """Keyword arguments of ``odeint`` / ``odeint_adjoint`` for a solve over the times ``s``."""
-        options = dict(self.options)
-        if self.step_size is not None and self.method in _FIXED_GRID:
-            options.setdefault("step_size", self.step_size)
-        backward = dict(options)
-        if self.method in _ADAPTIVE_RK:
-            # land the last step on the end time instead of interpolating past it (unchecked error)
-            options.setdefault("step_t", s[-1:])
-            # torchdiffeq runs the adjoint on the solve's times made increasing (negated when decreasing)
-            backward.setdefault("step_t", s[:1] * direction)
-        if self.norm == "max":
-            options.setdefault("norm", _max_norm)
-        kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=options or None)
-        if self.adjoint:
-            kwargs["adjoint_options"] = backward or None
-        return kwargs
 
     def reset_nfe(self) -> None:
         """Set the function-evaluation counters to 0.
@@ -286,18 +326,19 @@ class _CNFSettings:
         ref = module_reference(self)
         loss = ref.new_zeros(())
         if "kinetic_energy" in self.regularization:
-            loss = loss + self.kinetic_energy * self.regularization["kinetic_energy"].mean()
-            loss = loss + self.jacobian_norm * self.regularization["jacobian_norm"].mean()
+            loss = loss + self.solver.kinetic_energy * self.regularization["kinetic_energy"].mean()
+            loss = loss + self.solver.jacobian_norm * self.regularization["jacobian_norm"].mean()
         return loss
 
     def _settings_repr(self) -> str:
-        solver = f"method={self.method!r}, atol={self.atol:g}, rtol={self.rtol:g}"
-        if self.step_size is not None:
-            solver += f", step_size={self.step_size:g}"
-        return f"trace={self.trace!r}, noise={self.noise!r}, {solver}, norm={self.norm!r}, adjoint={self.adjoint}"
+        o = self.solver
+        solver = f"method={o.method!r}, atol={o.atol:g}, rtol={o.rtol:g}"
+        if o.step_size is not None:
+            solver += f", step_size={o.step_size:g}"
+        return f"trace={o.trace!r}, noise={o.noise!r}, {solver}, norm={o.norm!r}, adjoint={o.adjoint}"
 
 
-class CNF(ConditionedCNF, _CNFSettings, TransformModule):
+class CNF(_ODEFlow, FlowModule):
     r"""Continuous normalizing flow :math:`y = x + \int_0^T f(z(t), t)\,dt` (FFJORD).
 
     Args:
@@ -306,25 +347,9 @@ class CNF(ConditionedCNF, _CNFSettings, TransformModule):
             ``(N, dim)``; :func:`cnf` builds a :class:`~pyroflows.nn.ConcatSquashNet`.
         time: initial integration time :math:`T`.
         learn_time: learn :math:`T = \operatorname{softplus}(\tau)` (else a fixed buffer).
-        trace: ``"exact"`` (``dim`` vector-Jacobian products per evaluation: small dims) or
-            ``"hutchinson"`` (one, with a noise vector drawn per solve).
-        noise: Hutchinson noise, ``"gaussian"`` or ``"rademacher"``.
-        eval_exact_trace: use the exact trace in eval mode (``.eval()``) whatever ``trace`` says, for
-            deterministic scoring.
-        method: any :func:`torchdiffeq.odeint` solver (``"dopri5"``, ``"rk4"``, ``"euler"``, ...).
-        atol, rtol: solver tolerances (adaptive solvers); the log-det component is under the same
-            error control as the state. Adaptive Runge-Kutta steps land on the end time rather than
-            interpolating past it.
-        norm: error norm of adaptive steps: ``"max"`` bounds every entry of every sample (a sample's
-            accuracy does not depend on the batch it is solved in), ``"rms"`` is torchdiffeq's
-            default (root mean square over the batch, per state component).
-        step_size: step of fixed-grid solvers as a fraction of the integration interval (the solve
-            runs on :math:`s = t/T \in [0, 1]`, so ``1 / step_size`` steps whatever :math:`T` is).
-        options: further solver options passed to torchdiffeq.
-        adjoint: differentiate with the adjoint method (:func:`torchdiffeq.odeint_adjoint`, constant
-            memory in the number of steps) instead of backpropagating through the solver's steps.
-        kinetic_energy, jacobian_norm: RNODE weights :math:`\lambda_K, \lambda_J`; when positive,
-            the regularisers are integrated along every training-mode solve.
+        solver: an :class:`ODESolver` (trace estimator, solver, tolerances, adjoint, regularisers);
+            or give its fields as keywords (``trace="exact"``, ``method="rk4"``, ...). Each is also
+            readable and settable as an attribute (``flow.method = "rk4"``).
 
     After each training-mode solve ``regularization`` holds the integrals (shape ``batch_shape``,
     with their graph, until the next solve) and ``regularization_loss()`` the weighted penalty; ``nfe_forward``, ``nfe_backward`` and
@@ -343,30 +368,12 @@ class CNF(ConditionedCNF, _CNFSettings, TransformModule):
     ODE", ICML 2020.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        dynamics: nn.Module,
-        time: float = 1.0,
-        learn_time: bool = True,
-        trace: str = "hutchinson",
-        noise: str = "gaussian",
-        eval_exact_trace: bool = False,
-        method: str = "dopri5",
-        atol: float = 1e-5,
-        rtol: float = 1e-5,
-        norm: str = "max",
-        step_size: float | None = None,
-        options: dict | None = None,
-        adjoint: bool = False,
-        kinetic_energy: float = 0.0,
-        jacobian_norm: float = 0.0,
-    ):
-        super().__init__(dim)
-        self._configure(
-            dynamics, time, learn_time, trace, noise, eval_exact_trace,
-            method, atol, rtol, norm, step_size, options, adjoint, kinetic_energy, jacobian_norm,
-        )
+    def __init__(self, dim: int, dynamics: nn.Module, time: float = 1.0, learn_time: bool = True, solver: ODESolver | None = None, **options):
+        super().__init__()
+        self._setup(dim, dynamics, time, learn_time, solver, options)
+
+    def transform(self) -> ConditionedCNF:
+        return ConditionedCNF(self)
 
     __repr__ = nn.Module.__repr__
 
@@ -374,10 +381,10 @@ class CNF(ConditionedCNF, _CNFSettings, TransformModule):
         return f"dim={self.dim}, {self._settings_repr()}"
 
 
-class ConditionalCNF(_CNFSettings, ConditionalTransformModule):
+class ConditionalCNF(_ODEFlow, ConditionalFlowModule):
     r"""Continuous normalizing flow whose dynamics see a context: :math:`dz/dt = f(z, t, c)`.
 
-    ``.condition(context)`` returns a :class:`ConditionedCNF`. The context has shape
+    ``.condition(context)`` evaluates a :class:`ConditionedCNF` at each call. The context has shape
     ``batch' + (context_dim,)`` where ``batch'`` broadcasts against the input's batch shape; the
     default dynamics (:func:`conditional_cnf`) join it to the time in every concatsquash layer's
     gate and shift. Use it as an amortized posterior (context: the observation) or as a
@@ -401,36 +408,15 @@ class ConditionalCNF(_CNFSettings, ConditionalTransformModule):
     """
 
     def __init__(
-        self,
-        dim: int,
-        context_dim: int,
-        dynamics: nn.Module,
-        time: float = 1.0,
-        learn_time: bool = True,
-        trace: str = "hutchinson",
-        noise: str = "gaussian",
-        eval_exact_trace: bool = False,
-        method: str = "dopri5",
-        atol: float = 1e-5,
-        rtol: float = 1e-5,
-        norm: str = "max",
-        step_size: float | None = None,
-        options: dict | None = None,
-        adjoint: bool = False,
-        kinetic_energy: float = 0.0,
-        jacobian_norm: float = 0.0,
+        self, dim: int, context_dim: int, dynamics: nn.Module, time: float = 1.0, learn_time: bool = True, solver: ODESolver | None = None, **options
     ):
         super().__init__()
-        self.dim, self.context_dim = int(dim), int(context_dim)
-        self._configure(
-            dynamics, time, learn_time, trace, noise, eval_exact_trace,
-            method, atol, rtol, norm, step_size, options, adjoint, kinetic_energy, jacobian_norm,
-        )
+        self.context_dim = check_size("context_dim", context_dim)
+        self.context_shape = (self.context_dim,)
+        self._setup(dim, dynamics, time, learn_time, solver, options)
 
-    def condition(self, context: torch.Tensor) -> ConditionedCNF:
-        ref = module_reference(self)
-        check_tensor("context", context, (self.context_dim,), ref.dtype, ref.device)
-        return ConditionedCNF(self.dim, owner=self, context=context, context_batch_shape=batch_shape_of(context, 1))
+    def transform(self, context: torch.Tensor) -> ConditionedCNF:
+        return ConditionedCNF(self, context)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, context_dim={self.context_dim}, {self._settings_repr()}"
@@ -454,7 +440,7 @@ def cnf_regularization(*modules: nn.Module) -> torch.Tensor:
     total = None
     for module in modules:
         for sub in module.modules():
-            if isinstance(sub, _CNFSettings):
+            if isinstance(sub, _ODEFlow):
                 term = sub.regularization_loss()
                 total = term if total is None else total + term
     if total is None:

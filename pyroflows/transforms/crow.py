@@ -48,55 +48,109 @@ Generation of Longitudinal Samples with Applications to Neuroimaging", ICCV 2019
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pyro.distributions import TransformModule
-from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
 from ..nn.dense import ResidualMLP
 from ..nn.gru import GRUConditioner
-from ..validation import check_tensor
-from .base import OnePassTransform, broadcast_batch, event_constraint, module_reference, soft_clamp
+from ..shapes import broadcast_batch
+from ..validation import check_positive, check_size
+from .base import OnePassTransform, event_constraint, module_reference
+from .elementwise import Affine, elementwise_affine
+from .parameterized import ConditionalFlowModule, FlowModule
+from .permute import block_permutations
 
 _GATE_OFFSET = 2.0  # cgate(h) = sigmoid(W h + b + 2): a fresh gate is sigmoid(2) = 0.88, away from saturation
+
+
+@dataclasses.dataclass(frozen=True)
+class CRowArchitecture:
+    """The network of a CRow flow (a frozen configuration).
+
+    Args:
+        num_blocks: coupling blocks (two couplings each).
+        hidden_size: size of each GRU state.
+        hidden_features: width of the residual MLP inside each subnetwork.
+        res_blocks: residual blocks of that MLP.
+        recurrent: GRU subnetworks carrying states over time (False: each frame alone, the cINN
+            baseline).
+        gate: temporal context gating (default: on with ``recurrent``; it needs the recurrence).
+        clamp: soft bound :math:`B` on the log-scales (None: unbounded).
+        permutation: fixed feature permutation after each block: ``"random"`` (drawn with
+            ``seed``), ``"reverse"`` or None.
+        seed: seed of the random permutations.
+    """
+
+    num_blocks: int = 3
+    hidden_size: int = 64
+    hidden_features: int = 128
+    res_blocks: int = 1
+    recurrent: bool = True
+    gate: bool | None = None
+    clamp: float | None = 3.0
+    permutation: str | None = "random"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_size("num_blocks", self.num_blocks)
+        check_size("hidden_size", self.hidden_size)
+        check_size("hidden_features", self.hidden_features)
+        check_size("res_blocks", self.res_blocks, 0)
+        check_positive("clamp", self.clamp, allow_none=True)
+        gate = self.recurrent if self.gate is None else self.gate  # on with the recurrence unless asked otherwise
+        if gate and not self.recurrent:
+            raise ValueError("gate: temporal context gating reads the hidden state h_{t-1}, so it needs recurrent=True")
+        object.__setattr__(self, "gate", bool(gate))
+        if self.permutation not in ("random", "reverse", None):
+            raise ValueError(f"permutation: expected 'random', 'reverse' or None, got {self.permutation!r}")
+
+
+def crow_architecture(architecture: CRowArchitecture | None, fields: dict) -> CRowArchitecture:
+    """``architecture``, or one built from keyword ``fields`` (not both)."""
+    if architecture is not None and fields:
+        raise ValueError(f"architecture: give a CRowArchitecture or its fields as keywords, not both (got {sorted(fields)})")
+    if architecture is None:
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(CRowArchitecture)})
+        if unknown:
+            raise TypeError(f"{unknown[0]}: not an option of CRowArchitecture")
+        return CRowArchitecture(**fields)
+    if not isinstance(architecture, CRowArchitecture):
+        raise TypeError(f"architecture: expected a CRowArchitecture, got {type(architecture).__name__}")
+    return architecture
 
 
 class _CRowBlock(nn.Module):
     """Two complementary (recurrent) affine couplings, an optional temporal context gate and a
     fixed feature permutation. States are ``(h_a, h_b)`` of shape ``(N, hidden_size)`` each."""
 
-    def __init__(self, dim, hidden_size, hidden_features, res_blocks, context_dim, recurrent, gate, clamp, permutation):
+    def __init__(self, dim: int, arch: CRowArchitecture, context_dim: int, permutation: torch.Tensor | None):
         super().__init__()
         self.dim, self.d1, self.d2 = dim, dim // 2, dim - dim // 2
-        self.recurrent, self.clamp = recurrent, clamp
-        if recurrent:
-            self.qa = GRUConditioner(self.d2, 2 * self.d1, hidden_size, hidden_features, res_blocks, context_dim)
-            self.qb = GRUConditioner(self.d1, 2 * self.d2, hidden_size, hidden_features, res_blocks, context_dim)
+        self.recurrent = arch.recurrent
+        self.affine = Affine("softclamp", arch.clamp)
+        sizes = (arch.hidden_features, arch.res_blocks, context_dim)
+        if arch.recurrent:
+            self.qa = GRUConditioner(self.d2, 2 * self.d1, arch.hidden_size, *sizes)
+            self.qb = GRUConditioner(self.d1, 2 * self.d2, arch.hidden_size, *sizes)
         else:
-            self.qa = ResidualMLP(self.d2, 2 * self.d1, hidden_features, res_blocks, context_dim)
-            self.qb = ResidualMLP(self.d1, 2 * self.d2, hidden_features, res_blocks, context_dim)
+            self.qa = ResidualMLP(self.d2, 2 * self.d1, *sizes)
+            self.qb = ResidualMLP(self.d1, 2 * self.d2, *sizes)
         self.gate = None
-        if gate:
-            self.gate = nn.Linear(hidden_size, self.d1)
+        if arch.gate:
+            self.gate = nn.Linear(arch.hidden_size, self.d1)
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
-        if permutation is None:
-            self.register_buffer("perm", None)
-            self.register_buffer("inv_perm", None)
-        else:
-            self.register_buffer("perm", permutation)
-            self.register_buffer("inv_perm", torch.argsort(permutation))
+        self.register_buffer("perm", permutation)
+        self.register_buffer("inv_perm", None if permutation is None else torch.argsort(permutation))
 
     def initial_state(self, n: int, like: torch.Tensor):
         if not self.recurrent:
             return None
         return self.qa.initial_state((n,), like), self.qb.initial_state((n,), like)
-
-    def _scale_shift(self, p):
-        s, r = p.chunk(2, dim=-1)
-        return soft_clamp(s, self.clamp), r
 
     def _log_gate(self, h_prev):
         return F.logsigmoid(self.gate(h_prev) + _GATE_OFFSET)
@@ -109,25 +163,21 @@ class _CRowBlock(nn.Module):
             pa, ha = self.qa(u2, ha0, c)
         else:
             pa = self.qa(u2, c)
-        sa, ra = self._scale_shift(pa)
-        v1 = u1 * torch.exp(sa) + ra
-        logdet = sa.sum(-1)
+        v1, logdet = self.affine(u1, pa, 1, inverse=False)
         if self.gate is not None:
             h_prev = torch.cat([ha0.unsqueeze(-2), ha[..., :-1, :]], dim=-2)  # h^a_{t-1} for every t
-            log_g = self._log_gate(h_prev)
-            v1 = v1 * torch.exp(log_g)
-            logdet = logdet + log_g.sum(-1)
+            v1, ladj_gate = elementwise_affine(v1, self._log_gate(h_prev), None, 1)
+            logdet = logdet + ladj_gate
         if self.recurrent:
             pb, hb = self.qb(v1, hb0, c)
             state = (ha[..., -1, :], hb[..., -1, :])
         else:
             pb = self.qb(v1, c)
-        sb, rb = self._scale_shift(pb)
-        v2 = u2 * torch.exp(sb) + rb
+        v2, ladj_b = self.affine(u2, pb, 1, inverse=False)
         v = torch.cat([v1, v2], dim=-1)
         if self.perm is not None:
             v = v.index_select(-1, self.perm)
-        return v, logdet + sb.sum(-1), state
+        return v, logdet + ladj_b, state
 
     def decode(self, v, state, c):
         """Latent side to data side on one frame ``(N, D)`` (or, without recurrence, a whole
@@ -140,44 +190,27 @@ class _CRowBlock(nn.Module):
             pb, hb_new = self.qb.step(v1, hb, c)
         else:
             pb = self.qb(v1, c)
-        sb, rb = self._scale_shift(pb)
-        u2 = (v2 - rb) * torch.exp(-sb)
-        logdet = sb.sum(-1)
+        u2, logdet = self.affine(v2, pb, 1, inverse=True)
         w1 = v1
         if self.gate is not None:
-            log_g = self._log_gate(ha)
-            w1 = v1 * torch.exp(-log_g)
-            logdet = logdet + log_g.sum(-1)
+            w1, ladj_gate = elementwise_affine(v1, self._log_gate(ha), None, 1, inverse=True)
+            logdet = logdet + ladj_gate
         if self.recurrent:
             pa, ha_new = self.qa.step(u2, ha, c)
             state = (ha_new, hb_new)
         else:
             pa = self.qa(u2, c)
-        sa, ra = self._scale_shift(pa)
-        u1 = (w1 - ra) * torch.exp(-sa)
-        return torch.cat([u1, u2], dim=-1), logdet + sa.sum(-1), state
+        u1, ladj_a = self.affine(w1, pa, 1, inverse=True)
+        return torch.cat([u1, u2], dim=-1), logdet + ladj_a, state
 
 
-def _make_blocks(dim, num_blocks, hidden_size, hidden_features, res_blocks, context_dim, recurrent, gate, clamp, permutation, seed):
+def _make_blocks(dim: int, arch: CRowArchitecture, context_dim: int) -> nn.ModuleList:
+    dim = check_size("dim", dim)
     if dim < 2:
         raise ValueError(f"dim: a coupling needs at least 2 features per frame, got {dim}")
-    if num_blocks < 1:
-        raise ValueError(f"num_blocks: expected at least 1, got {num_blocks}")
-    if gate and not recurrent:
-        raise ValueError("gate: temporal context gating reads the hidden state h_{t-1}, so it needs recurrent=True")
-    if permutation not in ("random", "reverse", None):
-        raise ValueError(f"permutation: expected 'random', 'reverse' or None, got {permutation!r}")
-    generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-    blocks = []
-    for _ in range(num_blocks):
-        if permutation == "random":
-            perm = torch.randperm(dim, generator=generator)
-        elif permutation == "reverse":
-            perm = torch.arange(dim - 1, -1, -1)
-        else:
-            perm = None
-        blocks.append(_CRowBlock(dim, hidden_size, hidden_features, res_blocks, context_dim, recurrent, gate, clamp, perm))
-    return nn.ModuleList(blocks)
+    generator = torch.Generator().manual_seed(0 if arch.seed is None else int(arch.seed))
+    perms = block_permutations(dim, arch.permutation, arch.num_blocks, generator)
+    return nn.ModuleList(_CRowBlock(dim, arch, context_dim, perm) for perm in perms)
 
 
 class ConditionedCRow(OnePassTransform, Transform):
@@ -190,20 +223,25 @@ class ConditionedCRow(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, blocks: nn.ModuleList, dim: int, context: torch.Tensor | None = None, owner=None, context_batch_shape=()):
+    def __init__(self, blocks: nn.ModuleList, dim: int, context: torch.Tensor | None = None):
         super().__init__(cache_size=1)
         self.blocks, self.dim, self.context = blocks, dim, context
         self.event_shape_spec = (None, dim)
         self.domain = self.codomain = event_constraint(2)
-        self.context_batch_shape = torch.Size(context_batch_shape)
-        self._owner = owner
+        self.context_batch_shape = torch.Size() if context is None else context.shape[:-2]
 
     @property
     def recurrent(self) -> bool:
         return self.blocks[0].recurrent
 
-    def _reference(self):
-        return module_reference(self._owner if self._owner is not None else self)
+    def _stamp_module(self):
+        return self.blocks
+
+    def held_tensors(self) -> tuple:
+        return () if self.context is None else (self.context,)
+
+    def reference(self):
+        return module_reference(self.blocks)
 
     # ------------------------------------------------------------------ shapes
 
@@ -283,7 +321,7 @@ class ConditionedCRow(OnePassTransform, Transform):
         recurrence). ``state`` starts from such states instead of zeros: encode a prefix, then
         :meth:`decode` the continuation from its final state.
         """
-        self._check("x", x)
+        self.check_input("x", x)
         return self._encode(x, state)
 
     def decode(self, v: torch.Tensor, state=None):
@@ -292,7 +330,7 @@ class ConditionedCRow(OnePassTransform, Transform):
         Returns ``(x, log_det, state)`` with the per-step :math:`\log|\det \partial v_t / \partial
         x_t|` (the same quantity as :meth:`encode`'s) and the final hidden states.
         """
-        self._check("v", v)
+        self.check_input("v", v)
         return self._decode(v, state)
 
     def forward_and_ladj(self, v):
@@ -304,28 +342,15 @@ class ConditionedCRow(OnePassTransform, Transform):
         return v, -logdet.sum(-1)
 
 
-def _init_args(dim, num_blocks, hidden_size, hidden_features, res_blocks, context_dim, recurrent, gate, clamp, permutation, seed):
-    gate = recurrent if gate is None else gate  # on with the recurrence unless asked otherwise
-    return _make_blocks(int(dim), int(num_blocks), int(hidden_size), int(hidden_features), int(res_blocks), int(context_dim), bool(recurrent), bool(gate), clamp, permutation, seed)
-
-
-class CRowTransform(ConditionedCRow, TransformModule):
+class CRowTransform(FlowModule):
     r"""The CRow sequence flow (module docstring): recurrent coupling blocks with temporal context
     gating on sequences of frames of size ``dim``, event shape ``(T, dim)`` for any ``T``.
 
     Args:
         dim: features per frame :math:`D` (at least 2).
-        num_blocks: coupling blocks (two couplings each).
-        hidden_size: size of each GRU state.
-        hidden_features: width of the residual MLP inside each subnetwork.
-        res_blocks: residual blocks of that MLP.
-        recurrent: GRU subnetworks carrying states over time (False: each frame alone, the cINN
-            baseline).
-        gate: temporal context gating (default: on with ``recurrent``; it needs the recurrence).
-        clamp: soft bound :math:`B` on the log-scales (None: unbounded).
-        permutation: fixed feature permutation after each block: ``"random"`` (drawn with
-            ``seed``), ``"reverse"`` or None.
-        seed: seed of the random permutations.
+        architecture: a :class:`CRowArchitecture`, or its fields as keywords (``num_blocks``,
+            ``hidden_size``, ``hidden_features``, ``res_blocks``, ``recurrent``, ``gate``, ``clamp``,
+            ``permutation``, ``seed``).
 
     Example::
 
@@ -338,34 +363,35 @@ class CRowTransform(ConditionedCRow, TransformModule):
         True
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_blocks: int = 3,
-        hidden_size: int = 64,
-        hidden_features: int = 128,
-        res_blocks: int = 1,
-        recurrent: bool = True,
-        gate: bool | None = None,
-        clamp: float | None = 3.0,
-        permutation: str | None = "random",
-        seed: int | None = None,
-    ):
-        blocks = _init_args(dim, num_blocks, hidden_size, hidden_features, res_blocks, 0, recurrent, gate, clamp, permutation, seed)
-        super().__init__(blocks, int(dim))
+    def __init__(self, dim: int, architecture: CRowArchitecture | None = None, **fields):
+        super().__init__()
+        self.architecture = crow_architecture(architecture, fields)
+        self.blocks = _make_blocks(dim, self.architecture, 0)
+        self.dim = int(dim)
+        self.set_event((None, self.dim))
+
+    def transform(self) -> ConditionedCRow:
+        return ConditionedCRow(self.blocks, self.dim)
+
+    def encode(self, x: torch.Tensor, state=None):
+        """As :meth:`ConditionedCRow.encode`."""
+        return self.transform().encode(x, state)
+
+    def decode(self, v: torch.Tensor, state=None):
+        """As :meth:`ConditionedCRow.decode`."""
+        return self.transform().decode(v, state)
 
 
-class ConditionalCRowTransform(ConditionalTransformModule):
+class ConditionalCRowTransform(ConditionalFlowModule):
     r"""CRow with a per-step context :math:`c_t` fed to every subnetwork,
     :math:`[s, r], h_t = q([u_t, c_t], h_{t-1})`.
 
-    ``.condition(context)`` returns a :class:`ConditionedCRow`. The context has shape
+    ``.condition(context)`` evaluates a :class:`ConditionedCRow` at each call. The context has shape
     ``batch' + (T, context_dim)`` with the input's ``T`` (or ``T = 1``: one context for every
     step), ``batch'`` broadcasting against the input's batch shape.
 
     Args:
-        dim, num_blocks, hidden_size, hidden_features, res_blocks, recurrent, gate, clamp, permutation, seed: as in
-            :class:`CRowTransform`.
+        dim, architecture: as in :class:`CRowTransform`.
         context_dim: size :math:`K` of the per-step context.
 
     Example::
@@ -376,62 +402,24 @@ class ConditionalCRowTransform(ConditionalTransformModule):
         True
     """
 
-    def __init__(
-        self,
-        dim: int,
-        context_dim: int,
-        num_blocks: int = 3,
-        hidden_size: int = 64,
-        hidden_features: int = 128,
-        res_blocks: int = 1,
-        recurrent: bool = True,
-        gate: bool | None = None,
-        clamp: float | None = 3.0,
-        permutation: str | None = "random",
-        seed: int | None = None,
-    ):
+    def __init__(self, dim: int, context_dim: int, architecture: CRowArchitecture | None = None, **fields):
         super().__init__()
-        if int(context_dim) < 1:
-            raise ValueError(f"context_dim: expected at least 1, got {context_dim}")
-        self.dim, self.context_dim = int(dim), int(context_dim)
+        self.architecture = crow_architecture(architecture, fields)
+        self.dim, self.context_dim = int(dim), check_size("context_dim", context_dim)
         self.context_shape = (None, self.context_dim)
-        self.blocks = _init_args(dim, num_blocks, hidden_size, hidden_features, res_blocks, context_dim, recurrent, gate, clamp, permutation, seed)
+        self.blocks = _make_blocks(dim, self.architecture, self.context_dim)
+        self.set_event((None, self.dim))
 
-    def condition(self, context: torch.Tensor) -> ConditionedCRow:
-        ref = module_reference(self)
-        check_tensor("context", context, self.context_shape, ref.dtype, ref.device)
-        return ConditionedCRow(self.blocks, self.dim, context, owner=self, context_batch_shape=context.shape[:-2])
+    def transform(self, context: torch.Tensor) -> ConditionedCRow:
+        return ConditionedCRow(self.blocks, self.dim, context)
 
 
-def crow(
-    dim: int,
-    num_blocks: int = 3,
-    hidden_size: int = 64,
-    hidden_features: int = 128,
-    res_blocks: int = 1,
-    recurrent: bool = True,
-    gate: bool | None = None,
-    clamp: float | None = 3.0,
-    permutation: str | None = "random",
-    seed: int | None = None,
-) -> CRowTransform:
+def crow(dim: int, architecture: CRowArchitecture | None = None, **fields) -> CRowTransform:
     """A :class:`CRowTransform` (the paper's architecture: GRU subnetworks with residual read-outs,
     temporal context gating); ``recurrent=False`` gives the cINN baseline."""
-    return CRowTransform(dim, num_blocks, hidden_size, hidden_features, res_blocks, recurrent, gate, clamp, permutation, seed)
+    return CRowTransform(dim, architecture, **fields)
 
 
-def conditional_crow(
-    dim: int,
-    context_dim: int,
-    num_blocks: int = 3,
-    hidden_size: int = 64,
-    hidden_features: int = 128,
-    res_blocks: int = 1,
-    recurrent: bool = True,
-    gate: bool | None = None,
-    clamp: float | None = 3.0,
-    permutation: str | None = "random",
-    seed: int | None = None,
-) -> ConditionalCRowTransform:
+def conditional_crow(dim: int, context_dim: int, architecture: CRowArchitecture | None = None, **fields) -> ConditionalCRowTransform:
     """A :class:`ConditionalCRowTransform` whose subnetworks see a per-step context ``(T, context_dim)``."""
-    return ConditionalCRowTransform(dim, context_dim, num_blocks, hidden_size, hidden_features, res_blocks, recurrent, gate, clamp, permutation, seed)
+    return ConditionalCRowTransform(dim, context_dim, architecture, **fields)

@@ -37,71 +37,68 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
 from ..nn.gated_residual import CausalGatedResNet
-from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, broadcast_batch, event_constraint, module_reference, soft_clamp
+from ..shapes import as_shape, batch_shape_of, broadcast_batch
+from ..validation import check_positive
+from .base import OnePassTransform, event_constraint, soft_clamp
+from .elementwise import elementwise_affine
+from .parameterized import ConditionalFlowModule
 
 
 class ConditionedLatentDynamics(OnePassTransform, Transform):
-    r"""The autoregressive affine map :math:`\varepsilon \mapsto z` given a history (the pure math;
-    see the module docstring). ``owner`` is the :class:`ConditionalLatentDynamics` holding the network."""
+    r"""The autoregressive affine map :math:`\varepsilon \mapsto z` given a causal network ``net``
+    (``batch + (L, C, H, W) -> batch + (L, 2C, H, W)``) and a history (the math; see the module
+    docstring)."""
 
     bijective = True
 
-    def __init__(self, owner, history: torch.Tensor):
+    def __init__(self, net, history: torch.Tensor, clamp: float | None = 5.0):
         super().__init__(cache_size=1)
-        self._owner, self.history = owner, history
-        self.event_shape_spec = (None,) + tuple(owner.frame_shape)
+        self.net, self.history, self.clamp = net, history, clamp
+        self.event_shape_spec = (None,) + tuple(history.shape[-3:])
         self.domain = self.codomain = event_constraint(4)
         self.context_batch_shape = batch_shape_of(history, 4)
 
-    def _reference(self):
-        return module_reference(self._owner)
+    def held_tensors(self) -> tuple:
+        return (self.history,)
+
+    def reference(self):
+        return self.history
 
     def params(self, seq: torch.Tensor):
         r""":math:`(\mu, \log\sigma)` of the frame after each prefix of ``seq`` ``batch + (L, C, H, W)``:
         entry ``j`` is for the frame following ``seq[..., :j + 1]``."""
-        delta, log_sigma = self._owner.net(seq).chunk(2, dim=-3)
-        return delta + seq, soft_clamp(log_sigma, self._owner.clamp)
+        delta, log_sigma = self.net(seq).chunk(2, dim=-3)
+        return delta + seq, soft_clamp(log_sigma, self.clamp)
 
     def next_params(self, seq: torch.Tensor):
         r""":math:`(\mu_t, \log\sigma_t)` of the next frame after ``seq`` (history and frames so far)."""
         mu, log_sigma = self.params(seq)
         return mu[..., -1, :, :, :], log_sigma[..., -1, :, :, :]
 
-    def _history(self, v):
-        v, history = broadcast_batch(v, 4, self.history, 4)
-        return v, history
-
     def inverse_and_ladj(self, z):
-        z, history = self._history(z)
+        z, history = broadcast_batch(z, 4, self.history, 4)
         k = history.shape[-4]
-        seq = torch.cat([history, z[..., :-1, :, :, :]], dim=-4)
-        mu, log_sigma = self.params(seq)
-        mu, log_sigma = mu[..., k - 1 :, :, :, :], log_sigma[..., k - 1 :, :, :, :]
-        eps = (z - mu) * torch.exp(-log_sigma)
-        return eps, log_sigma.flatten(-4).sum(-1)
+        mu, log_sigma = self.params(torch.cat([history, z[..., :-1, :, :, :]], dim=-4))
+        return elementwise_affine(z, log_sigma[..., k - 1 :, :, :, :], mu[..., k - 1 :, :, :, :], 4, inverse=True)
 
     def forward_and_ladj(self, eps):
-        eps, seq = self._history(eps)
-        frames, total = [], 0
+        eps, seq = broadcast_batch(eps, 4, self.history, 4)
+        frames, total = [], eps.new_zeros(eps.shape[:-4])
         for t in range(eps.shape[-4]):
             mu, log_sigma = self.next_params(seq)
-            z_t = mu + torch.exp(log_sigma) * eps[..., t, :, :, :]
+            z_t, ladj = elementwise_affine(eps[..., t, :, :, :], log_sigma, mu, 3)
             frames.append(z_t)
-            total = total + log_sigma.flatten(-3).sum(-1)
+            total = total + ladj
             seq = torch.cat([seq, z_t.unsqueeze(-4)], dim=-4)
-        if not frames:
-            return eps, eps.new_zeros(eps.shape[:-4])
-        return torch.stack(frames, dim=-4), total
+        return (torch.stack(frames, dim=-4) if frames else eps), total
 
 
-class ConditionalLatentDynamics(ConditionalTransformModule):
+class ConditionalLatentDynamics(ConditionalFlowModule):
     r"""MotionFlow's dynamic latent prior as a conditional transform: ``.condition(history)``
-    returns the :class:`ConditionedLatentDynamics` map :math:`\varepsilon \mapsto z` (module docstring).
+    evaluates the :class:`ConditionedLatentDynamics` map :math:`\varepsilon \mapsto z` (module docstring).
 
     Args:
         frame_shape: ``(C, H, W)`` of one latent frame.
@@ -131,20 +128,22 @@ class ConditionalLatentDynamics(ConditionalTransformModule):
         net: torch.nn.Module | None = None,
     ):
         super().__init__()
-        self.frame_shape = tuple(int(s) for s in frame_shape)
+        self.frame_shape = as_shape(frame_shape)
         if len(self.frame_shape) != 3:
             raise ValueError(f"frame_shape: expected (C, H, W), got {self.frame_shape}")
-        self.clamp = clamp
+        self.clamp = check_positive("clamp", clamp, allow_none=True)
         channels = self.frame_shape[0]
         self.net = CausalGatedResNet(channels, 2 * channels, hidden_channels, dilations) if net is None else net
+        self.context_shape = (None,) + self.frame_shape
+        self.set_event((None,) + self.frame_shape)
 
-    def condition(self, history: torch.Tensor) -> ConditionedLatentDynamics:
-        """The map given the history latents ``batch' + (K, C, H, W)`` (named ``context`` in errors)."""
-        ref = module_reference(self)
-        check_tensor("context", history, (None,) + self.frame_shape, ref.dtype, ref.device)
-        if history.shape[-4] < 1:
-            raise ValueError(f"context: expected at least one frame, got shape {tuple(history.shape)}")
-        return ConditionedLatentDynamics(self, history)
+    def check_context(self, context) -> None:
+        super().check_context(context)
+        if context.shape[-4] < 1:
+            raise ValueError(f"context: expected at least one frame, got shape {tuple(context.shape)}")
+
+    def transform(self, context: torch.Tensor) -> ConditionedLatentDynamics:
+        return ConditionedLatentDynamics(self.net, context, self.clamp)
 
 
 def conditional_latent_dynamics(

@@ -13,16 +13,17 @@ loop and keep the summed log-det (:class:`~pyroflows.transforms.base.OnePassComp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from pyro.distributions.conditional import ConditionalComposeTransformModule
 from pyro.distributions.transforms import ComposeTransformModule
 
 from .actnorm import ActNorm
+from ..validation import check_size
 from .base import OnePassCompose
 from .coupling import affine_coupling, conditional_affine_coupling
-from .permute import Permute, permute
+from .permute import Permute, block_permutations
 
 
 class FlowSequence(OnePassCompose, ComposeTransformModule):
@@ -61,29 +62,28 @@ class ConditionalFlowSequence(ConditionalComposeTransformModule):
         return state
 
 
-def _swap(dim: int, split: int) -> Permute:
-    return Permute(torch.cat([torch.arange(split, dim), torch.arange(split)]))
+def check_split_dim(dim: int) -> int:
+    dim = check_size("dim", dim)
+    if dim < 2:
+        raise ValueError(f"dim: coupling needs at least 2 features, got {dim}")
+    return dim
 
 
-def _block_parts(dim, make_coupling, permutation, generator, use_actnorm, two_sided=True):
+def two_sided_blocks(dim: int, num_blocks: int, make_coupling, permutations: Iterator, actnorm: bool = False, two_sided: bool = True) -> list:
+    """The parts of a stack of coupling blocks: per block an optional ActNorm, a coupling of the last
+    ``dim - dim // 2`` features given the first, then (two-sided) a swap of the halves and a coupling of
+    the others given those, and the block's permutation (a tensor, or None for none).
+    ``make_coupling(split)`` builds a coupling that passes its first ``split`` features through."""
     split = dim // 2
-    parts = [ActNorm(dim)] if use_actnorm else []
-    parts += [make_coupling(split), _swap(dim, split), make_coupling(dim - split)] if two_sided else [make_coupling(split)]
-    if isinstance(permutation, torch.Tensor):
-        parts.append(Permute(permutation))
-    elif permutation is not None:
-        parts.append(permute(dim, permutation, generator=generator))
+    swap = torch.cat([torch.arange(split, dim), torch.arange(split)])
+    parts = []
+    for _ in range(num_blocks):
+        parts += [ActNorm(dim)] if actnorm else []
+        parts += [make_coupling(split), Permute(swap), make_coupling(dim - split)] if two_sided else [make_coupling(split)]
+        perm = next(permutations)  # drawn after the block's couplings
+        if perm is not None:
+            parts.append(Permute(perm))
     return parts
-
-
-def _block_permutations(permutation, num_blocks: int) -> list:
-    """One entry per block: the kind (``"random"``, ``"reverse"``, None) or a given permutation tensor."""
-    if permutation is None or isinstance(permutation, str):
-        return [permutation] * num_blocks
-    perms = [torch.as_tensor(p, dtype=torch.long) for p in permutation]
-    if len(perms) != num_blocks:
-        raise ValueError(f"permutation: expected {num_blocks} permutations (one per block), got {len(perms)}")
-    return perms
 
 
 def coupling_flow(
@@ -111,13 +111,11 @@ def coupling_flow(
         >>> d.log_prob(torch.randn(10, 4)).shape
         torch.Size([10])
     """
-    if dim < 2:
-        raise ValueError(f"dim: coupling needs at least 2 features, got {dim}")
+    dim = check_split_dim(dim)
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    parts = []
-    for perm in _block_permutations(permutation, num_blocks):
-        parts += _block_parts(dim, lambda s: affine_coupling(dim, hidden, split=s, clamp=clamp), perm, generator, actnorm, two_sided)
-    return FlowSequence(parts)
+    num_blocks = check_size("num_blocks", num_blocks)
+    perms = block_permutations(dim, permutation, num_blocks, generator)
+    return FlowSequence(two_sided_blocks(dim, num_blocks, lambda s: affine_coupling(dim, hidden, split=s, clamp=clamp), perms, actnorm, two_sided))
 
 
 def conditional_coupling_flow(
@@ -144,12 +142,11 @@ def conditional_coupling_flow(
         >>> d.condition(torch.randn(7, 2)).sample().shape
         torch.Size([7, 4])
     """
-    if dim < 2:
-        raise ValueError(f"dim: coupling needs at least 2 features, got {dim}")
+    dim = check_split_dim(dim)
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    parts = []
-    for perm in _block_permutations(permutation, num_blocks):
-        parts += _block_parts(dim, lambda s: conditional_affine_coupling(dim, context_dim, hidden, split=s, clamp=clamp), perm, generator, actnorm, two_sided)
+    num_blocks = check_size("num_blocks", num_blocks)
+    perms = block_permutations(dim, permutation, num_blocks, generator)
+    parts = two_sided_blocks(dim, num_blocks, lambda s: conditional_affine_coupling(dim, context_dim, hidden, split=s, clamp=clamp), perms, actnorm, two_sided)
     flow = ConditionalFlowSequence(parts, cache_size=1)
     flow.context_shape = (context_dim,)
     return flow

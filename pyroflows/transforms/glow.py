@@ -73,26 +73,24 @@ NeurIPS 2018; Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP",
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import pyro.distributions as dist
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pyro.distributions import TransformModule
-from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
-from torch.utils.checkpoint import checkpoint as _checkpoint
+from torch.utils.checkpoint import checkpoint as recompute
 
-from ..nn.conv import _CONV, ConvNet, _spatial_context
-from ..validation import check_tensor
+from ..nn.conv import CONV, ConvNet, PriorConv
+from ..shapes import as_shape, batch_shape_of, broadcast_batch
+from ..validation import check_event_dim, check_positive, check_size
 from .actnorm import ActNorm
-from .base import OnePassTransform, batch_shape_of, broadcast_batch, event_constraint, module_reference, soft_clamp, sum_event
-from .coupling import AffineCoupling, ConditionalAffineCoupling, ConditionedAffineCoupling, _check_split
-from .linear import InvertibleConv1x1, InvertibleConv1x1x1
+from .base import Chain, OnePassTransform, event_constraint, module_reference, soft_clamp
+from .coupling import AffineCoupling, ConditionalAffineCoupling, check_split
+from .elementwise import SCALES, elementwise_affine
+from .linear import InvertibleLinear
+from .parameterized import ConditionalFlowModule, ConditionedFlow, FlowModule
 from .squeeze import squeeze, unsqueeze
-
-SCALES = ("sigmoid", "softclamp")
 
 
 def _check_scale(scale: str) -> str:
@@ -101,78 +99,23 @@ def _check_scale(scale: str) -> str:
     return scale
 
 
-def _check_event_dim(event_dim: int) -> int:
-    if event_dim not in (3, 4):
-        raise ValueError(f"event_dim: expected 3 (images (C, H, W)) or 4 (volumes (C, D, H, W)), got {event_dim}")
-    return event_dim
+def _check_image_event_dim(event_dim: int) -> int:
+    return check_event_dim(event_dim, allowed=(3, 4))
 
 
 # ----------------------------------------------------------------------------- one step
 
 
-class _GlowScale:
-    """Coupling parameters with Glow's scale: the conditioner returns ``[h, t]``; the log-scale of
-    the forward (latent -> data) map is ``-log sigmoid(h + 2) = softplus(-(h + 2))`` (``"sigmoid"``),
-    so the data -> latent map multiplies by ``sigmoid(h + 2)``, or ``B tanh(h / B)`` (``"softclamp"``)."""
-
-    scale = "sigmoid"
-
-    def _params(self, x_a):
-        h, t = self.conditioner(x_a).chunk(2, dim=-self._edim)
-        if self.scale == "sigmoid":
-            return F.softplus(-(h + 2.0)), t
-        return soft_clamp(h, self.clamp), t
-
-
-class _GlowCoupling(_GlowScale, AffineCoupling):
-    def __init__(self, num_features, conditioner, event_dim, split, clamp, scale):
-        super().__init__(num_features, conditioner, event_dim, split, clamp)
-        self.scale = _check_scale(scale)
-
-
-class _ConditionedGlowCoupling(_GlowScale, ConditionedAffineCoupling):
-    def __init__(self, conditioner, num_features, split, event_dim, clamp, scale, owner=None, context_batch_shape=()):
-        super().__init__(conditioner, num_features, split, event_dim, clamp, owner, context_batch_shape)
-        self.scale = scale
-
-
-def _conv1x1(num_channels: int, event_dim: int):
-    return InvertibleConv1x1(num_channels) if event_dim == 3 else InvertibleConv1x1x1(num_channels)
-
-
-class ConditionedGlowStep(OnePassTransform, Transform):
-    """A Glow step from given parts (the pure math): forward (latent -> data) is
+class ConditionedGlowStep(Chain):
+    """A Glow step from given parts (the math): forward (latent -> data) is
     ``actnorm(conv(coupling(z)))``, inverse is ``coupling^-1(conv^-1(actnorm^-1(x)))``, and the
     log-det is the sum of the parts' log-dets."""
 
-    bijective = True
-
-    def __init__(self, coupling, conv, actnorm, num_channels: int, event_dim: int = 3, owner=None, context_batch_shape=()):
-        super().__init__(cache_size=1)
-        self.coupling, self.conv, self.actnorm = coupling, conv, actnorm
-        self.num_channels, self._edim = num_channels, event_dim
-        self.event_shape_spec = (num_channels,) + (None,) * (event_dim - 1)
-        self.domain = self.codomain = event_constraint(event_dim)
-        self.context_batch_shape = torch.Size(context_batch_shape)
-        self._owner = owner
-
-    def _reference(self):
-        return module_reference(self._owner) if self._owner is not None else None
-
-    def forward_and_ladj(self, x):
-        v, a = self.coupling.forward_and_ladj(x)
-        v, b = self.conv.forward_and_ladj(v)
-        v, c = self.actnorm.forward_and_ladj(v)
-        return v, a + b + c
-
-    def inverse_and_ladj(self, y):
-        v, c = self.actnorm.inverse_and_ladj(y)
-        v, b = self.conv.inverse_and_ladj(v)
-        v, a = self.coupling.inverse_and_ladj(v)
-        return v, a + b + c
+    def __init__(self, coupling, conv, actnorm):
+        super().__init__([coupling, conv, actnorm])
 
 
-class GlowStep(ConditionedGlowStep, TransformModule):
+class GlowStep(FlowModule):
     r"""One Glow step on images ``(C, H, W)`` or volumes ``(C, D, H, W)``: ActNorm, invertible 1x1
     (1x1x1) convolution and affine coupling with a convolutional network (module docstring).
 
@@ -207,22 +150,26 @@ class GlowStep(ConditionedGlowStep, TransformModule):
         split: int | None = None,
         conditioner: nn.Module | None = None,
     ):
-        event_dim = _check_event_dim(event_dim)
-        split = _check_split(num_channels, split)
+        super().__init__()
+        event_dim = _check_image_event_dim(event_dim)
+        split = check_split(num_channels, split)
         if conditioner is None:
-            conditioner = ConvNet(split, 2 * (num_channels - split), hidden_channels, spatial_dims=event_dim - 1)
-        coupling = _GlowCoupling(num_channels, conditioner, event_dim, split, clamp, scale)
-        super().__init__(coupling, _conv1x1(num_channels, event_dim), ActNorm(num_channels, event_dim), num_channels, event_dim)
+            conditioner = ConvNet(split, 2 * (num_channels - split), check_size("hidden_channels", hidden_channels), spatial_dims=event_dim - 1)
+        self.num_channels = num_channels
+        self.coupling = AffineCoupling(num_channels, conditioner, event_dim, split, clamp, _check_scale(scale))
+        self.conv = InvertibleLinear(num_channels, event_dim)
+        self.actnorm = ActNorm(num_channels, event_dim)
+        self.set_event((num_channels,) + (None,) * (event_dim - 1))
 
-    def _reference(self):
-        return self.actnorm.params.log_scale
+    def transform(self) -> ConditionedGlowStep:
+        return ConditionedGlowStep(self.coupling, self.conv, self.actnorm)
 
 
-class ConditionalGlowStep(ConditionalTransformModule):
+class ConditionalGlowStep(ConditionalFlowModule):
     r"""A Glow step whose coupling network also sees a context: :math:`[h, t] = g(u_a, c)`.
 
     ActNorm and the 1x1 convolution stay unconditional (as in conditional Glow); ``.condition(c)``
-    returns a :class:`ConditionedGlowStep`.
+    evaluates a :class:`ConditionedGlowStep` at each call.
 
     Args:
         num_channels, hidden_channels, event_dim, scale, clamp, split: as in :class:`GlowStep`.
@@ -252,59 +199,34 @@ class ConditionalGlowStep(ConditionalTransformModule):
         conditioner: nn.Module | None = None,
     ):
         super().__init__()
-        self.num_channels, self.event_dim = num_channels, _check_event_dim(event_dim)
-        self.split, self.scale, self.clamp = _check_split(num_channels, split), _check_scale(scale), clamp
-        self.context_shape = (int(context_shape),) if isinstance(context_shape, int) else tuple(int(s) for s in context_shape)
+        event_dim = _check_image_event_dim(event_dim)
+        split = check_split(num_channels, split)
+        self.context_shape = as_shape(context_shape)
         if len(self.context_shape) not in (1, event_dim):
             raise ValueError(f"context_shape: expected (K,) or (K, *spatial) with {event_dim - 1} spatial dims, got {self.context_shape}")
         if conditioner is None:
             conditioner = ConvNet(
-                self.split,
-                2 * (num_channels - self.split),
-                hidden_channels,
+                split,
+                2 * (num_channels - split),
+                check_size("hidden_channels", hidden_channels),
                 self.context_shape[0],
                 spatial_dims=event_dim - 1,
                 context_is_map=len(self.context_shape) > 1,
             )
-        self.net = conditioner
-        self.conv = _conv1x1(num_channels, event_dim)
+        self.num_channels, self.event_dim = num_channels, event_dim
+        self.coupling = ConditionalAffineCoupling(num_channels, conditioner, self.context_shape, event_dim, split, clamp, _check_scale(scale))
+        self.conv = InvertibleLinear(num_channels, event_dim)
         self.actnorm = ActNorm(num_channels, event_dim)
+        self.set_event((num_channels,) + (None,) * (event_dim - 1))
 
-    def condition(self, context):
-        ref = self.actnorm.params.log_scale
-        check_tensor("context", context, self.context_shape, ref.dtype, ref.device)
-        return self._conditioned(context)
-
-    def _conditioned(self, context):
-        """``condition`` without the checks (for callers that checked the context already)."""
-        cb = batch_shape_of(context, len(self.context_shape))
-        coupling = _ConditionedGlowCoupling(
-            partial(self.net, context=context), self.num_channels, self.split, self.event_dim, self.clamp, self.scale, owner=self, context_batch_shape=cb
-        )
-        return ConditionedGlowStep(coupling, self.conv, self.actnorm, self.num_channels, self.event_dim, owner=self, context_batch_shape=cb)
+    def transform(self, context: torch.Tensor) -> ConditionedGlowStep:
+        return ConditionedGlowStep(ConditionedFlow(self.coupling, context), self.conv, self.actnorm)
 
 
 # ----------------------------------------------------------------------------- priors
 
 
-class _PriorNet(nn.Module):
-    """Glow's split-prior network: one zero-initialised 3x3 (3x3x3) convolution of ``[h, context]``
-    returning ``[log sigma, mu]`` of the factored-out half (the standard Normal at initialisation)."""
-
-    def __init__(self, in_channels: int, out_channels: int, context_channels: int = 0, spatial_dims: int = 2, context_is_map: bool = False):
-        super().__init__()
-        self.spatial_dims, self.context_channels, self.context_is_map = spatial_dims, context_channels, context_is_map
-        self.conv = _CONV[spatial_dims](in_channels + context_channels, out_channels, 3, padding=1)
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        h, batch = _spatial_context(x, context, self.context_channels, self.spatial_dims, self.context_is_map)
-        out = self.conv(h)
-        return out.reshape(batch + out.shape[1:])
-
-
-class _TopPrior(nn.Module):
+class TopPrior(nn.Module):
     r"""The last level's prior :math:`\mathcal N(\mu, \sigma^2)`: a learned ``[log sigma, mu]`` per
     channel, plus a zero-initialised linear map of a vector context or 3x3 convolution of a
     (pooled) map context."""
@@ -316,7 +238,7 @@ class _TopPrior(nn.Module):
         self.net = None
         if context_channels:
             if context_is_map:
-                self.net = _CONV[spatial_dims](context_channels, 2 * channels, 3, padding=1)
+                self.net = CONV[spatial_dims](context_channels, 2 * channels, 3, padding=1)
             else:
                 self.net = nn.Linear(context_channels, 2 * channels)
             nn.init.zeros_(self.net.weight)
@@ -351,146 +273,169 @@ def _pool(context: torch.Tensor, spatial_dims: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- multi-scale
 
 
-def _as_shape(shape) -> tuple:
-    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+class MultiscaleLayout:
+    r"""The level structure of a multi-scale Glow on ``event_shape``: ``num_levels``, ``event_dim``,
+    ``splits`` (kept and factored-out channels of every level but the last), ``level_shapes`` (the
+    shape after each level's squeeze) and ``part_shapes`` (the shape of each latent part, top last).
+
+    Example::
+
+        >>> MultiscaleLayout((1, 8, 8), 2).part_shapes
+        [(2, 4, 4), (8, 2, 2)]
+    """
+
+    def __init__(self, event_shape: Sequence[int], num_levels: int):
+        event_shape = as_shape(event_shape)
+        self.event_dim = edim = _check_image_event_dim(len(event_shape))
+        self.num_levels = check_size("num_levels", num_levels)
+        grid = 2**num_levels
+        if any(s % grid for s in event_shape[1:]):
+            raise ValueError(
+                f"event_shape: {num_levels} levels halve the spatial sizes {num_levels} times, so they must be divisible by {grid}, got {event_shape}"
+            )
+        self.event_shape = event_shape
+        channels, spatial = event_shape[0], list(event_shape[1:])
+        self.splits, self.level_shapes, self.part_shapes = [], [], []
+        for level in range(num_levels):
+            channels, spatial = channels * 2 ** (edim - 1), [s // 2 for s in spatial]
+            self.level_shapes.append((channels, *spatial))
+            if level < num_levels - 1:
+                kept = channels // 2
+                self.splits.append((kept, channels - kept))
+                self.part_shapes.append((channels - kept, *spatial))
+                channels = kept
+        self.part_shapes.append((channels, *spatial))
+
+    def unpack(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """The parts of a packed latent ``batch + event_shape``: ``[eps_0, ..., eps_{L-2}, eps_top]``,
+        the noise factored out at each level (at that level's squeezed resolution) and the last
+        level's noise."""
+        edim, out, v = self.event_dim, [], z
+        for level in range(self.num_levels):
+            v = squeeze(v, edim)
+            if level < self.num_levels - 1:
+                v, eps = v.split(self.splits[level], dim=-edim)
+                out.append(eps)
+        return out + [v]
+
+    def pack(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The inverse of :meth:`unpack`."""
+        edim, parts = self.event_dim, list(parts)
+        if len(parts) != self.num_levels:
+            raise ValueError(f"parts: expected {self.num_levels} tensors (one per level), got {len(parts)}")
+        v = unsqueeze(parts[-1], edim)
+        for eps in reversed(parts[:-1]):
+            v = unsqueeze(torch.cat([v, eps], dim=-edim), edim)
+        return v
 
 
-def _build_multiscale(
-    holder: nn.Module,
-    event_shape,
-    num_levels: int,
-    num_steps: int,
-    hidden_channels,
-    scale: str,
-    clamp,
-    prior_clamp,
-    checkpoint: bool,
-    context_shape,
-) -> None:
-    """Create the levels' steps, split priors and top prior as submodules of ``holder``."""
-    event_shape = _as_shape(event_shape)
-    event_dim = _check_event_dim(len(event_shape))
-    n = event_dim - 1
-    if num_levels < 1 or num_steps < 1:
-        raise ValueError(f"num_levels, num_steps: expected positive integers, got {num_levels}, {num_steps}")
-    grid = 2**num_levels
-    if any(s % grid for s in event_shape[1:]):
-        raise ValueError(
-            f"event_shape: {num_levels} levels halve the spatial sizes {num_levels} times, so they must be divisible by {grid}, got {event_shape}"
-        )
-    hidden = [int(hidden_channels)] * num_levels if isinstance(hidden_channels, int) else [int(h) for h in hidden_channels]
-    if len(hidden) != num_levels:
-        raise ValueError(f"hidden_channels: expected an int or {num_levels} ints (one per level), got {hidden_channels}")
-    _check_scale(scale)
-    if context_shape is not None:
-        context_shape = _as_shape(context_shape)
-        if len(context_shape) == event_dim and tuple(context_shape[1:]) != event_shape[1:]:
-            raise ValueError(f"context_shape: a map context needs the data's spatial size {event_shape[1:]}, got {context_shape}")
-        if len(context_shape) not in (1, event_dim):
-            raise ValueError(f"context_shape: expected (K,) or (K, *spatial) with {n} spatial dims, got {context_shape}")
-    is_map = context_shape is not None and len(context_shape) > 1
-    k = 0 if context_shape is None else context_shape[0]
+class _MultiscaleGlow:
+    """What :class:`Glow` and :class:`ConditionalGlow` share: the levels' steps, split priors and
+    top prior, built once here, and the layout."""
 
-    holder.event_shape, holder._event_dim = torch.Size(event_shape), event_dim
-    holder.num_levels, holder.num_steps, holder.scale = num_levels, num_steps, scale
-    holder.checkpoint = bool(checkpoint)
-    holder.context_shape = context_shape
-    holder.context_event_dim = 0 if context_shape is None else len(context_shape)
-    channels, spatial = event_shape[0], list(event_shape[1:])
-    steps, priors, splits, shapes = nn.ModuleList(), nn.ModuleList(), [], []
-    for level in range(num_levels):
-        channels, spatial = channels * 2**n, [s // 2 for s in spatial]
-        shapes.append((channels, *spatial))
-        level_ctx = None if context_shape is None else ((k, *spatial) if is_map else (k,))
-        if context_shape is None:
-            steps.append(nn.ModuleList(GlowStep(channels, hidden[level], event_dim, scale, clamp) for _ in range(num_steps)))
-        else:
-            steps.append(nn.ModuleList(ConditionalGlowStep(channels, level_ctx, hidden[level], event_dim, scale, clamp) for _ in range(num_steps)))
-        if level < num_levels - 1:
-            kept = channels // 2
-            net = _PriorNet(kept, 2 * (channels - kept), k, n, is_map)
+    def _build(self, event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint, context_shape) -> None:
+        self.layout = layout = MultiscaleLayout(event_shape, num_levels)
+        event_dim, n = layout.event_dim, layout.event_dim - 1
+        num_steps = check_size("num_steps", num_steps)
+        hidden = [hidden_channels] * num_levels if isinstance(hidden_channels, int) else list(hidden_channels)
+        if len(hidden) != num_levels:
+            raise ValueError(f"hidden_channels: expected an int or {num_levels} ints (one per level), got {hidden_channels}")
+        hidden = [check_size("hidden_channels", h) for h in hidden]
+        _check_scale(scale)
+        if context_shape is not None:
+            context_shape = as_shape(context_shape)
+            if len(context_shape) not in (1, event_dim):
+                raise ValueError(f"context_shape: expected (K,) or (K, *spatial) with {n} spatial dims, got {context_shape}")
+            if len(context_shape) == event_dim and tuple(context_shape[1:]) != layout.event_shape[1:]:
+                raise ValueError(f"context_shape: a map context needs the data's spatial size {layout.event_shape[1:]}, got {context_shape}")
+        is_map = context_shape is not None and len(context_shape) > 1
+        k = 0 if context_shape is None else context_shape[0]
+        self.event_shape = torch.Size(layout.event_shape)
+        self.num_levels, self.num_steps, self.scale, self.checkpoint = num_levels, num_steps, scale, bool(checkpoint)
+        self.prior_clamp = check_positive("prior_clamp", prior_clamp, allow_none=True)
+        self.context_event_dim = 0 if context_shape is None else len(context_shape)
+        self.steps, self.priors = nn.ModuleList(), nn.ModuleList()
+        for level, (channels, *spatial) in enumerate(layout.level_shapes):
+            level_ctx = None if context_shape is None else ((k, *spatial) if is_map else (k,))
             if context_shape is None:
-                priors.append(AffineCoupling(channels, net, event_dim, kept, prior_clamp))
+                steps = (GlowStep(channels, hidden[level], event_dim, scale, clamp) for _ in range(num_steps))
             else:
-                priors.append(ConditionalAffineCoupling(channels, net, level_ctx, event_dim, kept, prior_clamp))
-            splits.append((kept, channels - kept))
-            channels = kept
-    holder.steps, holder.priors = steps, priors
-    holder.top = _TopPrior(channels, n, k, is_map)
-    holder.prior_clamp = prior_clamp
-    holder.level_shapes = shapes  # shape after each level's squeeze
-    holder.splits = splits  # (kept, factored out) channels of every level but the last
-    holder._actnorm_inits = [step.actnorm.params for level in steps for step in level]
+                steps = (ConditionalGlowStep(channels, level_ctx, hidden[level], event_dim, scale, clamp) for _ in range(num_steps))
+            self.steps.append(nn.ModuleList(steps))
+            if level < num_levels - 1:
+                kept, out = layout.splits[level]
+                net = PriorConv(kept, 2 * out, k, n, is_map)
+                if context_shape is None:
+                    self.priors.append(AffineCoupling(channels, net, event_dim, kept, prior_clamp))
+                else:
+                    self.priors.append(ConditionalAffineCoupling(channels, net, level_ctx, event_dim, kept, prior_clamp))
+        self.top = TopPrior(layout.part_shapes[-1][0], n, k, is_map)
+        self.splits, self.level_shapes = layout.splits, layout.level_shapes
+        self.set_event(self.event_shape)
+
+    def unpack(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """As :meth:`MultiscaleLayout.unpack`."""
+        return self.layout.unpack(z)
+
+    def pack(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """As :meth:`MultiscaleLayout.pack`."""
+        return self.layout.pack(parts)
+
+    def actnorms_initialized(self) -> bool:
+        return all(step.actnorm.params.is_initialized for level in self.steps for step in level)
 
 
 class ConditionedGlow(OnePassTransform, Transform):
-    """The multi-scale Glow map with given parts (the pure math); see the module docstring.
-
-    ``owner`` is the :class:`Glow` / :class:`ConditionalGlow` holding the levels, ``context`` the
-    (checked) context or None.
-    """
+    """The multi-scale Glow map of a :class:`Glow` or :class:`ConditionalGlow` ``glow`` at its current
+    parameters, with a (checked) ``context`` or None (the math; see the module docstring)."""
 
     bijective = True
 
-    def __init__(self, owner=None, context=None, context_batch_shape=(), _build=None):
+    def __init__(self, glow: _MultiscaleGlow, context: torch.Tensor | None = None):
         super().__init__(cache_size=1)
-        self._owner, self._context = owner, context
-        if _build is not None:  # Glow: create the levels once nn.Module is initialised
-            _build(self)
-        holder = self._holder()
-        self._edim = holder._event_dim
-        self.event_shape_spec = tuple(holder.event_shape)
+        self.glow, self.context = glow, context
+        self._edim = glow.layout.event_dim
+        self.event_shape_spec = tuple(glow.event_shape)
         self.domain = self.codomain = event_constraint(self._edim)
-        self.context_batch_shape = torch.Size(context_batch_shape)
+        self.context_batch_shape = torch.Size() if context is None else batch_shape_of(context, glow.context_event_dim)
 
-    def _holder(self):
-        return self if isinstance(self, nn.Module) else self._owner
-
-    def _reference(self):
-        return module_reference(self._holder())
+    def reference(self):
+        return module_reference(self.glow)
 
     def _levels(self):
         """Per level: (its steps, its split prior or None), conditioned on the level's context."""
-        holder, context = self._holder(), self._context
+        glow, context = self.glow, self.context
+        is_map = context is not None and glow.context_event_dim > 1
         out = []
-        for level in range(holder.num_levels):
-            if context is not None and len(holder.context_shape) > 1:
+        for level in range(glow.num_levels):
+            if is_map:
                 context = _pool(context, self._edim - 1)
-            steps = list(holder.steps[level]) if context is None else [s._conditioned(context) for s in holder.steps[level]]
-            prior = holder.priors[level] if level < holder.num_levels - 1 else None
+            steps = list(glow.steps[level]) if context is None else [ConditionedFlow(s, context) for s in glow.steps[level]]
+            prior = glow.priors[level] if level < glow.num_levels - 1 else None
             if prior is not None and context is not None:
-                prior = ConditionedAffineCoupling(
-                    partial(prior.conditioner, context=context),
-                    prior.num_features,
-                    prior.split,
-                    prior.event_dim,
-                    prior.clamp,
-                    owner=prior,
-                    context_batch_shape=self.context_batch_shape,
-                )
+                prior = ConditionedFlow(prior, context)
             out.append((steps, prior))
         return out, context
 
     def _top(self, top_context):
-        log_scale, loc = self._holder().top(top_context)
-        return soft_clamp(log_scale, self._holder().prior_clamp), loc
+        log_scale, loc = self.glow.top(top_context)
+        return soft_clamp(log_scale, self.glow.prior_clamp), loc
 
     def _run_part(self, fn, v):
-        """``fn(v)``, under ``torch.utils.checkpoint`` in memory-saving mode while gradients are
+        """``fn(v)``, recomputed in the backward pass in memory-saving mode while gradients are
         recorded (after ActNorm's data-dependent initialisation, which must not run twice)."""
-        holder = self._holder()
-        if holder.checkpoint and torch.is_grad_enabled() and v.device.type != "meta" and all(p._initialized for p in holder._actnorm_inits):
-            return _checkpoint(fn, v, use_reentrant=False, preserve_rng_state=False)
+        if self.glow.checkpoint and torch.is_grad_enabled() and v.device.type != "meta" and self.glow.actnorms_initialized():
+            return recompute(fn, v, use_reentrant=False, preserve_rng_state=False)
         return fn(v)
 
     def _broadcast(self, v):
-        if self._context is None:
+        if self.context is None:
             return v
-        return broadcast_batch(v, self._edim, self._context, self._holder().context_event_dim)[0]
+        return broadcast_batch(v, self._edim, self.context, self.glow.context_event_dim)[0]
 
     def inverse_and_ladj(self, x):
         """Data -> packed latent (Glow's encoder)."""
-        edim, holder = self._edim, self._holder()
+        edim, glow = self._edim, self.glow
         levels, top_context = self._levels()
         v = self._broadcast(x)
         total, factored = 0, []
@@ -502,31 +447,21 @@ class ConditionedGlow(OnePassTransform, Transform):
             if prior is not None:
                 v, ladj = self._run_part(prior.inverse_and_ladj, v)
                 total = total + ladj
-                v, eps = v.split(holder.splits[level], dim=-edim)
+                v, eps = v.split(glow.splits[level], dim=-edim)
                 factored.append(eps)
         log_scale, loc = self._top(top_context)
-        v = (v - loc) * torch.exp(-log_scale)
-        total = total + sum_event(log_scale.expand(v.shape), edim)
-        v = unsqueeze(v, edim)
-        for eps in reversed(factored):
-            v = unsqueeze(torch.cat([v, eps], dim=-edim), edim)
-        return v, total
+        v, ladj = elementwise_affine(v, log_scale, loc, edim, inverse=True)
+        factored.append(v)
+        return glow.layout.pack(factored), total + ladj
 
     def forward_and_ladj(self, z):
         """Packed latent -> data (sampling)."""
-        edim, holder = self._edim, self._holder()
+        edim, glow = self._edim, self.glow
         levels, top_context = self._levels()
-        v = self._broadcast(z)
-        factored = []
-        for level in range(holder.num_levels):
-            v = squeeze(v, edim)
-            if level < holder.num_levels - 1:
-                v, eps = v.split(holder.splits[level], dim=-edim)
-                factored.append(eps)
+        *factored, v = glow.layout.unpack(self._broadcast(z))
         log_scale, loc = self._top(top_context)
-        v = v * torch.exp(log_scale) + loc
-        total = sum_event(log_scale.expand(v.shape), edim)
-        for level in reversed(range(holder.num_levels)):
+        v, total = elementwise_affine(v, log_scale, loc, edim)
+        for level in reversed(range(glow.num_levels)):
             steps, prior = levels[level]
             if prior is not None:
                 v, ladj = self._run_part(prior.forward_and_ladj, torch.cat([v, factored[level]], dim=-edim))
@@ -538,45 +473,21 @@ class ConditionedGlow(OnePassTransform, Transform):
         return v, total
 
     def unpack(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """The parts of a packed latent ``batch + event_shape``: ``[eps_0, ..., eps_{L-2}, eps_top]``,
-        the noise factored out at each level (at that level's squeezed resolution) and the last
-        level's noise."""
-        return _unpack(self._holder(), z)
+        """As :meth:`MultiscaleLayout.unpack`."""
+        return self.glow.layout.unpack(z)
 
     def pack(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The inverse of :meth:`unpack`."""
-        return _pack(self._holder(), parts)
-
-
-def _unpack(holder, z):
-    edim, out, v = holder._event_dim, [], z
-    for level in range(holder.num_levels):
-        v = squeeze(v, edim)
-        if level < holder.num_levels - 1:
-            v, eps = v.split(holder.splits[level], dim=-edim)
-            out.append(eps)
-    return out + [v]
-
-
-def _pack(holder, parts):
-    edim = holder._event_dim
-    parts = list(parts)
-    if len(parts) != holder.num_levels:
-        raise ValueError(f"parts: expected {holder.num_levels} tensors (one per level), got {len(parts)}")
-    v = unsqueeze(parts[-1], edim)
-    for eps in reversed(parts[:-1]):
-        v = unsqueeze(torch.cat([v, eps], dim=-edim), edim)
-    return v
+        """As :meth:`MultiscaleLayout.pack`."""
+        return self.glow.layout.pack(parts)
 
 
 def _standard_normal_base(ref: torch.Tensor, event_shape, temperature: float):
-    if not temperature > 0:
-        raise ValueError(f"temperature: expected a positive number, got {temperature}")
+    temperature = check_positive("temperature", temperature)
     loc = ref.new_zeros(event_shape)
-    return dist.Normal(loc, torch.full_like(loc, float(temperature))).to_event(len(event_shape))
+    return dist.Normal(loc, torch.full_like(loc, temperature)).to_event(len(event_shape))
 
 
-class Glow(ConditionedGlow, TransformModule):
+class Glow(_MultiscaleGlow, FlowModule):
     r"""Multi-scale Glow on images ``(C, H, W)`` or volumes ``(C, D, H, W)``: ``num_levels`` levels
     of squeeze and ``num_steps`` :class:`GlowStep`\ s, a learned split prior after every level but
     the last and a learned top prior, as one bijection from a packed latent of the data's shape to
@@ -616,20 +527,12 @@ class Glow(ConditionedGlow, TransformModule):
         prior_clamp: float | None = 5.0,
         checkpoint: bool = False,
     ):
-        super().__init__(
-            _build=partial(
-                _build_multiscale,
-                event_shape=event_shape,
-                num_levels=num_levels,
-                num_steps=num_steps,
-                hidden_channels=hidden_channels,
-                scale=scale,
-                clamp=clamp,
-                prior_clamp=prior_clamp,
-                checkpoint=checkpoint,
-                context_shape=None,
-            )
-        )
+        super().__init__()
+        self._build(event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint, None)
+        self.context_shape = None
+
+    def transform(self) -> ConditionedGlow:
+        return ConditionedGlow(self)
 
     def distribution(self, temperature: float = 1.0) -> dist.TransformedDistribution:
         r"""``TransformedDistribution`` of a Normal base :math:`\mathcal N(0, T^2 I)` over the packed
@@ -638,11 +541,11 @@ class Glow(ConditionedGlow, TransformModule):
         return dist.TransformedDistribution(_standard_normal_base(module_reference(self), self.event_shape, temperature), [self])
 
 
-class ConditionalGlow(ConditionalTransformModule):
+class ConditionalGlow(_MultiscaleGlow, ConditionalFlowModule):
     r"""Conditional multi-scale Glow: as :class:`Glow`, with the context fed to every step's
     coupling network (:class:`ConditionalGlowStep`), every split prior and the top prior.
 
-    ``.condition(context)`` returns a :class:`ConditionedGlow`.
+    ``.condition(context)`` evaluates a :class:`ConditionedGlow` at each call.
 
     Args:
         event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint:
@@ -655,7 +558,7 @@ class ConditionalGlow(ConditionalTransformModule):
 
         >>> from pyroflows.distributions import ConditionalFlowDistribution
         >>> flow = ConditionalGlow((1, 8, 8), context_shape=(10,), num_levels=2, num_steps=1, hidden_channels=8)
-        >>> d = flow.distribution()
+        >>> d = ConditionalFlowDistribution(flow.base(), [flow], context_event_dim=1)
         >>> c = torch.eye(10)[torch.tensor([3, 7])]
         >>> d.condition(c).sample((5,)).shape
         torch.Size([5, 2, 1, 8, 8])
@@ -674,29 +577,25 @@ class ConditionalGlow(ConditionalTransformModule):
         checkpoint: bool = False,
     ):
         super().__init__()
-        _build_multiscale(self, event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint, context_shape)
+        self._build(event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint, context_shape)
+        self.context_shape = as_shape(context_shape)
 
-    def condition(self, context: torch.Tensor) -> ConditionedGlow:
-        ref = module_reference(self)
-        check_tensor("context", context, self.context_shape, ref.dtype, ref.device)
-        return ConditionedGlow(self, context, batch_shape_of(context, self.context_event_dim))
+    def transform(self, context: torch.Tensor) -> ConditionedGlow:
+        return ConditionedGlow(self, context)
 
-    def unpack(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """As :meth:`ConditionedGlow.unpack`."""
-        return _unpack(self, z)
+    def base(self, temperature: float = 1.0) -> dist.Distribution:
+        r"""The base :math:`\mathcal N(0, T^2 I)` over the packed latent (``temperature`` :math:`T`):
+        ``ConditionalFlowDistribution(flow.base(T), [flow], context_event_dim=flow.context_event_dim)``
+        is the model (:math:`T = 1`) or its reduced-temperature version."""
+        return _standard_normal_base(module_reference(self), self.event_shape, temperature)
 
-    def pack(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-        """As :meth:`ConditionedGlow.pack`."""
-        return _pack(self, parts)
-
-    def distribution(self, temperature: float = 1.0):
-        r"""A :class:`~pyroflows.distributions.ConditionalFlowDistribution` with the base
-        :math:`\mathcal N(0, T^2 I)`: ``.condition(c)`` gives a ``TransformedDistribution``
-        usable as ``pyro.sample("x", d.condition(c), obs=x)``."""
-        from ..distributions.conditional_flow import ConditionalFlowDistribution
-
-        base = _standard_normal_base(module_reference(self), self.event_shape, temperature)
-        return ConditionalFlowDistribution(base, [self], context_event_dim=self.context_event_dim)
+    def __getattr__(self, name: str):
+        if name == "distribution":
+            raise AttributeError(
+                "ConditionalGlow.distribution was removed (the transforms do not build distributions): use "
+                "pyroflows.distributions.ConditionalFlowDistribution(flow.base(temperature), [flow], context_event_dim=flow.context_event_dim)"
+            )
+        return super().__getattr__(name)
 
 
 # ----------------------------------------------------------------------------- factories

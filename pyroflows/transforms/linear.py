@@ -22,37 +22,43 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pyro.distributions import TransformModule
-from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
-from ..nn.dense import context_mlp
-from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, context_event_shape, event_constraint, module_reference
+from ..shapes import batch_shape_of, context_event_shape
+from ..validation import check_event_dim, check_size
+from .base import OnePassTransform, event_constraint
+from .parameterized import ConditionalFlowModule, ContextParameters, FlowModule
 
 
 class ConditionedInvertibleLinear(OnePassTransform, Transform):
-    """Invertible linear map from given LU factors ``factors_fn() -> (P, lower, upper, log_diag, sign)``.
+    """The invertible linear map with given LU factors (the math): a permutation ``perm`` and signs
+    ``sign`` (fixed), ``lower``, ``upper`` of shape ``batch' + (C, C)`` and ``log_diag`` of shape
+    ``batch' + (C,)`` (one matrix per sample when ``batch'`` is not empty).
 
-    ``lower``, ``upper`` and ``log_diag`` may carry leading batch dims (one matrix per sample).
+    Example::
+
+        >>> p = LUParameters(3)
+        >>> t = ConditionedInvertibleLinear(*p.factors())
+        >>> x = torch.randn(5, 3)
+        >>> torch.allclose(t.inv(t(x)), x, atol=1e-5)
+        True
     """
 
     bijective = True
 
-    def __init__(self, factors_fn, num_features: int, event_dim: int = 1, owner=None, context_batch_shape=()):
+    def __init__(self, perm, lower, upper, log_diag, sign, event_dim: int = 1):
         super().__init__(cache_size=1)
-        self.factors_fn = factors_fn
-        self.num_features, self._edim = num_features, event_dim
-        self.event_shape_spec = (num_features,) + (None,) * (event_dim - 1)
+        self.factors = (perm, lower, upper, log_diag, sign)
+        self.num_features, self._edim = log_diag.shape[-1], event_dim
+        self.event_shape_spec = (self.num_features,) + (None,) * (event_dim - 1)
         self.domain = self.codomain = event_constraint(event_dim)
-        self.context_batch_shape = torch.Size(context_batch_shape)
-        self._owner = owner
+        self.context_batch_shape = log_diag.shape[:-1]
 
-    def _reference(self):
-        return module_reference(self._owner) if self._owner is not None else None
+    def held_tensors(self) -> tuple:
+        return self.factors[1:4]
 
-    def _factors(self):
-        return self.factors_fn()
+    def reference(self):
+        return self.factors[3]
 
     @staticmethod
     def _triangles(lower, upper, log_diag, sign):
@@ -76,45 +82,48 @@ class ConditionedInvertibleLinear(OnePassTransform, Transform):
         batch = torch.broadcast_shapes(batch_shape_of(v, self._edim), log_diag.shape[:-1])
         return (log_diag.sum(-1) * spatial).expand(batch)
 
-    def weight(self, factors=None) -> torch.Tensor:
+    def weight(self) -> torch.Tensor:
         """The matrix :math:`W` (with batch dims for a conditioned map)."""
-        perm, lower, upper, log_diag, sign = self._factors() if factors is None else factors
+        perm, lower, upper, log_diag, sign = self.factors
         lo, up = self._triangles(lower, upper, log_diag, sign)
         return perm @ lo @ up
 
-    def inverse_weight(self, factors=None) -> torch.Tensor:
+    def inverse_weight(self) -> torch.Tensor:
         """:math:`W^{-1} = U^{-1} L^{-1} P^T` by triangular solves."""
-        perm, lower, upper, log_diag, sign = self._factors() if factors is None else factors
+        perm, lower, upper, log_diag, sign = self.factors
         lo, up = self._triangles(lower, upper, log_diag, sign)
         rhs = perm.transpose(-1, -2).expand(lo.shape[:-2] + perm.shape)
         inv_lo_pt = torch.linalg.solve_triangular(lo, rhs, upper=False, unitriangular=True)
         return torch.linalg.solve_triangular(up, inv_lo_pt, upper=True)
 
     def forward_and_ladj(self, x):
-        factors = self._factors()
-        return self._matmul(self.weight(factors), x), self._ladj(factors[3], x)
+        return self._matmul(self.weight(), x), self._ladj(self.factors[3], x)
 
     def inverse_and_ladj(self, y):
-        factors = self._factors()
-        return self._matmul(self.inverse_weight(factors), y), self._ladj(factors[3], y)
+        return self._matmul(self.inverse_weight(), y), self._ladj(self.factors[3], y)
 
 
-class _LUFactors(nn.Module):
-    """LU factors of a random orthogonal matrix: the learnable ``lower``, ``upper``, ``log_diag``."""
+class LUParameters(ContextParameters):
+    """LU factors of a random orthogonal matrix: the learnable ``lower``, ``upper``, ``log_diag``
+    (plus, with a context, a zero-initialised network's offsets) and the fixed ``perm`` and ``sign``."""
 
-    def __init__(self, num_features: int):
-        super().__init__()
+    def __init__(self, num_features: int, context_shape: Sequence[int] | None = None, hidden: Sequence[int] = (64,), net: nn.Module | None = None):
+        check_size("num_features", num_features)
         q, _ = torch.linalg.qr(torch.randn(num_features, num_features))
         p, lo, up = torch.linalg.lu(q)
         diag = torch.diagonal(up)
+        initial = {"lower": torch.tril(lo, -1), "upper": torch.triu(up, 1), "log_diag": torch.log(diag.abs())}
+        super().__init__(initial, context_shape, hidden, net)
         self.register_buffer("perm", p)
         self.register_buffer("sign", torch.sign(diag))
-        self.lower = nn.Parameter(torch.tril(lo, -1))
-        self.upper = nn.Parameter(torch.triu(up, 1))
-        self.log_diag = nn.Parameter(torch.log(diag.abs()))
+
+    def factors(self, context: torch.Tensor | None = None) -> tuple:
+        """``(perm, lower, upper, log_diag, sign)``, the arguments of :class:`ConditionedInvertibleLinear`."""
+        lower, upper, log_diag = self(context)
+        return self.perm, lower, upper, log_diag, self.sign
 
 
-class InvertibleLinear(ConditionedInvertibleLinear, TransformModule):
+class InvertibleLinear(FlowModule):
     r"""Learnable invertible linear map :math:`y = Wx` with :math:`W = PL(U + \operatorname{diag}(\sigma e^d))`.
 
     Initialised at a random rotation. ``event_dim=3`` makes it Glow's invertible 1x1 convolution on
@@ -129,15 +138,17 @@ class InvertibleLinear(ConditionedInvertibleLinear, TransformModule):
     """
 
     def __init__(self, num_features: int, event_dim: int = 1):
-        super().__init__(None, num_features, event_dim)
-        self.lu = _LUFactors(num_features)
+        super().__init__()
+        self.num_features = check_size("num_features", num_features)
+        self.params = LUParameters(num_features)
+        self.set_event((num_features,) + (None,) * (check_event_dim(event_dim) - 1))
 
-    def _factors(self):
-        lu = self.lu
-        return lu.perm, lu.lower, lu.upper, lu.log_diag, lu.sign
+    def transform(self) -> ConditionedInvertibleLinear:
+        return ConditionedInvertibleLinear(*self.params.factors(), len(self.event_shape_spec))
 
-    def _reference(self):
-        return self.lu.log_diag
+    def weight(self) -> torch.Tensor:
+        """The matrix :math:`W`."""
+        return self.transform().weight()
 
 
 class InvertibleConv1x1(InvertibleLinear):
@@ -154,7 +165,7 @@ class InvertibleConv1x1x1(InvertibleLinear):
         super().__init__(num_channels, event_dim=4)
 
 
-class ConditionalInvertibleLinear(ConditionalTransformModule):
+class ConditionalInvertibleLinear(ConditionalFlowModule):
     r"""Invertible linear map with one matrix per context:
     :math:`(L, U, d) = (L_0, U_0, d_0) + g(c)` with :math:`g` zero-initialised.
 
@@ -163,6 +174,12 @@ class ConditionalInvertibleLinear(ConditionalTransformModule):
     convolution, eq. (6), with :math:`g` its FC2). The matrix stays invertible for every context:
     :math:`L` keeps a unit diagonal and :math:`U` the diagonal :math:`\sigma e^{d}`.
     ``event_dim`` as in :class:`InvertibleLinear`.
+
+    Example::
+
+        >>> t = ConditionalInvertibleLinear(3, context_dim=2)
+        >>> t.condition(torch.randn(5, 2))(torch.randn(5, 3)).shape
+        torch.Size([5, 3])
     """
 
     def __init__(
@@ -175,24 +192,13 @@ class ConditionalInvertibleLinear(ConditionalTransformModule):
         context_shape: Sequence[int] | None = None,
     ):
         super().__init__()
-        self.num_features, self.event_dim = num_features, event_dim
-        self.context_shape = context_event_shape(context_dim, context_shape)
-        self.lu = _LUFactors(num_features)
-        self.net = context_mlp(self.context_shape, 2 * num_features * num_features + num_features, hidden) if net is None else net
+        self.num_features, self.event_dim = check_size("num_features", num_features), check_event_dim(event_dim)
+        self.context_shape = context_event_shape(check_size("context_dim", context_dim), context_shape)
+        self.params = LUParameters(num_features, self.context_shape, hidden, net)
+        self.set_event((num_features,) + (None,) * (event_dim - 1))
 
-    def condition(self, context):
-        ref = self.lu.log_diag
-        check_tensor("context", context, self.context_shape, ref.dtype, ref.device)
-        d = self.num_features
-
-        def factors_fn():
-            h = self.net(context)
-            dl, du, dd = h.split([d * d, d * d, d], dim=-1)
-            shape = h.shape[:-1] + (d, d)
-            lu = self.lu
-            return lu.perm, lu.lower + dl.reshape(shape), lu.upper + du.reshape(shape), lu.log_diag + dd, lu.sign
-
-        return ConditionedInvertibleLinear(factors_fn, d, self.event_dim, owner=self, context_batch_shape=batch_shape_of(context, len(self.context_shape)))
+    def transform(self, context: torch.Tensor) -> ConditionedInvertibleLinear:
+        return ConditionedInvertibleLinear(*self.params.factors(context), self.event_dim)
 
 
 def invertible_linear(num_features: int, event_dim: int = 1) -> InvertibleLinear:

@@ -62,22 +62,24 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
 from ..nn.conv import ContextCouplingNet, ConvNet
 from ..nn.dense import context_mlp
 from ..nn.masked_conv import SpatioTemporalEncoder
-from ..validation import check_tensor
+from ..shapes import as_shape, batch_shape_of, broadcast_batch
+from ..validation import check_size
 from .actnorm import ConditionalActNorm
-from .base import OnePassTransform, as_shape, batch_shape_of, broadcast_batch, event_constraint, module_reference
-from .coupling import ConditionalAffineCoupling, _check_split
-from .dynamic_prior import ConditionalLatentDynamics, ConditionedLatentDynamics
+from .base import OnePassTransform, event_constraint, module_reference
+from .coupling import ConditionalAffineCoupling, check_split
+from .dynamic_prior import ConditionalLatentDynamics
+from .elementwise import elementwise_affine
 from .glow import ConditionedGlowStep
 from .linear import ConditionalInvertibleLinear
+from .parameterized import ConditionalFlowModule, ConditionedFlow
 
 
-class ConditionalMotionFlowStep(ConditionalTransformModule):
+class ConditionalMotionFlowStep(ConditionalFlowModule):
     r"""One MotionFlow step on images ``(C, H, W)``: conditional ActNorm (eq. 4), conditional
     invertible 1x1 convolution (eq. 6) and conditional affine coupling with the cross split (eq. 7),
     all driven by one context (module docstring).
@@ -116,8 +118,8 @@ class ConditionalMotionFlowStep(ConditionalTransformModule):
         cs = as_shape(context_shape)
         if len(cs) not in (1, 3):
             raise ValueError(f"context_shape: expected (K,) or (K, H, W), got {cs}")
-        self.num_channels, self.context_shape = num_channels, cs
-        split = _check_split(num_channels, split)
+        self.num_channels, self.context_shape = check_size("num_channels", num_channels, 2), cs
+        split = check_split(num_channels, split)
         out = 2 * (num_channels - split)
         fc1 = nn.Sequential(context_mlp(cs, 2 * num_channels, fc_hidden), nn.Tanh())
         fc2 = nn.Sequential(context_mlp(cs, 2 * num_channels * num_channels + num_channels, fc_hidden), nn.Tanh())
@@ -128,23 +130,10 @@ class ConditionalMotionFlowStep(ConditionalTransformModule):
         else:
             net = ConvNet(split, out, hidden_channels, cs[0])
         self.coupling = ConditionalAffineCoupling(num_channels, net, cs, 3, split, clamp)
+        self.set_event((num_channels, None, None))
 
-    def condition(self, context: torch.Tensor) -> ConditionedGlowStep:
-        ref = module_reference(self)
-        check_tensor("context", context, self.context_shape, ref.dtype, ref.device)
-        return self._conditioned(context)
-
-    def _conditioned(self, context: torch.Tensor) -> ConditionedGlowStep:
-        """``condition`` without the checks (for callers that checked the context already)."""
-        return ConditionedGlowStep(
-            self.coupling.condition(context),
-            self.conv.condition(context),
-            self.actnorm.condition(context),
-            self.num_channels,
-            3,
-            owner=self,
-            context_batch_shape=batch_shape_of(context, len(self.context_shape)),
-        )
+    def transform(self, context: torch.Tensor) -> ConditionedGlowStep:
+        return ConditionedGlowStep(ConditionedFlow(self.coupling, context), ConditionedFlow(self.conv, context), ConditionedFlow(self.actnorm, context))
 
 
 def _frame_image_shape(frame_shape: Sequence[int]) -> tuple:
@@ -157,26 +146,26 @@ def _frame_image_shape(frame_shape: Sequence[int]) -> tuple:
 
 
 class ConditionedMotionFlow(OnePassTransform, Transform):
-    """The MotionFlow map from noise ``batch + (V, *frame)`` to future frames given the observed
-    frames ``observed`` (the pure math; see the module docstring). ``owner`` is the
-    :class:`ConditionalMotionFlowTransform` holding the networks."""
+    """The MotionFlow map of ``motionflow`` (a :class:`ConditionalMotionFlowTransform`) from noise
+    ``batch + (V, *frame)`` to future frames, given the observed frames ``observed``, at its current
+    parameters (the math; see the module docstring)."""
 
     bijective = True
 
-    def __init__(self, owner, observed: torch.Tensor):
+    def __init__(self, motionflow, observed: torch.Tensor):
         super().__init__(cache_size=1)
-        self._owner, self.observed = owner, observed
-        self._edim = 1 + len(owner.frame_shape)
-        self.event_shape_spec = (None,) + owner.frame_shape
+        self.motionflow, self.observed = motionflow, observed
+        self._edim = 1 + len(motionflow.frame_shape)
+        self.event_shape_spec = (None,) + motionflow.frame_shape
         self.domain = self.codomain = event_constraint(self._edim)
         self.context_batch_shape = batch_shape_of(observed, self._edim)
 
-    def _reference(self):
-        return module_reference(self._owner)
+    def reference(self):
+        return module_reference(self.motionflow)
 
     def inverse_and_ladj(self, y):
         """Future frames -> noise, every frame at once (teacher forcing)."""
-        o = self._owner
+        o = self.motionflow
         y, x = broadcast_batch(y, self._edim, self.observed, self._edim)
         u, k, v = o.num_observed, o.history, y.shape[-self._edim]
         seq = torch.cat([o._image(x), o._image(y)], dim=-4)
@@ -184,12 +173,12 @@ class ConditionedMotionFlow(OnePassTransform, Transform):
         if o.residual:
             frames = frames - seq[..., u - k - 1 : -1, :, :, :]
         z, ladj = o._encode(frames, o._window_contexts(seq, k + v))
-        eps, ladj_prior = ConditionedLatentDynamics(o.dynamics, z[..., :k, :, :, :]).inverse_and_ladj(z[..., k:, :, :, :])
+        eps, ladj_prior = o.dynamics.transform(z[..., :k, :, :, :]).inverse_and_ladj(z[..., k:, :, :, :])
         return o._unimage(eps), ladj[..., k:].sum(-1) + ladj_prior
 
     def forward_and_ladj(self, eps):
         """Noise -> future frames, generated one frame at a time."""
-        o = self._owner
+        o = self.motionflow
         eps, x = broadcast_batch(eps, self._edim, self.observed, self._edim)
         u, k, w = o.num_observed, o.history, o.window
         seq, noise = o._image(x), o._image(eps)
@@ -197,15 +186,15 @@ class ConditionedMotionFlow(OnePassTransform, Transform):
         if o.residual:
             frames = frames - seq[..., u - k - 1 : -1, :, :, :]
         latents, _ = o._encode(frames, o._window_contexts(seq, k))
-        dynamics = ConditionedLatentDynamics(o.dynamics, latents)
+        dynamics = o.dynamics.transform(latents)
         out, total = [], eps.new_zeros(eps.shape[: eps.dim() - self._edim])
         for t in range(noise.shape[-4]):
             mu, log_sigma = dynamics.next_params(latents)
-            z_t = mu + torch.exp(log_sigma) * noise[..., t, :, :, :]
+            z_t, ladj_prior = elementwise_affine(noise[..., t, :, :, :], log_sigma, mu, 3)
             q_t, ladj = o._decode(z_t, o._context(seq[..., seq.shape[-4] - w :, :, :, :]))
             if o.residual:
                 q_t = q_t + seq[..., -1, :, :, :]
-            total = total + log_sigma.flatten(-3).sum(-1) + ladj
+            total = total + ladj_prior + ladj
             latents = torch.cat([latents, z_t.unsqueeze(-4)], dim=-4)
             seq = torch.cat([seq, q_t.unsqueeze(-4)], dim=-4)
             out.append(q_t)
@@ -213,7 +202,7 @@ class ConditionedMotionFlow(OnePassTransform, Transform):
         return o._unimage(y), total
 
 
-class ConditionalMotionFlowTransform(ConditionalTransformModule):
+class ConditionalMotionFlowTransform(ConditionalFlowModule):
     r"""MotionFlow's prediction map as a conditional transform: ``.condition(observed)`` returns a
     :class:`ConditionedMotionFlow` from noise to future frames (module docstring).
 
@@ -280,15 +269,14 @@ class ConditionalMotionFlowTransform(ConditionalTransformModule):
             ConditionalMotionFlowStep(c, ctx, hidden_channels, fc_hidden, context_features, clamp) for _ in range(num_steps)
         )
         self.dynamics = ConditionalLatentDynamics(self.image_shape, prior_hidden, prior_dilations, prior_clamp)
+        self.set_event((None,) + self.frame_shape)
 
     @property
     def event_dim(self) -> int:
         return 1 + len(self.frame_shape)
 
-    def condition(self, observed: torch.Tensor) -> ConditionedMotionFlow:
-        ref = module_reference(self)
-        check_tensor("context", observed, self.context_shape, ref.dtype, ref.device)
-        return ConditionedMotionFlow(self, observed)
+    def transform(self, context: torch.Tensor) -> ConditionedMotionFlow:
+        return ConditionedMotionFlow(self, context)
 
     # --------------------------------------------------------------- layout helpers
     def _image(self, seq: torch.Tensor) -> torch.Tensor:
@@ -317,7 +305,7 @@ class ConditionalMotionFlowTransform(ConditionalTransformModule):
         """Frames -> latents through every step (data -> latent), with per-frame log|det d frame / d z|."""
         v, total = frames, 0
         for step in reversed(self.steps):
-            v, ladj = step._conditioned(contexts).inverse_and_ladj(v)
+            v, ladj = step.transform(contexts).inverse_and_ladj(v)
             total = total + ladj
         return v, total
 
@@ -325,7 +313,7 @@ class ConditionalMotionFlowTransform(ConditionalTransformModule):
         """Latents -> frames (latent -> data), with log|det d frame / d z|."""
         v, total = z, 0
         for step in self.steps:
-            v, ladj = step._conditioned(contexts).forward_and_ladj(v)
+            v, ladj = step.transform(contexts).forward_and_ladj(v)
             total = total + ladj
         return v, total
 

@@ -6,11 +6,14 @@ moves with ``.to()`` and is saved in ``state_dict``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from pyro.distributions import TransformModule
 
 from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, event_constraint
+from ..shapes import batch_shape_of
+from .base import OnePassTransform, event_constraint
 
 
 class Permute(OnePassTransform, TransformModule):
@@ -42,7 +45,7 @@ class Permute(OnePassTransform, TransformModule):
         self.event_shape_spec = (n,) + (None,) * (event_dim - 1)
         self.domain = self.codomain = event_constraint(event_dim)
 
-    def _check(self, name, value):
+    def check_input(self, name, value):
         check_tensor(name, value, self.event_shape_spec, device=self.permutation.device)
 
     def forward_and_ladj(self, x):
@@ -67,3 +70,17 @@ def permute(num_features: int, kind: str = "random", event_dim: int = 1, generat
     else:
         raise ValueError(f"kind: expected 'random' or 'reverse', got {kind!r}")
     return Permute(perm, event_dim)
+
+
+def block_permutations(num_features: int, permutation, num_blocks: int, generator: torch.Generator | None = None) -> Iterator:
+    """One permutation tensor (or None) per block of a stack, drawn when asked for (so that a builder
+    keeps its order of random draws): ``permutation`` is ``"random"`` (each drawn from ``generator``),
+    ``"reverse"``, None, or a sequence of ``num_blocks`` given tensors (checked at once)."""
+    if permutation is None or isinstance(permutation, str):
+        if permutation not in (None, "random", "reverse"):
+            raise ValueError(f"permutation: expected 'random', 'reverse', None or one permutation per block, got {permutation!r}")
+        return (None if permutation is None else permute(num_features, permutation, generator=generator).permutation for _ in range(num_blocks))
+    perms = [torch.as_tensor(p, dtype=torch.long) for p in permutation]
+    if len(perms) != num_blocks:
+        raise ValueError(f"permutation: expected {num_blocks} permutations (one per block), got {len(perms)}")
+    return iter(perms)

@@ -30,13 +30,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pyro.distributions import TransformModule
-from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
-from ..nn.dense import MLP
-from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, event_constraint, module_reference
+from ..validation import check_size
+from .base import OnePassTransform, event_constraint
+from .parameterized import ConditionalFlowModule, ContextParameters, FlowModule
 
 
 def radial_parameters(alpha_raw: torch.Tensor, beta_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,61 +44,63 @@ def radial_parameters(alpha_raw: torch.Tensor, beta_raw: torch.Tensor) -> tuple[
 
 
 class ConditionedRadial(OnePassTransform, Transform):
-    r"""Radial map with given raw parameters ``params_fn() -> (x0, alpha_raw, beta_raw)`` (the pure math).
+    r"""The radial map with given raw parameters (the math): ``x0`` of shape ``batch' + (D,)``,
+    ``alpha_raw`` and ``beta_raw`` of shape ``batch' + (1,)``, where ``batch'`` broadcasts against the
+    input's batch shape.
 
-    ``x0`` has shape ``batch' + (D,)``, ``alpha_raw`` and ``beta_raw`` have shape ``batch' + (1,)``;
-    ``batch'`` broadcasts against the input's batch shape.
+    Example::
+
+        >>> t = ConditionedRadial(torch.zeros(3), torch.zeros(1), torch.full((1,), 2.0))
+        >>> x = torch.randn(4, 3)
+        >>> torch.allclose(t.inv(t(x)), x, atol=1e-5)
+        True
     """
 
     bijective = True
 
-    def __init__(self, params_fn, dim: int, owner=None, context_batch_shape=()):
+    def __init__(self, x0: torch.Tensor, alpha_raw: torch.Tensor, beta_raw: torch.Tensor):
         super().__init__(cache_size=1)
-        self.params_fn = params_fn
-        self.dim = dim
-        self.event_shape_spec = (dim,)
+        self.x0, self.alpha_raw, self.beta_raw = x0, alpha_raw, beta_raw
+        self.dim = x0.shape[-1]
+        self.event_shape_spec = (self.dim,)
         self.domain = self.codomain = event_constraint(1)
-        self.context_batch_shape = torch.Size(context_batch_shape)
-        self._owner = owner
+        self.context_batch_shape = x0.shape[:-1]
 
-    def _reference(self):
-        return module_reference(self._owner) if self._owner is not None else None
-
-    def _params(self):
-        return self.params_fn()
+    def held_tensors(self) -> tuple:
+        return self.x0, self.alpha_raw, self.beta_raw
 
     def _ladj(self, r, alpha, gamma):
         log_ar = torch.log(alpha + r)
         return (self.dim - 1) * (torch.log(gamma + r) - log_ar) + torch.log(r * (r + 2.0 * alpha) + alpha * gamma) - 2.0 * log_ar
 
     def forward_and_ladj(self, x):
-        x0, alpha_raw, beta_raw = self._params()
-        alpha, gamma = radial_parameters(alpha_raw[..., 0], beta_raw[..., 0])
-        d = x - x0
+        alpha, gamma = radial_parameters(self.alpha_raw[..., 0], self.beta_raw[..., 0])
+        d = x - self.x0
         r = torch.linalg.vector_norm(d, dim=-1)
         beta_h = (gamma - alpha) / (alpha + r)
         return x + beta_h.unsqueeze(-1) * d, self._ladj(r, alpha, gamma)
 
     def inverse_and_ladj(self, y):
-        x0, alpha_raw, beta_raw = self._params()
-        alpha, gamma = radial_parameters(alpha_raw[..., 0], beta_raw[..., 0])
-        e = y - x0
+        alpha, gamma = radial_parameters(self.alpha_raw[..., 0], self.beta_raw[..., 0])
+        e = y - self.x0
         rho = torch.linalg.vector_norm(e, dim=-1)
         p = gamma - rho
         root = torch.sqrt(p * p + 4.0 * alpha * rho)
         positive = p > 0
         # both branches are finite everywhere, so torch.where passes clean gradients
         r = torch.where(positive, 2.0 * alpha * rho / torch.where(positive, p + root, torch.ones_like(p)), 0.5 * (root - p))
-        x = x0 + e * ((alpha + r) / (gamma + r)).unsqueeze(-1)
+        x = self.x0 + e * ((alpha + r) / (gamma + r)).unsqueeze(-1)
         return x, self._ladj(r, alpha, gamma)
 
 
-def _initial_radial(dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw ``(x0, alpha_raw, beta_raw)`` of the identity: softplus(0) = alpha gives beta = 0."""
-    return torch.zeros(dim), torch.zeros(1), torch.zeros(1)
+def _radial_parameters(dim: int, context_shape=None, hidden: Sequence[int] = (64,), net: nn.Module | None = None) -> ContextParameters:
+    """Raw ``(x0, alpha_raw, beta_raw)`` of the identity (softplus(0) = alpha gives beta = 0), plus a
+    zero-initialised network of the context when there is one."""
+    check_size("dim", dim)
+    return ContextParameters({"x0": torch.zeros(dim), "alpha_raw": torch.zeros(1), "beta_raw": torch.zeros(1)}, context_shape, hidden, net)
 
 
-class Radial(ConditionedRadial, TransformModule):
+class Radial(FlowModule):
     r"""Learnable radial flow :math:`y = x + \beta (x - x_0) / (\alpha + \lVert x - x_0\rVert)` on
     vectors of size ``dim``, initialised at the identity (:math:`\beta = 0`). The inverse is in
     closed form (see the module docstring).
@@ -109,29 +109,26 @@ class Radial(ConditionedRadial, TransformModule):
 
         >>> t = Radial(3)
         >>> with torch.no_grad():
-        ...     _ = t.beta_raw.fill_(2.0)
+        ...     _ = t.params.beta_raw.fill_(2.0)
         >>> x = torch.randn(10, 3)
         >>> torch.allclose(t.inv(t(x)), x, atol=1e-5)
         True
     """
 
     def __init__(self, dim: int):
-        super().__init__(None, dim)
-        x0, a, b = _initial_radial(dim)
-        self.x0, self.alpha_raw, self.beta_raw = nn.Parameter(x0), nn.Parameter(a), nn.Parameter(b)
+        super().__init__()
+        self.dim, self.params = dim, _radial_parameters(dim)
+        self.set_event((dim,))
 
-    def _params(self):
-        return self.x0, self.alpha_raw, self.beta_raw
-
-    def _reference(self):
-        return self.x0
+    def transform(self) -> ConditionedRadial:
+        return ConditionedRadial(*self.params())
 
 
-class ConditionalRadial(ConditionalTransformModule):
+class ConditionalRadial(ConditionalFlowModule):
     r"""Radial flow whose parameters come from a context (amortised):
     :math:`(x_0, \hat\alpha, \hat\beta) = (x_{0,0}, \hat\alpha_0, \hat\beta_0) + g(c)` with :math:`g` a
     zero-initialised network, so the layer starts at the identity. The context has shape
-    ``batch' + (context_dim,)``; ``.condition(c)`` returns a :class:`ConditionedRadial`.
+    ``batch' + (context_dim,)``; ``.condition(c)`` evaluates a :class:`ConditionedRadial` at each call.
 
     Args:
         dim: size of the vectors.
@@ -148,19 +145,12 @@ class ConditionalRadial(ConditionalTransformModule):
 
     def __init__(self, dim: int, context_dim: int, hidden: Sequence[int] = (64,), net: nn.Module | None = None):
         super().__init__()
-        self.dim, self.context_shape = dim, (context_dim,)
-        x0, a, b = _initial_radial(dim)
-        self.x0, self.alpha_raw, self.beta_raw = nn.Parameter(x0), nn.Parameter(a), nn.Parameter(b)
-        self.net = MLP(context_dim, dim + 2, tuple(hidden)) if net is None else net
+        self.context_shape = (check_size("context_dim", context_dim),)
+        self.dim, self.params = dim, _radial_parameters(dim, self.context_shape, hidden, net)
+        self.set_event((dim,))
 
-    def condition(self, context):
-        check_tensor("context", context, self.context_shape, self.x0.dtype, self.x0.device)
-
-        def params_fn():
-            dx0, da, db = self.net(context).split([self.dim, 1, 1], dim=-1)
-            return self.x0 + dx0, self.alpha_raw + da, self.beta_raw + db
-
-        return ConditionedRadial(params_fn, self.dim, owner=self, context_batch_shape=batch_shape_of(context, 1))
+    def transform(self, context: torch.Tensor) -> ConditionedRadial:
+        return ConditionedRadial(*self.params(context))
 
 
 def radial(dim: int) -> Radial:

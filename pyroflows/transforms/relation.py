@@ -44,48 +44,31 @@ Reference: H. Sun, R. Mehta, H. H. Zhou, Z. Huang, S. C. Johnson, V. Prabhakaran
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from pyro.distributions.conditional import ConditionalTransformModule
 from torch import nn
 from torch.distributions import Transform
 
 from ..nn.conv import ConvNet
-from ..validation import check_tensor
-from .base import OnePassTransform, as_shape, batch_shape_of, broadcast_batch, event_constraint, module_reference, soft_clamp, sum_event
-from .glow import _check_event_dim, _pack, _unpack
+from ..shapes import as_shape, batch_shape_of, broadcast_batch
+from ..validation import check_positive, check_tensor
+from .base import OnePassTransform, event_constraint, module_reference, soft_clamp
+from .elementwise import elementwise_affine
+from .glow import MultiscaleLayout
+from .parameterized import ConditionalFlowModule
 
 
-def multiscale_layout(event_shape: Sequence[int], num_levels: int) -> SimpleNamespace:
-    r"""The level structure of a :class:`~pyroflows.transforms.Glow` on ``event_shape``.
-
-    Returns a namespace with ``num_levels``, ``splits`` (kept and factored-out channels of every
-    level but the last), ``part_shapes`` (the shape of each latent part, top last) and
-    ``_event_dim``; :func:`~pyroflows.transforms.glow._unpack` accepts it as a holder.
+def multiscale_layout(event_shape: Sequence[int], num_levels: int) -> MultiscaleLayout:
+    """The level structure of a multi-scale Glow on ``event_shape``: a
+    :class:`~pyroflows.transforms.glow.MultiscaleLayout`.
 
     Example::
 
         >>> multiscale_layout((1, 8, 8), 2).part_shapes
         [(2, 4, 4), (8, 2, 2)]
     """
-    event_shape = as_shape(event_shape)
-    edim = _check_event_dim(len(event_shape))
-    n = edim - 1
-    if num_levels < 1 or any(s % 2**num_levels for s in event_shape[1:]):
-        raise ValueError(f"event_shape: {num_levels} levels need spatial sizes divisible by {2**num_levels}, got {event_shape}")
-    channels, spatial = event_shape[0], list(event_shape[1:])
-    splits, parts = [], []
-    for level in range(num_levels):
-        channels, spatial = channels * 2**n, [s // 2 for s in spatial]
-        if level < num_levels - 1:
-            kept = channels // 2
-            splits.append((kept, channels - kept))
-            parts.append((channels - kept, *spatial))
-            channels = kept
-    parts.append((channels, *spatial))
-    return SimpleNamespace(_event_dim=edim, num_levels=num_levels, splits=splits, part_shapes=parts)
+    return MultiscaleLayout(event_shape, num_levels)
 
 
 def _top_input(parts: list[torch.Tensor], event_dim: int) -> torch.Tensor:
@@ -101,54 +84,50 @@ def _top_input(parts: list[torch.Tensor], event_dim: int) -> torch.Tensor:
 
 
 class ConditionedLatentRelation(OnePassTransform, Transform):
-    r"""The relation map for a given source latent (and side information): per level
-    :math:`z_p^{(l)} = \mu_l + \sigma_l u^{(l)}` (Pyro's forward), its exact inverse and log-det."""
+    r"""The relation map of ``relation`` (a :class:`LatentRelation`) for a given source latent (and
+    side information), at its current parameters: per level :math:`z_p^{(l)} = \mu_l + \sigma_l u^{(l)}`
+    (Pyro's forward), its exact inverse and log-det."""
 
     bijective = True
 
-    def __init__(self, owner: LatentRelation, source_latent: torch.Tensor, side: torch.Tensor | None = None, context_batch_shape=()):
+    def __init__(self, relation: LatentRelation, source_latent: torch.Tensor, side: torch.Tensor | None = None):
         super().__init__(cache_size=1)
-        self._owner, self.source_latent, self.side = owner, source_latent, side
-        self._edim = owner.event_dim
-        self.event_shape_spec = tuple(owner.target_shape)
+        self.relation, self.source_latent, self.side = relation, source_latent, side
+        self._edim = relation.event_dim
+        self.event_shape_spec = tuple(relation.target_shape)
         self.domain = self.codomain = event_constraint(self._edim)
-        self.context_batch_shape = torch.Size(context_batch_shape)
+        self.context_batch_shape = batch_shape_of(source_latent, self._edim)
 
-    def _reference(self):
-        return module_reference(self._owner)
+    def _stamp_module(self):
+        return self.relation
+
+    def held_tensors(self) -> tuple:
+        return (self.source_latent,) if self.side is None else (self.source_latent, self.side)
 
     def _params(self):
-        """``[(log sigma_l, mu_l)]`` per level, batch shape that of the context."""
-        owner = self._owner
-        parts = _unpack(owner.source_layout, self.source_latent)
+        """``[(log sigma_l or None, mu_l)]`` per level, batch shape that of the context."""
+        relation = self.relation
+        parts = relation.source_layout.unpack(self.source_latent)
         out = []
-        for level, (net, part) in enumerate(zip(owner.nets, parts)):
-            if level == owner.num_levels - 1 and not owner.source_top:
+        for level, (net, part) in enumerate(zip(relation.nets, parts)):
+            if level == relation.num_levels - 1 and not relation.source_top:
                 part = _top_input(parts, self._edim)
-            side = self.side if owner.side_levels[level] else None
-            p = net(part, side)
-            if owner.learn_scale:
+            p = net(part, self.side if relation.side_levels[level] else None)
+            if relation.learn_scale:
                 log_scale, loc = p.chunk(2, dim=-self._edim)
-                out.append((soft_clamp(log_scale, owner.clamp), loc))
+                out.append((soft_clamp(log_scale, relation.clamp), loc))
             else:
                 out.append((None, p))
         return out
 
     def _map(self, v, inverse):
-        owner = self._owner
-        parts = _unpack(owner.target_layout, v)
+        layout = self.relation.target_layout
         total, new = 0, []
-        for part, (log_scale, loc) in zip(parts, self._params()):
-            if log_scale is None:
-                y = part - loc if inverse else part + loc
-            else:
-                y = (part - loc) * torch.exp(-log_scale) if inverse else loc + torch.exp(log_scale) * part
-                total = total + sum_event(log_scale.expand(y.shape), self._edim)
+        for part, (log_scale, loc) in zip(layout.unpack(v), self._params()):
+            y, ladj = elementwise_affine(part, log_scale, loc, self._edim, inverse)
             new.append(y)
-        out = _pack(owner.target_layout, new)
-        if not torch.is_tensor(total):
-            total = out.new_zeros(batch_shape_of(out, self._edim))
-        return out, total
+            total = total + ladj
+        return layout.pack(new), total
 
     def forward_and_ladj(self, u):
         return self._map(u, inverse=False)
@@ -157,7 +136,7 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
         return self._map(z, inverse=True)
 
 
-class LatentRelation(ConditionalTransformModule):
+class LatentRelation(ConditionalFlowModule):
     r"""DUAL-GLOW's relation networks as a conditional transform on the target's packed latent
     (module docstring): ``.condition(z_m, side=None)`` returns a :class:`ConditionedLatentRelation`.
 
@@ -205,7 +184,10 @@ class LatentRelation(ConditionalTransformModule):
         self.target_layout = multiscale_layout(self.target_shape, num_levels)
         self.source_layout = multiscale_layout(self.source_shape, num_levels)
         self.event_dim, self.num_levels = len(self.target_shape), num_levels
-        self.side_features, self.source_top, self.learn_scale, self.clamp = int(side_features), bool(source_top), bool(learn_scale), clamp
+        self.side_features, self.source_top, self.learn_scale = int(side_features), bool(source_top), bool(learn_scale)
+        self.clamp = check_positive("clamp", clamp, allow_none=True)
+        self.context_shape = self.source_shape
+        self.set_event(self.target_shape)
         self.side_levels = [bool(side_features) and (side_levels == "all" or level == num_levels - 1) for level in range(num_levels)]
         self.nets = nn.ModuleList()
         for level, (src, tgt) in enumerate(zip(self.source_layout.part_shapes, self.target_layout.part_shapes)):
@@ -217,16 +199,17 @@ class LatentRelation(ConditionalTransformModule):
     def condition(self, source_latent: torch.Tensor, side: torch.Tensor | None = None) -> ConditionedLatentRelation:
         ref = module_reference(self)
         check_tensor("context", source_latent, self.source_shape, ref.dtype, ref.device)
-        batch = batch_shape_of(source_latent, self.event_dim)
         if self.side_features:
             if side is None:
                 raise ValueError(f"side: expected side information of shape (..., {self.side_features}), got None")
             check_tensor("side", side, (self.side_features,), ref.dtype, ref.device)
             source_latent, side = broadcast_batch(source_latent, self.event_dim, side, 1)
-            batch = batch_shape_of(source_latent, self.event_dim)
         elif side is not None:
             raise ValueError("side: this relation takes no side information (side_features=0), got a tensor")
-        return ConditionedLatentRelation(self, source_latent, side, batch)
+        return ConditionedLatentRelation(self, source_latent, side)
+
+    def transform(self, context: torch.Tensor, side: torch.Tensor | None = None) -> ConditionedLatentRelation:
+        return ConditionedLatentRelation(self, context, side)
 
 
 def latent_relation(

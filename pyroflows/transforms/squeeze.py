@@ -26,7 +26,8 @@ import torch
 from pyro.distributions import TransformModule
 
 from ..validation import check_tensor
-from .base import OnePassTransform, batch_shape_of, event_constraint
+from ..shapes import batch_shape_of
+from .base import OnePassTransform, event_constraint
 
 
 def _names(event_dim: int) -> str:
@@ -102,7 +103,7 @@ class _Reshuffle(OnePassTransform, TransformModule):
         if ch % self.block:
             raise ValueError(f"{name}: expected shape (..., {_names(self._edim)}) with C divisible by {self.block}, got {tuple(v.shape)}")
 
-    def _check(self, name, value):
+    def check_input(self, name, value):
         fine = (name == "x") == self._squeezes
         (self._check_fine if fine else self._check_coarse)(name, value)
 

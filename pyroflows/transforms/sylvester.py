@@ -51,13 +51,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-from pyro.distributions import TransformModule
-from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
-from ..nn.dense import MLP
-from ..validation import check_tensor, is_validation_enabled
-from .base import OnePassTransform, batch_shape_of, event_constraint, module_reference
+from ..validation import check_positive, check_size, is_validation_enabled
+from .base import OnePassTransform, event_constraint
+from .parameterized import ConditionalFlowModule, ContextParameters, FlowModule
 from .planar import NEWTON_STEPS, solve_tanh_equation, tanh_log_slope
 
 #: Scaled Newton iterations on the ``M x M`` triangle: enough for a condition number of ``1e8``.
@@ -168,28 +166,22 @@ def _matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 class _ConditionedSylvester(OnePassTransform, Transform):
-    """The Sylvester math shared by the three kinds; subclasses say how ``Q`` is built and applied.
-
-    ``params_fn() -> (q_raw, r, d1, d2, b)`` with shapes ``batch' + q_shape``, ``batch' + (M, M)``,
-    ``batch' + (M,)`` (three times); ``batch'`` broadcasts against the input's batch shape.
-    """
+    """The Sylvester math shared by the three kinds, on given raw parameters ``(q_raw, r, d1, d2, b)``
+    of shapes ``batch' + q_shape``, ``batch' + (M, M)`` and ``batch' + (M,)`` (three times), where
+    ``batch'`` broadcasts against the input's batch shape; the kinds say how ``Q`` is built and applied."""
 
     bijective = True
 
-    def __init__(self, params_fn, dim: int, num_hidden: int, owner=None, context_batch_shape=(), newton_steps: int = NEWTON_STEPS):
+    def __init__(self, q_raw, r, d1, d2, b, dim: int, newton_steps: int = NEWTON_STEPS):
         super().__init__(cache_size=1)
-        self.params_fn = params_fn
-        self.dim, self.num_hidden, self.newton_steps = dim, num_hidden, newton_steps
+        self.raw = (q_raw, r, d1, d2, b)
+        self.dim, self.num_hidden, self.newton_steps = dim, b.shape[-1], newton_steps
         self.event_shape_spec = (dim,)
         self.domain = self.codomain = event_constraint(1)
-        self.context_batch_shape = torch.Size(context_batch_shape)
-        self._owner = owner
+        self.context_batch_shape = b.shape[:-1]
 
-    def _reference(self):
-        return module_reference(self._owner) if self._owner is not None else None
-
-    def _raw(self):
-        return self.params_fn()
+    def held_tensors(self) -> tuple:
+        return tuple(t for t in self.raw if t is not None)
 
     # ---- how Q is built and applied (overridden by the kinds)
     def _build_q(self, q_raw):
@@ -203,7 +195,7 @@ class _ConditionedSylvester(OnePassTransform, Transform):
 
     def _parts(self):
         """``(Q, R1, R2, b)`` with ``Q`` in the form ``_apply_qt`` / ``_apply_q`` take."""
-        q_raw, r, d1, d2, b = self._raw()
+        q_raw, r, d1, d2, b = self.raw
         r1, r2 = sylvester_triangles(r, d1, d2)
         return self._build_q(q_raw), r1, r2, b
 
@@ -258,20 +250,11 @@ class _ConditionedSylvester(OnePassTransform, Transform):
 
 
 class ConditionedOrthogonalSylvester(_ConditionedSylvester):
-    r"""Orthogonal Sylvester map from raw parameters ``params_fn() -> (q, r, d1, d2, b)``: ``q`` of
-    shape ``batch' + (D, M)`` is orthonormalised by :func:`orthonormal_polar_factor` (the pure math)."""
+    r"""The orthogonal Sylvester map on given raw parameters ``(q, r, d1, d2, b)`` (the math): ``q`` of
+    shape ``batch' + (D, M)`` is orthonormalised by :func:`orthonormal_polar_factor`."""
 
-    def __init__(
-        self,
-        params_fn,
-        dim: int,
-        num_hidden: int,
-        owner=None,
-        context_batch_shape=(),
-        newton_steps: int = NEWTON_STEPS,
-        orthonormal_tol: float | None = None,
-    ):
-        super().__init__(params_fn, dim, num_hidden, owner, context_batch_shape, newton_steps)
+    def __init__(self, q, r, d1, d2, b, newton_steps: int = NEWTON_STEPS, orthonormal_tol: float | None = None):
+        super().__init__(q, r, d1, d2, b, q.shape[-2], newton_steps)
         self.orthonormal_tol = orthonormal_tol
 
     def _build_q(self, q_raw):
@@ -292,14 +275,17 @@ def _reflect(u: torch.Tensor, x: torch.Tensor, order) -> torch.Tensor:
 
 
 class ConditionedHouseholderSylvester(_ConditionedSylvester):
-    r"""Householder Sylvester map from raw parameters ``params_fn() -> (v, r, d1, d2, b)``: ``v`` of
-    shape ``batch' + (K, D)`` holds the reflection vectors of :math:`Q = H_1\cdots H_K` (the pure math).
+    r"""The Householder Sylvester map on given raw parameters ``(v, r, d1, d2, b)`` (the math): ``v`` of
+    shape ``batch' + (K, D)`` holds the reflection vectors of :math:`Q = H_1\cdots H_K`.
 
     A shared ``v`` (no batch dims) is multiplied out into one ``D x D`` matrix once per call. Per-sample
     vectors (amortised posteriors) are applied as reflections,
     :math:`Q^\top x = H_K\cdots H_1 x` with :math:`H_k x = x - 2 (u_k^\top x) u_k`, which costs
     :math:`O(KD)` per sample instead of the :math:`O(KD^2)` of building every :math:`Q`.
     """
+
+    def __init__(self, v, r, d1, d2, b, newton_steps: int = NEWTON_STEPS):
+        super().__init__(v, r, d1, d2, b, v.shape[-1], newton_steps)
 
     def _build_q(self, q_raw):
         if q_raw.dim() == 2:
@@ -323,11 +309,11 @@ class ConditionedHouseholderSylvester(_ConditionedSylvester):
 
 
 class ConditionedTriangularSylvester(_ConditionedSylvester):
-    r"""Triangular Sylvester map from raw parameters ``params_fn() -> (None, r, d1, d2, b)``:
-    :math:`Q` is the identity, or the reversal permutation when ``flip`` is true (the pure math)."""
+    r"""The triangular Sylvester map on given raw parameters ``(r, d1, d2, b)`` (the math): :math:`Q` is
+    the identity, or the reversal permutation when ``flip`` is true."""
 
-    def __init__(self, params_fn, dim: int, flip: bool = False, owner=None, context_batch_shape=(), newton_steps: int = NEWTON_STEPS):
-        super().__init__(params_fn, dim, dim, owner, context_batch_shape, newton_steps)
+    def __init__(self, r, d1, d2, b, flip: bool = False, newton_steps: int = NEWTON_STEPS):
+        super().__init__(None, r, d1, d2, b, b.shape[-1], newton_steps)
         self.flip = bool(flip)
 
     def _build_q(self, q_raw):
@@ -342,51 +328,33 @@ class ConditionedTriangularSylvester(_ConditionedSylvester):
 # ----------------------------------------------------------------------------- parameters
 
 
-class _SylvesterParams(nn.Module):
-    """Raw parameters of one Sylvester layer, initialised at the identity.
+def _sylvester_parameters(
+    num_hidden: int, kind: str, q_shape: tuple | None, context_shape=None, hidden: Sequence[int] = (64,), net: nn.Module | None = None
+) -> ContextParameters:
+    """Raw parameters of one Sylvester layer, initialised at the identity, plus a zero-initialised
+    network of the context when there is one.
 
     ``R1 = 0`` (zero upper triangle and ``d1 = 0``) makes the map the identity, while ``d2 = 1``
     keeps the pre-activations alive so that ``R1`` gets gradients from the first step.
     ``q_shape`` is ``(D, M)`` (orthogonal: a random orthonormal start), ``(K, D)`` (Householder:
     random reflection vectors) or ``None`` (triangular).
     """
-
-    def __init__(self, num_hidden: int, kind: str, q_shape: tuple | None):
-        super().__init__()
-        m = num_hidden
-        self.kind = kind
-        if kind == "orthogonal":
-            self.q = nn.Parameter(torch.linalg.qr(torch.randn(q_shape))[0])
-        elif kind == "householder":
-            self.q = nn.Parameter(torch.randn(q_shape))
-        else:
-            self.q = None
-        self.r = nn.Parameter(torch.zeros(m, m))
-        self.d1 = nn.Parameter(torch.zeros(m))
-        self.d2 = nn.Parameter(torch.ones(m))
-        self.b = nn.Parameter(torch.zeros(m))
-
-    def sizes(self) -> list[int]:
-        m = self.b.shape[0]
-        return ([] if self.q is None else [self.q.numel()]) + [m * m, m, m, m]
-
-    def raw(self, offsets: torch.Tensor | None = None):
-        """``(q, r, d1, d2, b)``, each plus its slice of ``offsets`` (shape ``batch' + (sum(sizes),)``) if given."""
-        base = ([] if self.q is None else [self.q]) + [self.r, self.d1, self.d2, self.b]
-        if offsets is not None:
-            parts = offsets.split(self.sizes(), dim=-1)
-            batch = offsets.shape[:-1]
-            base = [p + o.reshape(batch + p.shape) for p, o in zip(base, parts)]
-        return tuple([None] + base) if self.q is None else tuple(base)
+    m = num_hidden
+    initial = {}
+    if kind == "orthogonal":
+        initial["q"] = torch.linalg.qr(torch.randn(q_shape))[0]
+    elif kind == "householder":
+        initial["q"] = torch.randn(q_shape)
+    initial.update(r=torch.zeros(m, m), d1=torch.zeros(m), d2=torch.ones(m), b=torch.zeros(m))
+    return ContextParameters(initial, context_shape, hidden, net)
 
 
 def _check_sylvester_args(dim: int, num_hidden: int | None = None, num_householder: int | None = None) -> None:
-    if dim < 1:
-        raise ValueError(f"dim: expected a positive integer, got {dim}")
-    if num_hidden is not None and not 1 <= num_hidden <= dim:
+    check_size("dim", dim)
+    if num_hidden is not None and (isinstance(num_hidden, bool) or not 1 <= num_hidden <= dim):
         raise ValueError(f"num_ortho_vecs: expected an integer in [1, {dim}], got {num_hidden}")
-    if num_householder is not None and num_householder < 1:
-        raise ValueError(f"num_householder: expected a positive integer, got {num_householder}")
+    if num_householder is not None:
+        check_size("num_householder", num_householder)
 
 
 def _orthonormal_tol(tol: float | None, bjorck_steps, bjorck_max_steps, bjorck_tol) -> float | None:
@@ -398,12 +366,10 @@ def _orthonormal_tol(tol: float | None, bjorck_steps, bjorck_max_steps, bjorck_t
             stacklevel=3,
         )
     tol = bjorck_tol if tol is None else tol
-    if tol is not None and not tol > 0:
-        raise ValueError(f"orthonormal_tol: expected a positive number, got {tol}")
-    return tol
+    return check_positive("orthonormal_tol", tol, allow_none=True)
 
 
-class OrthogonalSylvester(ConditionedOrthogonalSylvester, TransformModule):
+class OrthogonalSylvester(FlowModule):
     r"""Learnable orthogonal Sylvester flow :math:`y = x + QR_1\tanh(R_2Q^\top x + b)` with
     :math:`Q \in \mathbb{R}^{D\times M}` the orthonormal polar factor of a free matrix.
 
@@ -413,10 +379,10 @@ class OrthogonalSylvester(ConditionedOrthogonalSylvester, TransformModule):
     Args:
         dim: size :math:`D` of the vectors.
         num_ortho_vecs: number :math:`M \le D` of orthonormal columns (default ``dim``).
+        newton_steps: Newton iterations per hidden unit of the inverse.
         orthonormal_tol: the largest :math:`\max|Q^\top Q - I|` accepted while validation is on
             (see :func:`orthonormal_polar_factor`).
         bjorck_steps, bjorck_max_steps, bjorck_tol: deprecated (``bjorck_tol`` is ``orthonormal_tol``).
-        newton_steps: Newton iterations per hidden unit of the inverse.
 
     Example::
 
@@ -438,20 +404,23 @@ class OrthogonalSylvester(ConditionedOrthogonalSylvester, TransformModule):
         newton_steps: int = NEWTON_STEPS,
         orthonormal_tol: float | None = None,
     ):
-        m = dim if num_ortho_vecs is None else int(num_ortho_vecs)
+        super().__init__()
+        m = dim if num_ortho_vecs is None else num_ortho_vecs
         _check_sylvester_args(dim, m)
-        tol = _orthonormal_tol(orthonormal_tol, bjorck_steps, bjorck_max_steps, bjorck_tol)
-        super().__init__(None, dim, m, newton_steps=newton_steps, orthonormal_tol=tol)
-        self.params = _SylvesterParams(m, "orthogonal", (dim, m))
+        self.dim, self.num_hidden, self.newton_steps = dim, m, check_size("newton_steps", newton_steps)
+        self.orthonormal_tol = _orthonormal_tol(orthonormal_tol, bjorck_steps, bjorck_max_steps, bjorck_tol)
+        self.params = _sylvester_parameters(m, "orthogonal", (dim, m))
+        self.set_event((dim,))
 
-    def _raw(self):
-        return self.params.raw()
+    def transform(self) -> ConditionedOrthogonalSylvester:
+        return ConditionedOrthogonalSylvester(*self.params(), newton_steps=self.newton_steps, orthonormal_tol=self.orthonormal_tol)
 
-    def _reference(self):
-        return self.params.b
+    def factors(self):
+        """``(Q, R1, R2, b)`` of the current parameters."""
+        return self.transform().factors()
 
 
-class HouseholderSylvester(ConditionedHouseholderSylvester, TransformModule):
+class HouseholderSylvester(FlowModule):
     r"""Learnable Householder Sylvester flow: :math:`Q = H_1\cdots H_K` is a product of
     ``num_householder`` reflections (:math:`M = D`), initialised at the identity map (:math:`R_1 = 0`).
 
@@ -466,18 +435,21 @@ class HouseholderSylvester(ConditionedHouseholderSylvester, TransformModule):
     """
 
     def __init__(self, dim: int, num_householder: int = 8, newton_steps: int = NEWTON_STEPS):
+        super().__init__()
         _check_sylvester_args(dim, num_householder=num_householder)
-        super().__init__(None, dim, dim, newton_steps=newton_steps)
-        self.params = _SylvesterParams(dim, "householder", (num_householder, dim))
+        self.dim, self.num_hidden, self.newton_steps = dim, dim, check_size("newton_steps", newton_steps)
+        self.params = _sylvester_parameters(dim, "householder", (num_householder, dim))
+        self.set_event((dim,))
 
-    def _raw(self):
-        return self.params.raw()
+    def transform(self) -> ConditionedHouseholderSylvester:
+        return ConditionedHouseholderSylvester(*self.params(), newton_steps=self.newton_steps)
 
-    def _reference(self):
-        return self.params.b
+    def factors(self):
+        """``(Q, R1, R2, b)`` of the current parameters."""
+        return self.transform().factors()
 
 
-class TriangularSylvester(ConditionedTriangularSylvester, TransformModule):
+class TriangularSylvester(FlowModule):
     r"""Learnable triangular Sylvester flow: :math:`Q = I`, or the reversal permutation when ``flip``
     (alternate ``flip`` between stacked layers so that every coordinate leads in turn).
     Initialised at the identity map (:math:`R_1 = 0`).
@@ -493,42 +465,30 @@ class TriangularSylvester(ConditionedTriangularSylvester, TransformModule):
     """
 
     def __init__(self, dim: int, flip: bool = False, newton_steps: int = NEWTON_STEPS):
+        super().__init__()
         _check_sylvester_args(dim)
-        super().__init__(None, dim, flip, newton_steps=newton_steps)
-        self.params = _SylvesterParams(dim, "triangular", None)
+        self.dim, self.num_hidden, self.flip, self.newton_steps = dim, dim, bool(flip), check_size("newton_steps", newton_steps)
+        self.params = _sylvester_parameters(dim, "triangular", None)
+        self.set_event((dim,))
 
-    def _raw(self):
-        return self.params.raw()
+    def transform(self) -> ConditionedTriangularSylvester:
+        return ConditionedTriangularSylvester(*self.params(), flip=self.flip, newton_steps=self.newton_steps)
 
-    def _reference(self):
-        return self.params.b
+    def factors(self):
+        """``(None, R1, R2, b)`` of the current parameters."""
+        return self.transform().factors()
 
 
 # ----------------------------------------------------------------------------- conditional (amortised)
 
 
-class _ConditionalSylvester(ConditionalTransformModule):
-    """Base parameters plus offsets from a zero-initialised network of the context."""
-
-    def __init__(self, dim: int, context_dim: int, num_hidden: int, kind: str, q_shape, hidden: Sequence[int], net: nn.Module | None):
-        super().__init__()
-        self.dim, self.num_hidden, self.context_shape = dim, num_hidden, (context_dim,)
-        self.params = _SylvesterParams(num_hidden, kind, q_shape)
-        self.net = MLP(context_dim, sum(self.params.sizes()), tuple(hidden)) if net is None else net
-
-    def _params_fn(self, context):
-        ref = self.params.b
-        check_tensor("context", context, self.context_shape, ref.dtype, ref.device)
-        return lambda: self.params.raw(self.net(context))
-
-
-class ConditionalOrthogonalSylvester(_ConditionalSylvester):
+class ConditionalOrthogonalSylvester(ConditionalFlowModule):
     r"""Orthogonal Sylvester flow whose every parameter (:math:`Q`, both triangles, both diagonals,
     :math:`b`) is computed from a context, as in the amortised reference code:
     :math:`\theta(c) = \theta_0 + g(c)` with :math:`g` a zero-initialised network (an MLP by default),
     so the layer starts at the identity. :math:`Q(c)` is orthonormalised per sample by
-    :func:`orthonormal_polar_factor`. The context has shape ``batch' + (context_dim,)``; ``.condition(c)`` returns a
-    :class:`ConditionedOrthogonalSylvester`.
+    :func:`orthonormal_polar_factor`. The context has shape ``batch' + (context_dim,)``;
+    ``.condition(c)`` evaluates a :class:`ConditionedOrthogonalSylvester` at each call.
 
     Args:
         dim, num_ortho_vecs, newton_steps, orthonormal_tol: as in :class:`OrthogonalSylvester`.
@@ -556,24 +516,23 @@ class ConditionalOrthogonalSylvester(_ConditionalSylvester):
         newton_steps: int = NEWTON_STEPS,
         orthonormal_tol: float | None = None,
     ):
-        m = dim if num_ortho_vecs is None else int(num_ortho_vecs)
+        super().__init__()
+        m = dim if num_ortho_vecs is None else num_ortho_vecs
         _check_sylvester_args(dim, m)
-        super().__init__(dim, context_dim, m, "orthogonal", (dim, m), hidden, net)
-        self.newton_steps = newton_steps
+        self.context_shape = (check_size("context_dim", context_dim),)
+        self.dim, self.num_hidden, self.newton_steps = dim, m, check_size("newton_steps", newton_steps)
         self.orthonormal_tol = _orthonormal_tol(orthonormal_tol, bjorck_steps, bjorck_max_steps, bjorck_tol)
+        self.params = _sylvester_parameters(m, "orthogonal", (dim, m), self.context_shape, hidden, net)
+        self.set_event((dim,))
 
-    def condition(self, context):
-        params_fn = self._params_fn(context)
-        batch = batch_shape_of(context, 1)
-        return ConditionedOrthogonalSylvester(
-            params_fn, self.dim, self.num_hidden, owner=self, context_batch_shape=batch, newton_steps=self.newton_steps, orthonormal_tol=self.orthonormal_tol
-        )
+    def transform(self, context: torch.Tensor) -> ConditionedOrthogonalSylvester:
+        return ConditionedOrthogonalSylvester(*self.params(context), newton_steps=self.newton_steps, orthonormal_tol=self.orthonormal_tol)
 
 
-class ConditionalHouseholderSylvester(_ConditionalSylvester):
+class ConditionalHouseholderSylvester(ConditionalFlowModule):
     r"""Householder Sylvester flow whose parameters (reflection vectors, triangles, diagonals, :math:`b`)
     are computed from a context (amortised), :math:`\theta(c) = \theta_0 + g(c)` with :math:`g`
-    zero-initialised. ``.condition(c)`` returns a :class:`ConditionedHouseholderSylvester`; the
+    zero-initialised. ``.condition(c)`` evaluates a :class:`ConditionedHouseholderSylvester`; the
     context has shape ``batch' + (context_dim,)``. ``net`` must output ``K*D + D*D + 3*D`` values.
 
     Example::
@@ -592,19 +551,21 @@ class ConditionalHouseholderSylvester(_ConditionalSylvester):
         net: nn.Module | None = None,
         newton_steps: int = NEWTON_STEPS,
     ):
+        super().__init__()
         _check_sylvester_args(dim, num_householder=num_householder)
-        super().__init__(dim, context_dim, dim, "householder", (num_householder, dim), hidden, net)
-        self.newton_steps = newton_steps
+        self.context_shape = (check_size("context_dim", context_dim),)
+        self.dim, self.num_hidden, self.newton_steps = dim, dim, check_size("newton_steps", newton_steps)
+        self.params = _sylvester_parameters(dim, "householder", (num_householder, dim), self.context_shape, hidden, net)
+        self.set_event((dim,))
 
-    def condition(self, context):
-        params_fn, batch, steps = self._params_fn(context), batch_shape_of(context, 1), self.newton_steps
-        return ConditionedHouseholderSylvester(params_fn, self.dim, self.dim, owner=self, context_batch_shape=batch, newton_steps=steps)
+    def transform(self, context: torch.Tensor) -> ConditionedHouseholderSylvester:
+        return ConditionedHouseholderSylvester(*self.params(context), newton_steps=self.newton_steps)
 
 
-class ConditionalTriangularSylvester(_ConditionalSylvester):
+class ConditionalTriangularSylvester(ConditionalFlowModule):
     r"""Triangular Sylvester flow (:math:`Q = I` or the reversal when ``flip``) whose triangles,
     diagonals and :math:`b` are computed from a context (amortised), :math:`\theta(c) = \theta_0 + g(c)`
-    with :math:`g` zero-initialised. ``.condition(c)`` returns a :class:`ConditionedTriangularSylvester`;
+    with :math:`g` zero-initialised. ``.condition(c)`` evaluates a :class:`ConditionedTriangularSylvester`;
     the context has shape ``batch' + (context_dim,)``. ``net`` must output ``D*D + 3*D`` values.
 
     Example::
@@ -623,13 +584,15 @@ class ConditionalTriangularSylvester(_ConditionalSylvester):
         net: nn.Module | None = None,
         newton_steps: int = NEWTON_STEPS,
     ):
+        super().__init__()
         _check_sylvester_args(dim)
-        super().__init__(dim, context_dim, dim, "triangular", None, hidden, net)
-        self.flip, self.newton_steps = bool(flip), newton_steps
+        self.context_shape = (check_size("context_dim", context_dim),)
+        self.dim, self.num_hidden, self.flip, self.newton_steps = dim, dim, bool(flip), check_size("newton_steps", newton_steps)
+        self.params = _sylvester_parameters(dim, "triangular", None, self.context_shape, hidden, net)
+        self.set_event((dim,))
 
-    def condition(self, context):
-        params_fn, batch, steps = self._params_fn(context), batch_shape_of(context, 1), self.newton_steps
-        return ConditionedTriangularSylvester(params_fn, self.dim, self.flip, owner=self, context_batch_shape=batch, newton_steps=steps)
+    def transform(self, context: torch.Tensor) -> ConditionedTriangularSylvester:
+        return ConditionedTriangularSylvester(*self.params(context), flip=self.flip, newton_steps=self.newton_steps)
 
 
 # ----------------------------------------------------------------------------- factories

@@ -1,0 +1,244 @@
+r"""Speed paths: hand-written forward and backward passes for two hot spots of CPU training.
+
+Each is one autograd node computing exactly what a plain reference computes with differentiable
+ops, with fewer intermediate tensors and graph nodes:
+
+- :func:`relu_mlp`: a ``Linear - ReLU - ... - Linear`` stack (the default conditioner), ReLU and
+  its backward in place, products with few output columns in the orientation CPU BLAS is fast at;
+  reference :func:`relu_mlp_reference`;
+- :func:`planar`: the forward planar map with the reparameterisation of :math:`u`; its reference is
+  passed in by the caller (the planar transform's own plain map).
+
+They run only where they are an exact drop-in: while :func:`is_enabled` (the one switch,
+:func:`set_enabled` or the :func:`enabled` context manager), on CPU, when a gradient is wanted, and
+not while ``torch.compile`` traces (the compiler fuses the plain ops itself). Under ``torch.func``
+transforms and forward-mode AD, which these nodes do not implement, the reference runs instead.
+Double backward (``create_graph=True``) differentiates the reference recomputed from the saved
+inputs, so every derivative is exact. The tests compare each path with its reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_ENABLED = True
+
+#: Products with at most this many output columns (and more rows) are handed to BLAS transposed.
+NARROW = 8
+
+
+def set_enabled(flag: bool) -> None:
+    """Switch the speed paths on or off globally (the results are the same either way)."""
+    global _ENABLED
+    if not isinstance(flag, bool):
+        raise TypeError(f"flag: expected True or False, got {flag!r}")
+    _ENABLED = flag
+
+
+def is_enabled() -> bool:
+    """Whether the speed paths may run."""
+    return _ENABLED
+
+
+@contextlib.contextmanager
+def enabled(flag: bool) -> Iterator[None]:
+    """Context manager form of :func:`set_enabled`."""
+    previous = _ENABLED
+    set_enabled(flag)
+    try:
+        yield
+    finally:
+        set_enabled(previous)
+
+
+def applicable(*tensors: torch.Tensor | None) -> bool:
+    """Whether a speed path may take these tensors: switched on, gradients recorded, all on CPU,
+    one of them requiring a gradient, not inside ``torch.compile``."""
+    if not _ENABLED or not torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return False
+    present = [t for t in tensors if t is not None]
+    return all(t.device.type == "cpu" for t in present) and any(t.requires_grad for t in present)
+
+
+def _apply(fn: type[torch.autograd.Function], reference: Callable, *args):
+    """``fn.apply(*args)``, or ``reference(*args)`` under a ``torch.func`` transform or forward-mode
+    AD, which the hand-written nodes do not support (torch refuses them before any work is done)."""
+    try:
+        return fn.apply(*args)
+    except (RuntimeError, NotImplementedError) as err:
+        message = str(err)
+        if "functorch" in message or "forward mode AD" in message or "jvp" in message:
+            return reference(*args)
+        raise
+
+
+def _differentiable_backward(reference: Callable, inputs: Sequence, needs: Sequence[bool], grads: Sequence) -> tuple:
+    """The backward of ``reference`` at ``inputs`` with a graph (double backward): gradients of the
+    inputs that need one, None for the others."""
+    wanted = [t for t, need in zip(inputs, needs) if need and torch.is_tensor(t)]
+    with torch.enable_grad():
+        outs = reference(*inputs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    got = iter(torch.autograd.grad(outs, wanted, grads, create_graph=True, allow_unused=True, materialize_grads=True))
+    return tuple(next(got) if need and torch.is_tensor(t) else None for t, need in zip(inputs, needs))
+
+
+def mm_narrow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b``, computed as ``(b.T @ a.T).T`` when the result has few columns (``<= NARROW``) and
+    more rows: the same product, in the operand order CPU BLAS has a fast kernel for."""
+    if b.shape[-1] <= NARROW < a.shape[-2]:
+        return (b.mT @ a.mT).mT
+    return a @ b
+
+
+# ----------------------------------------------------------------------------- ReLU MLP
+
+
+def relu_mlp_reference(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    """``Linear - ReLU - ... - Linear`` with plain differentiable ops; ``params`` are
+    ``W0, b0, W1, b1, ...``."""
+    n = len(params) // 2
+    for i in range(n):
+        x = F.linear(x, params[2 * i], params[2 * i + 1])
+        if i < n - 1:
+            x = torch.relu(x)
+    return x
+
+
+class _ReLUMLP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, *params):
+        n = len(params) // 2
+        acts, h = [x], x
+        for i in range(n):
+            h = torch.addmm(params[2 * i + 1], h, params[2 * i].mT)
+            if i < n - 1:
+                h = h.relu_()
+                acts.append(h)
+        ctx.save_for_backward(*acts, *params)
+        ctx.n = n
+        return h
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved, n = ctx.saved_tensors, ctx.n
+        acts, params = saved[:n], saved[n:]
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled():
+            return _differentiable_backward(relu_mlp_reference, (acts[0], *params), needs, (grad,))
+        out: list[torch.Tensor | None] = [None] * (2 * n)
+        g = grad
+        for i in range(n - 1, -1, -1):
+            if needs[2 * i + 2]:
+                out[2 * i + 1] = g.sum(0)
+            if needs[2 * i + 1]:
+                out[2 * i] = mm_narrow(g.mT, acts[i])
+            if i > 0 or needs[0]:
+                g = mm_narrow(g, params[2 * i])
+                if i > 0:
+                    g = g.masked_fill_(acts[i] <= 0, 0.0)  # ReLU's backward, in place on a fresh tensor
+        return (g if needs[0] else None, *out)
+
+
+def relu_mlp_parameters(layers: nn.Sequential) -> list[torch.Tensor] | None:
+    """``[W0, b0, W1, b1, ...]`` when ``layers`` is exactly Linear, ReLU, ..., Linear (with biases,
+    without hooks), else None."""
+    mods = list(layers)
+    if len(mods) % 2 == 0:
+        return None
+    params = []
+    for k, m in enumerate(mods):
+        if m._forward_hooks or m._forward_pre_hooks or type(m) is not (nn.Linear if k % 2 == 0 else nn.ReLU):
+            return None
+        if k % 2 == 0:
+            if m.bias is None:
+                return None
+            params += [m.weight, m.bias]
+    return params
+
+
+def relu_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers(x)`` for any batch shape: one hand-written node when ``layers`` is a plain ReLU MLP
+    and :func:`applicable`, the layers themselves otherwise."""
+    params = relu_mlp_parameters(layers)
+    if params is None or x.numel() == 0 or not applicable(x, *params):
+        return layers(x)
+    flat = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
+    out = _apply(_ReLUMLP, relu_mlp_reference, flat, *params)
+    return out if x.dim() == 2 else out.reshape(x.shape[:-1] + out.shape[-1:])
+
+
+# ----------------------------------------------------------------------------- planar
+
+
+class _Planar(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, reference, parameters, x, u, w, b):
+        shared = w.dim() == 1
+        u_hat, kappa = parameters(u, w)
+        pre = torch.addmv(b, x, w) if shared else (x * w).sum(-1) + b[:, 0]
+        th = torch.tanh(pre)
+        y = torch.addcmul(x, th.unsqueeze(-1), u_hat)
+        th2 = th * th
+        slope = (1.0 + kappa) * (1.0 - th2) + th2
+        ctx.save_for_backward(x, u, w, b, th, slope, u_hat, kappa)
+        ctx.reference = reference
+        return y, torch.log(slope)
+
+    @staticmethod
+    def backward(ctx, g_y, g_l):
+        x, u, w, b, th, slope, u_hat, kappa = ctx.saved_tensors
+        needs = ctx.needs_input_grad[2:]
+        if torch.is_grad_enabled():
+            return (None, None) + _differentiable_backward(ctx.reference, (x, u, w, b), needs, (g_y, g_l))
+        shared = w.dim() == 1
+        one_m = 1.0 - th * th
+        g_over = g_l / slope
+        g_th = (g_y.mv(u_hat) if shared else (g_y * u_hat).sum(-1)) - 2.0 * kappa * th * g_over
+        g_pre = g_th * one_m
+        g_x = torch.addcmul(g_y, g_pre.unsqueeze(-1), w) if needs[0] else None
+        g_b = (g_pre.sum().reshape(1) if shared else g_pre.unsqueeze(-1)) if needs[3] else None
+        if not (needs[1] or needs[2]):
+            return None, None, g_x, None, None, g_b
+        # y depends on (u, w) through u_hat = u + c w, c = (kappa - a) / n, kappa = softplus(a) - 1,
+        # a = w.u, n = |w|^2, and through the pre-activation w.x
+        g_uhat = g_y.t().mv(th) if shared else g_y * th.unsqueeze(-1)
+        g_kappa = (g_over * one_m).sum() if shared else g_over * one_m
+        a = (w * u).sum(-1)
+        n = (w * w).sum(-1).clamp_min(torch.finfo(w.dtype).tiny)
+        g_c = (g_uhat * w).sum(-1)
+        g_a = (g_kappa + g_c / n) * torch.sigmoid(a) - g_c / n
+        g_n = -g_c * (kappa - a) / (n * n)
+        c = ((kappa - a) / n).unsqueeze(-1)
+        g_u = g_uhat + g_a.unsqueeze(-1) * w
+        g_w = c * g_uhat + g_a.unsqueeze(-1) * u + (2.0 * g_n).unsqueeze(-1) * w
+        g_w = g_w + (x.t().mv(g_pre) if shared else x * g_pre.unsqueeze(-1))
+        return None, None, g_x, (g_u if needs[1] else None), (g_w if needs[2] else None), g_b
+
+
+def planar(reference: Callable, parameters: Callable, x: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor):
+    r"""``(y, log|det J|)`` of the forward planar map :math:`y = x + \hat u \tanh(w^\top x + b)` as one
+    node, or None where it does not apply (then call ``reference``).
+
+    ``reference(x, u, w, b)`` is the plain map and ``parameters(u, w) -> (u_hat, kappa)`` the
+    reparameterisation (the planar transform's own functions). Shared raw parameters (``u, w``
+    ``(D,)``, ``b`` ``(1,)``) or exactly per-sample ones (``batch + (D,)``, ``batch + (1,)``).
+    """
+    if x.dim() < 1 or x.numel() == 0 or not applicable(x, u, w, b):
+        return None
+    batch, d = x.shape[:-1], x.shape[-1]
+    if w.dim() == 1:
+        if u.shape != (d,) or b.shape != (1,):
+            return None
+        params = (u, w, b)
+    elif w.shape == x.shape and u.shape == x.shape and b.shape == batch + (1,):
+        params = (u.reshape(-1, d), w.reshape(-1, d), b.reshape(-1, 1))
+    else:
+        return None
+    y, ladj = _apply(_Planar, lambda ref, par, *a: reference(*a), reference, parameters, x.reshape(-1, d), *params)
+    return y.reshape(x.shape), ladj.reshape(batch)
