@@ -21,9 +21,12 @@ _VALIDATE = True
 
 
 def set_validation(enabled: bool) -> None:
-    """Turn the NaN / inf checks on inputs on or off globally."""
+    """Turn the NaN / inf checks on inputs and outputs on or off globally. They only check: the
+    numbers computed are the same either way."""
     global _VALIDATE
-    _VALIDATE = bool(enabled)
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled: expected True or False, got {enabled!r}")
+    _VALIDATE = enabled
 
 
 def is_validation_enabled() -> bool:
@@ -90,6 +93,18 @@ def check_size(name: str, value, minimum: int = 1) -> int:
     return value
 
 
+def check_sizes(name: str, values, minimum: int = 1) -> tuple[int, ...]:
+    """A sequence of sizes (hidden widths) as a tuple of ints, each checked as by :func:`check_size`."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name}: expected a sequence of integers >= {minimum}, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not hasattr(v, "__index__") or operator.index(v) < minimum:
+            raise ValueError(f"{name}: expected integers >= {minimum}, got {tuple(values)!r}")
+        out.append(operator.index(v))
+    return tuple(out)
+
+
 EVENT_KINDS = {1: "vectors", 2: "sequences (T, D)", 3: "images (C, H, W)", 4: "volumes (C, D, H, W)"}
 
 
@@ -115,8 +130,13 @@ def check_positive(name: str, value, allow_none: bool = False) -> float | None:
     return number
 
 
-def check_module_finite(name: str, module: torch.nn.Module) -> None:
-    """Raise naming every parameter of ``module`` that holds NaN or inf."""
-    bad = [n for n, p in module.named_parameters() if p.device.type != "meta" and not bool(torch.isfinite(p).all())]
-    if bad:
-        raise FloatingPointError(f"{name}: non-finite values in parameters {bad}")
+def check_broadcast(name: str, batch: Sequence[int], other_name: str, other_batch: Sequence[int]) -> None:
+    """Raise naming ``name`` when the batch shape ``batch`` does not broadcast with ``other_batch``."""
+    for a, b in zip(reversed(tuple(batch)), reversed(tuple(other_batch))):
+        if a != b and a != 1 and b != 1:
+            raise ValueError(f"{name}: batch shape {tuple(batch)} does not broadcast with the batch shape {tuple(other_batch)} of {other_name}")
+
+
+def non_finite_parameters(module: torch.nn.Module) -> list[str]:
+    """Names of the parameters of ``module`` that hold NaN or inf (one host sync per parameter)."""
+    return [n for n, p in module.named_parameters() if p.device.type != "meta" and p.is_floating_point() and not bool(torch.isfinite(p).all())]

@@ -264,7 +264,7 @@ def test_one_draw_at_a_time_matches_the_vectorised_layout():
 
 
 def test_argument_errors():
-    with pytest.raises(ValueError, match="num_chains: expected a positive integer"):
+    with pytest.raises(ValueError, match="num_chains: expected an integer >= 1"):
         to_inference_data(model, guide, X, num_chains=0)
     with pytest.raises(TypeError, match="dims: expected a dict"):
         to_inference_data(model, guide, X, dims=["mu"])

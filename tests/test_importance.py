@@ -116,7 +116,7 @@ def test_data_plate_errors_name_the_site_and_the_plate():
         log_importance_weights(local_model, local_guide, X, num_samples=5, data_plate="rows")
     with pytest.raises(TypeError, match="data_plate"):
         log_importance_weights(local_model, local_guide, X, num_samples=5, data_plate=1)
-    with pytest.raises(ValueError, match="num_samples: expected a positive integer, got 0"):
+    with pytest.raises(ValueError, match="num_samples: expected an integer >= 1, got 0"):
         log_importance_weights(local_model, local_guide, X, num_samples=0)
     with pytest.raises(ValueError, match="chunk_size"):
         importance_log_likelihood(local_model, local_guide, X, num_samples=5, chunk_size=-1)

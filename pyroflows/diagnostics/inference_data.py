@@ -40,8 +40,7 @@ from scipy.special import logsumexp
 
 from ..infer.importance import (
     PARTICLE_PLATE,
-    _check_positive_int,
-    _chunks,
+    draw_chunks,
     chunk_log_densities,
     guess_max_plate_nesting,
     is_deterministic,
@@ -50,7 +49,8 @@ from ..infer.importance import (
     stack_traces,
     uncondition,
 )
-from ..infer.importance import vectorize as _vectorize
+from ..infer.importance import vectorize as vectorize_model
+from ..validation import check_size
 from .psis import K_GOOD, K_OK, K_VERY_BAD, good_k_threshold, k_category, pareto_k_from_log_weights
 
 _PLATE = "plate"  # marker in a dim spec: ("plate", name) or ("anon", None)
@@ -184,8 +184,8 @@ def to_inference_data(
         >>> float(idata.sample_stats["pareto_k"])  # constant weights: the guide is the posterior
         -inf
     """
-    num_samples = _check_positive_int("num_samples", num_samples)
-    num_chains = _check_positive_int("num_chains", num_chains)
+    num_samples = check_size("num_samples", num_samples)
+    num_chains = check_size("num_chains", num_chains)
     dims = _check_mapping("dims", dims, "a dict of site name -> list of dim names")
     coords = _check_mapping("coords", coords, "a dict of dim name -> coordinate values")
     if data_plate is not None and not isinstance(data_plate, str):
@@ -198,7 +198,7 @@ def to_inference_data(
     groups["observed_data"] = _Group(with_draws=False)
     datum_spec = None
 
-    for chunk, predictive in _chunks(
+    for chunk, predictive in draw_chunks(
         model, guide, args, kwargs, total, chunk_size, max_plate_nesting, vectorize, predictive=posterior_predictive
     ):
         pdim = chunk.particle_dim
@@ -230,7 +230,7 @@ def to_inference_data(
             n = min(step, total - start)
             with torch.no_grad(), poutine.block():
                 if vectorize:
-                    trace = poutine.trace(uncondition(_vectorize(model, n, pdim))).get_trace(*args, **kwargs)
+                    trace = poutine.trace(uncondition(vectorize_model(model, n, pdim))).get_trace(*args, **kwargs)
                 else:
                     trace = stack_traces([poutine.trace(uncondition(model)).get_trace(*args, **kwargs) for _ in range(n)], max_plate_nesting)
             for name, site in sample_sites(trace).items():

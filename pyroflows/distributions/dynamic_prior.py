@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from pyro.distributions.conditional import ConditionalDistribution
 
+from ..validation import check_size
 from ..transforms.dynamic_prior import ConditionalLatentDynamics
 
 
@@ -81,9 +82,7 @@ class DynamicPrior(nn.Module, ConditionalDistribution):
         dynamics: ConditionalLatentDynamics | None = None,
     ):
         super().__init__()
-        if int(num_frames) < 1:
-            raise ValueError(f"num_frames: expected a positive integer, got {num_frames}")
-        self.num_frames = int(num_frames)
+        self.num_frames = check_size("num_frames", num_frames)
         self.dynamics = ConditionalLatentDynamics(frame_shape, hidden_channels, dilations, clamp) if dynamics is None else dynamics
         self.frame_shape = self.dynamics.frame_shape
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from pyro.distributions.conditional import ConditionalDistribution
 
+from ..validation import check_size
 from ..transforms.base import module_reference
 from ..transforms.motionflow import ConditionalMotionFlowTransform
 from .dynamic_prior import check_temperature, noise_distribution
@@ -77,8 +78,7 @@ class MotionFlow(nn.Module, ConditionalDistribution):
         **kwargs,
     ):
         super().__init__()
-        if int(num_future) < 1:
-            raise ValueError(f"num_future: expected a positive integer, got {num_future}")
+        num_future = check_size("num_future", num_future)
         if transform is None:
             transform = ConditionalMotionFlowTransform(frame_shape, num_observed, residual=residual, **kwargs)
         elif transform.frame_shape != tuple(frame_shape) or transform.num_observed != num_observed:
@@ -104,6 +104,5 @@ class MotionFlow(nn.Module, ConditionalDistribution):
     def predict(self, observed: torch.Tensor, num_samples: int = 10, temperature: float = 1.0) -> torch.Tensor:
         r"""The point prediction of eq. (15): the mean of ``num_samples`` sampled futures,
         ``batch + (V, *frame)``."""
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples: expected a positive integer, got {num_samples}")
-        return self.condition(observed, temperature).sample((int(num_samples),)).mean(0)
+        num_samples = check_size("num_samples", num_samples)
+        return self.condition(observed, temperature).sample((num_samples,)).mean(0)

@@ -30,7 +30,7 @@ from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.conditional import ConditionalDistribution
 
 from ..transforms.flows import coupling_flow
-from ..validation import check_tensor
+from ..validation import check_positive, check_size, check_tensor
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -45,12 +45,16 @@ class RelaxedLatent:
     padding, the padding itself, and the density of eq. (6) from the network's output."""
 
     def _set_sizes(self, x_dim: int, y_dim: int, z_dim: int | None, eps: float, pad_noise: float) -> None:
-        z_dim = x_dim if z_dim is None else z_dim
+        x_dim, y_dim = check_size("x_dim", x_dim), check_size("y_dim", y_dim)
+        z_dim = x_dim if z_dim is None else check_size("z_dim", z_dim)
         pad = z_dim + y_dim - x_dim
         if pad < 0:
             raise ValueError(f"z_dim: z_dim + y_dim must be at least x_dim = {x_dim}, got z_dim={z_dim}, y_dim={y_dim}")
-        self.x_dim, self.y_dim, self.z_dim, self.pad_dim = int(x_dim), int(y_dim), int(z_dim), int(pad)
-        self.eps, self.pad_noise = float(eps), float(pad_noise)
+        self.x_dim, self.y_dim, self.z_dim, self.pad_dim = x_dim, y_dim, z_dim, pad
+        self.eps = check_positive("eps", eps)
+        self.pad_noise = float(pad_noise)
+        if not self.pad_noise >= 0:
+            raise ValueError(f"pad_noise: expected a non-negative standard deviation, got {pad_noise!r}")
 
     @property
     def dim(self) -> int:

@@ -28,6 +28,7 @@ from pyro.distributions import ConditionalDistribution
 from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.transforms import conditional_affine_autoregressive
 
+from ..validation import check_size
 from ..nn.encoder import GaussianEncoder
 from ..transforms import Permute, conditional_cnf, conditional_planar, conditional_radial, conditional_sylvester
 
@@ -124,8 +125,12 @@ def amortized_posterior(
     """
     if kind not in POSTERIOR_KINDS:
         raise ValueError(f"kind: expected one of {POSTERIOR_KINDS}, got {kind!r}")
-    if num_flows < 0:
-        raise ValueError(f"num_flows: expected a non-negative int, got {num_flows}")
+    num_flows = check_size("num_flows", num_flows, 0)
+    options = {"num_ortho_vecs": (num_ortho_vecs, "orthogonal"), "num_householder": (num_householder, "householder"),
+               "iaf_hidden": (iaf_hidden, "iaf"), "cnf_options": (cnf_options, "ffjord")}
+    for name, (value, owner) in options.items():
+        if value is not None and kind != owner:
+            raise ValueError(f"{name}: an option of kind={owner!r} only, got it with kind={kind!r}")
     encoder = GaussianEncoder(in_features, latent_dim, hidden, context_features=0 if kind == "diagonal" else context_features)
     flows = [] if kind == "diagonal" else _flow_layers(
         kind, latent_dim, encoder.context_features, num_flows, num_ortho_vecs, num_householder, iaf_hidden, cnf_options

@@ -49,6 +49,9 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.util import check_model_guide_match
+
+from ..validation import check_size
 
 PARTICLE_PLATE = "_pyroflows_particles"
 
@@ -65,12 +68,6 @@ class ImportanceChunk(NamedTuple):
     model_trace: poutine.Trace
     num_particles: int
     particle_dim: int
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return value
 
 
 def is_deterministic(site: dict) -> bool:
@@ -194,12 +191,16 @@ def _draw(model, guide, args, kwargs, n, nesting, vectorized, predictive):
             out = tuple(None if draws[0][i] is None else stack_traces([d[i] for d in draws], nesting) for i in range(3))
     _check_full_plates(out[0])
     _check_full_plates(out[1])
+    if pyro.infer.util.is_validation_enabled():  # as Pyro's ELBOs do: a guide site missing from the model warns
+        check_model_guide_match(out[1], out[0])
     return out
 
 
-def _chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_nesting, vectorized, predictive=False):
-    num_samples = _check_positive_int("num_samples", num_samples)
-    chunk_size = num_samples if chunk_size is None else _check_positive_int("chunk_size", chunk_size)
+def draw_chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_nesting, vectorized, predictive=False):
+    """``num_samples`` guide draws replayed through the model, in chunks of at most ``chunk_size``:
+    yields ``(ImportanceChunk, posterior predictive trace or None)`` per chunk."""
+    num_samples = check_size("num_samples", num_samples)
+    chunk_size = num_samples if chunk_size is None else check_size("chunk_size", chunk_size)
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
     elif isinstance(max_plate_nesting, bool) or not isinstance(max_plate_nesting, int) or max_plate_nesting < 0:
@@ -251,7 +252,7 @@ def vectorized_traces(
         >>> [tuple(c.model_trace.nodes["z"]["value"].shape) for c in vectorized_traces(model, guide, num_samples=5, chunk_size=2)]
         [(2,), (2,), (1,)]
     """
-    for chunk, _ in _chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_nesting, vectorize):
+    for chunk, _ in draw_chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_nesting, vectorize):
         yield chunk
 
 
@@ -372,7 +373,7 @@ def log_importance_weights(
     if data_plate is not None and not isinstance(data_plate, str):
         raise TypeError(f"data_plate: expected a plate name (str) or None, got {type(data_plate).__name__}")
     parts = []
-    for chunk, _ in _chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_nesting, vectorize):
+    for chunk, _ in draw_chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_nesting, vectorize):
         log_p, log_q = chunk_log_densities(chunk, data_plate)
         parts.append(log_p - log_q)
     return torch.cat(parts, 0)
@@ -419,7 +420,7 @@ def importance_log_likelihood(
     if data_plate is not None and not isinstance(data_plate, str):
         raise TypeError(f"data_plate: expected a plate name (str) or None, got {type(data_plate).__name__}")
     total, dtype = None, None
-    for chunk, _ in _chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_nesting, vectorize):
+    for chunk, _ in draw_chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_nesting, vectorize):
         log_p, log_q = chunk_log_densities(chunk, data_plate)
         dtype = log_p.dtype
         part = torch.logsumexp((log_p - log_q).double(), 0)

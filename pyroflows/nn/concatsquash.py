@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from ..validation import check_size, check_sizes
+
 _ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU, "silu": nn.SiLU, "swish": nn.SiLU}
 
 
@@ -90,8 +92,8 @@ class ConcatSquashNet(nn.Module):
             if activation not in _ACTIVATIONS:
                 raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)} or a module class, got {activation!r}")
             activation = _ACTIVATIONS[activation]
-        self.features, self.context_features = int(features), int(context_features)
-        widths = [self.features, *(int(h) for h in hidden_features), self.features]
+        self.features, self.context_features = check_size("features", features), check_size("context_features", context_features, 0)
+        widths = [self.features, *check_sizes("hidden_features", hidden_features), self.features]
         cond = 1 + self.context_features
         self.layers = nn.ModuleList(ConcatSquashLinear(a, b, cond) for a, b in zip(widths[:-1], widths[1:]))
         self.acts = nn.ModuleList(activation() for _ in range(len(self.layers) - 1))

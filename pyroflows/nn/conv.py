@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..shapes import broadcast_batch, flatten_batch
+from ..validation import check_size
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -42,6 +43,9 @@ class PriorConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, context_channels: int = 0, spatial_dims: int = 2, context_is_map: bool = False):
         super().__init__()
+        check_size("in_channels", in_channels)
+        check_size("out_channels", out_channels)
+        check_size("context_channels", context_channels, 0)
         self.spatial_dims, self.context_channels, self.context_is_map = spatial_dims, context_channels, context_is_map
         self.conv = CONV[spatial_dims](in_channels + context_channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv.weight)
@@ -84,6 +88,13 @@ class ConvNet(nn.Module):
         zero_init: bool = True,
     ):
         super().__init__()
+        check_size("in_channels", in_channels)
+        check_size("out_channels", out_channels)
+        check_size("hidden_channels", hidden_channels)
+        check_size("context_channels", context_channels, 0)
+        check_size("kernel_size", kernel_size)
+        if spatial_dims not in CONV:
+            raise ValueError(f"spatial_dims: expected 1, 2 or 3, got {spatial_dims!r}")
         conv = CONV[spatial_dims]
         pad = kernel_size // 2
         self.spatial_dims, self.context_channels, self.context_is_map = spatial_dims, context_channels, context_is_map

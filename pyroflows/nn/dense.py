@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from .. import fused
 from ..shapes import broadcast_batch
+from ..validation import check_size, check_sizes
 
 
 def join_context(x: torch.Tensor, context: torch.Tensor | None, context_features: int) -> torch.Tensor:
@@ -65,6 +66,10 @@ class MLP(nn.Module):
         zero_init: bool = True,
     ):
         super().__init__()
+        check_size("in_features", in_features)
+        check_size("out_features", out_features)
+        hidden_features = check_sizes("hidden_features", hidden_features)
+        check_size("context_features", context_features, 0)
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
         widths = [in_features + context_features, *hidden_features]
         layers: list[nn.Module] = []
@@ -113,6 +118,11 @@ class ResidualMLP(nn.Module):
         zero_init: bool = True,
     ):
         super().__init__()
+        check_size("in_features", in_features)
+        check_size("out_features", out_features)
+        check_size("hidden_features", hidden_features)
+        check_size("num_blocks", num_blocks, 0)
+        check_size("context_features", context_features, 0)
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
         self.lift = nn.Linear(in_features + context_features, hidden_features)
         self.blocks = nn.ModuleList(

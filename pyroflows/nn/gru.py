@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..validation import check_size
 from .dense import ResidualMLP, join_context
 
 
@@ -71,8 +72,8 @@ class GRUConditioner(nn.Module):
         zero_init: bool = True,
     ):
         super().__init__()
-        self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
-        self.hidden_size = hidden_size
+        self.in_features, self.out_features = check_size("in_features", in_features), check_size("out_features", out_features)
+        self.context_features, self.hidden_size = check_size("context_features", context_features, 0), check_size("hidden_size", hidden_size)
         self.cell = nn.GRUCell(in_features + context_features, hidden_size)
         self.net = ResidualMLP(in_features + hidden_size, out_features, hidden_features, num_blocks, context_features, zero_init=zero_init)
 

@@ -24,7 +24,7 @@ import torch
 from torch.distributions import ComposeTransform, Transform, constraints
 
 from ..shapes import broadcast_shapes, sum_event
-from ..validation import check_tensor, is_validation_enabled
+from ..validation import check_tensor, is_validation_enabled, non_finite_parameters
 
 
 def event_constraint(event_dim: int):
@@ -143,18 +143,39 @@ class OnePassTransform:
             device=None if ref is None else ref.device,
         )
 
+    def check_output(self, direction: str, *values: torch.Tensor) -> None:
+        """While validation is on, raise instead of returning NaN or inf from finite inputs: naming
+        the parameters that hold them, or the overflow when every parameter is finite."""
+        if not is_validation_enabled() or values[0].device.type == "meta":
+            return
+        if all(bool(torch.isfinite(v).all()) for v in values if v.is_floating_point()):
+            return
+        m = self._stamp_module()
+        bad = non_finite_parameters(m) if m is not None else [f"tensor {i}" for i, t in enumerate(self.held_tensors()) if not bool(torch.isfinite(t).all())]
+        owner = type(m).__name__ if m is not None else type(self).__name__
+        if bad:
+            raise ValueError(f"parameters: non-finite values in {bad} of {owner}")
+        raise FloatingPointError(
+            f"{owner}: the {direction} map of finite inputs gave NaN or inf (an overflow: parameters far from "
+            f"their usual range, or inputs far out in the tails)"
+        )
+
     def _call(self, x):
         self.check_input("x", x)
         if self.value_without_ladj and not torch.is_grad_enabled():
             self._last = None
-            return self.forward_value(x)
+            y = self.forward_value(x)
+            self.check_output("forward", y)
+            return y
         y, ladj = self.forward_and_ladj(x)
+        self.check_output("forward", y, ladj)
         self._last = LastPass(x, y, ladj, inverse=False)
         return y
 
     def _inverse(self, y):
         self.check_input("y", y)
         x, ladj = self.inverse_and_ladj(y)
+        self.check_output("inverse", x, ladj)
         self._last = LastPass(x, y, ladj, inverse=True)
         return x
 
@@ -164,7 +185,9 @@ class OnePassTransform:
         if kept is not None:
             return kept
         self.check_input("x", x)
-        return self.forward_and_ladj(x)[1]
+        ladj = self.forward_and_ladj(x)[1]
+        self.check_output("forward", ladj)
+        return ladj
 
     # the value alone (OnePassCompose uses these for volume-preserving parts); override to skip the log-det
     def forward_value(self, x):
@@ -211,8 +234,8 @@ class OnePassCompose:
     a :class:`LastPass`: ``log_abs_det_jacobian(x, y)`` after a call in either direction is free, and
     so is the inverse of the last output, as with ``cache_size=1``. It is reused and dropped under the
     same rules as in :class:`OnePassTransform`.
-    ``domain`` and ``codomain`` are computed once. The input is checked by the first part; the
-    intermediate values, which the parts produce themselves, are checked while validation is on.
+    ``domain`` and ``codomain`` are computed once. The input is checked by the first part; while
+    validation is on, each part checks its output, so a NaN is reported by the part that produced it.
     Parts that are not :class:`OnePassTransform` go through their usual call and log-det.
     """
 
@@ -298,12 +321,14 @@ class OnePassCompose:
         batch = v.shape[: v.dim() - (self.codomain if inverse else self.domain).event_dim]
         for k, (part, one_pass, preserving, extra) in enumerate(reversed(steps) if inverse else steps):
             if one_pass:
-                if k == 0 or validate:
-                    part.check_input("y" if inverse else "x", v)
+                if k == 0:
+                    self._check_first(part, "y" if inverse else "x", v)
                 if preserving:
                     v = part.inverse_value(v) if inverse else part.forward_value(v)
                     continue
                 v, ladj = part.inverse_and_ladj(v) if inverse else part.forward_and_ladj(v)
+                if validate:  # the part that produced NaN or inf is named, not the next one's input
+                    part.check_output("inverse" if inverse else "forward", v, ladj)
             else:
                 w = part.inv(v) if inverse else part(v)
                 ladj = part.log_abs_det_jacobian(w, v) if inverse else part.log_abs_det_jacobian(v, w)
@@ -319,6 +344,18 @@ class OnePassCompose:
 
     def _inverse(self, y):
         return self._run(y, inverse=True)[0]
+
+    def reference(self) -> torch.Tensor | None:
+        """The first floating-point parameter or buffer of the parts (inputs must share its dtype)."""
+        return next((r for m in self._plan()[1] if (r := module_reference(m)) is not None), None)
+
+    def _check_first(self, part, name: str, v: torch.Tensor) -> None:
+        """The first part's input checks, and the dtype and device of every part's parameters
+        (a parameter-free first part takes any dtype; the later parts do not)."""
+        part.check_input(name, v)
+        ref = self.reference()
+        if ref is not None:
+            check_tensor(name, v, dtype=ref.dtype, device=ref.device, finite=False)
 
     def clear_cache(self):
         self._last = None

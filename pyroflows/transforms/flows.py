@@ -56,6 +56,9 @@ class ConditionalFlowSequence(ConditionalComposeTransformModule):
             self._last_condition = (context, context._version, flow)
         return flow
 
+    def forward(self, *args, **kwargs):
+        raise TypeError(f"{type(self).__name__} is a conditional transform: call .condition(context) first, then the transform it returns")
+
     def __getstate__(self):  # pickling / deepcopy: leave the conditioned stack behind
         state = dict(super().__getstate__())
         state.pop("_last_condition", None)

@@ -27,7 +27,7 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
 from ..nn.dense import context_mlp
-from ..validation import check_tensor
+from ..validation import check_broadcast, check_tensor
 from ..shapes import batch_shape_of
 from .base import OnePassTransform, event_constraint, module_reference, tensor_version
 
@@ -179,6 +179,9 @@ class ConditionalFlowModule(_Face, ConditionalTransformModule):
         self.check_context(context)
         return ConditionedFlow(self, context)
 
+    def forward(self, *args, **kwargs):
+        raise TypeError(f"{type(self).__name__} is a conditional transform: call .condition(context) first, then the transform it returns")
+
 
 class ConditionedFlow(_Evaluated, OnePassTransform, Transform):
     """``module.condition(context)``: the map ``module.transform(context)``, built from the module's
@@ -206,6 +209,11 @@ class ConditionedFlow(_Evaluated, OnePassTransform, Transform):
     def transform(self) -> OnePassTransform:
         """The map at the module's current parameters."""
         return self.module.transform(self.context)
+
+    def check_input(self, name: str, value: torch.Tensor) -> None:
+        super().check_input(name, value)
+        batch = value.shape[: value.dim() - len(self.event_shape_spec)]
+        check_broadcast("context", self.context_batch_shape, name, batch)
 
     def _face(self) -> ConditionalFlowModule:
         return self.module

@@ -52,7 +52,7 @@ from torch.distributions import Transform
 
 from ..nn.conv import ConvNet
 from ..shapes import as_shape, batch_shape_of, broadcast_batch
-from ..validation import check_positive, check_tensor
+from ..validation import check_broadcast, check_positive, check_tensor
 from .base import OnePassTransform, event_constraint, module_reference, soft_clamp
 from .elementwise import elementwise_affine
 from .glow import MultiscaleLayout
@@ -100,6 +100,10 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
 
     def _stamp_module(self):
         return self.relation
+
+    def check_input(self, name: str, value: torch.Tensor) -> None:
+        super().check_input(name, value)
+        check_broadcast("context", self.context_batch_shape, name, batch_shape_of(value, self._edim))
 
     def held_tensors(self) -> tuple:
         return (self.source_latent,) if self.side is None else (self.source_latent, self.side)
