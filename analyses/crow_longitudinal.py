@@ -1,7 +1,7 @@
 r"""Hwang et al. (2019), Sec. 4.2, Tables 1 and 2: group analyses of generated longitudinal amyloid PET.
 
 Pipeline, once per covariate (diagnosis, ADAS13, MMSE) and model (cINN, CRow, CRow + TCG), on a
-cohort of :func:`pyroflows.data.amyloid.simulate` (N = 276 subjects, T = 3 visits, 82 ROIs, a
+cohort of :func:`models.common.data.amyloid.simulate` (N = 276 subjects, T = 3 visits, 82 ROIs, a
 known set of 22 affected ROIs) or, with ``--tadpole PATH``, on a real TADPOLE table:
 
 1. **Training.** A :class:`~pyroflows.distributions.CRow` (``x_dim = 82``, ``y_dim`` 3 for the
@@ -25,7 +25,7 @@ known set of 22 affected ROIs) or, with ``--tadpole PATH``, on a real TADPOLE ta
    10->13->16, 30->28->26).
 3. **Group analysis.** Student's two-sample t-test per ROI at visit 3 between the Control and the
    (Early-)Progression samples, :math:`\alpha = 0.01`, without and with type-I error control
-   (Bonferroni and Benjamini-Hochberg), via :mod:`pyroflows.diagnostics.group_tests`. The simulator
+   (Bonferroni and Benjamini-Hochberg), via :mod:`models.common.group_tests`. The simulator
    knows which ROIs are affected, so each count comes with its precision and recall. The ``real``
    rows run the same tests on the training subjects whose covariate path matches (within
    :data:`TOLERANCE` per visit): as in the paper, there are too few of them.
@@ -74,8 +74,8 @@ import pyro.optim
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from pyroflows.data import amyloid
-from pyroflows.diagnostics import group_tests
+from models.common import group_tests
+from models.common.data import amyloid
 from pyroflows.distributions import CRow
 
 PAPER = (

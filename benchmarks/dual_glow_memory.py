@@ -42,9 +42,9 @@ def child(args) -> dict:
     from glow_memory import SavedBytes
 
     import pyroflows
+    from models.common.data.brain_phantom import brain_phantoms
     from models.dual_glow_phantom import FULL, make_dual
     from models.dual_glow_transfer import dequantized
-    from pyroflows.data.brain_phantom import brain_phantoms
 
     torch.set_num_threads(1)
     pyroflows.set_validation(False)

@@ -1,6 +1,6 @@
 r"""Hwang et al. (2019), Sec. 4.1 and Fig. 4: conditional moving digits with a label that switches midway.
 
-Data (:func:`pyroflows.data.moving_digits.moving_digits`): sequences of ``T = 6`` frames of 20 x 20
+Data (:func:`models.common.data.moving_digits.moving_digits`): sequences of ``T = 6`` frames of 20 x 20
 pixels showing a scikit-learn 8x8 glyph of a 5 or a 9 bouncing around the frame, one label per
 frame, constant along every training sequence (13 000 training sequences in the full run).
 
@@ -8,7 +8,7 @@ Three spaces for the flow (``Settings.space``):
 
 * ``"glyph"`` (the default, :data:`FULL`): *where* and *what* per frame (:class:`GlyphSpace`): the
   glyph's intensity centroid (2 numbers) and a 22-d MLP autoencoder code of the 14 x 14 window
-  centred on it (:func:`pyroflows.data.moving_digits.glyph_crops`), standardised, with smoothing
+  centred on it (:func:`models.common.data.moving_digits.glyph_crops`), standardised, with smoothing
   noise 0.3 while training. No labels are used; the motion is two coordinates and the digit's
   identity is a nearly linear direction of the window code (logistic regression on the codes: 0.96).
 * ``"latent"`` (:data:`LATENT`): each whole frame's 24-d latent from an MLP autoencoder
@@ -95,7 +95,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pyroflows.data.moving_digits import MovingDigits, glyph_crops, moving_digits, paste_crops
+from models.common.data.moving_digits import MovingDigits, glyph_crops, moving_digits, paste_crops
 from pyroflows.distributions import CRow
 from pyroflows.infer import fit, save_checkpoint
 
@@ -229,7 +229,7 @@ class LatentSpace:
 
 
 class GlyphSpace:
-    """*Where* and *what* per frame (:func:`~pyroflows.data.moving_digits.glyph_crops`): the glyph's
+    """*Where* and *what* per frame (:func:`~models.common.data.moving_digits.glyph_crops`): the glyph's
     intensity centroid (2 numbers) and an MLP autoencoder's code of the ``crop x crop`` window around
     it (``latent_dim - 2`` numbers), standardised together with the training frames' mean and sd.
     Neither part uses labels; the moving glyph's motion is two coordinates and its identity is in

@@ -1,7 +1,7 @@
 r"""Sun et al. (2019), DUAL-GLOW, Fig. 7 and Table 2 on 3-D brain phantoms: MRI-to-PET transfer with
 age as side information.
 
-Data: :func:`pyroflows.data.brain_phantom.brain_phantoms`: paired MRI-like tissue volumes and
+Data: :func:`models.common.data.brain_phantom.brain_phantoms`: paired MRI-like tissue volumes and
 PET-like uptake volumes, 32^3 (full) or 16^3 (quick); the PET shows hypometabolism in three named
 regions (posterior cingulate, left and right temporal) growing with age and disease, and the MRI
 shows atrophy with age and disease. Volumes are quantised to 8 bits and dequantised as in
@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.common.data.brain_phantom import ROI_NAMES, brain_phantoms, hypometabolism, roi_means
 from models.dual_glow_transfer import (
     command_line,
     conditional_bits,
@@ -77,7 +78,6 @@ from models.dual_glow_transfer import (
     torch_threads,
     train_dual_glow,
 )
-from pyroflows.data.brain_phantom import ROI_NAMES, brain_phantoms, hypometabolism, roi_means
 from pyroflows.distributions import DualGlow
 
 PAPER = (

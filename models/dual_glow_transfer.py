@@ -1,6 +1,6 @@
 r"""Sun et al. (2019), DUAL-GLOW, Table 1 on a 2-D simulator: paired modality transfer with age control.
 
-Data: :func:`pyroflows.data.modality_pairs.digit_modality_pairs`: the source :math:`x_m` is a
+Data: :func:`models.common.data.modality_pairs.digit_modality_pairs`: the source :math:`x_m` is a
 scikit-learn digit upsampled to 16x16 (1438 training pairs); the target :math:`x_p` is a fixed nonlinear "modality"
 transform of it (blur, saturating intensity curve, background) whose gain falls with an age
 :math:`a \in [0, 1]`, plus noise (:math:`\sigma = 0.01`). Both are quantised to 8 bits and dequantised uniformly, and the
@@ -68,8 +68,9 @@ from pyro.infer import SVI, Trace_ELBO
 from scipy.stats import spearmanr
 
 from models import format_rows
-from pyroflows import metrics, validation
-from pyroflows.data.modality_pairs import digit_modality_pairs, modality_transform
+from models.common import metrics
+from models.common.data.modality_pairs import digit_modality_pairs, modality_transform
+from pyroflows import validation
 from pyroflows.distributions import DualGlow
 from pyroflows.distributions.dequantize import bits_per_dim, quantize, uniform_dequantize
 from pyroflows.infer import fit

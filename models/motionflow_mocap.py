@@ -2,7 +2,7 @@ r"""MotionFlow, Sec. 5.3 and Table 7: motion prediction on simulated skeletons, 
 against the zero-velocity baseline, and the ablation of the masked conditioners (A), the dynamic
 latent space (B) and its residual network (C).
 
-**Data.** CMU Mocap cannot be downloaded here, so :mod:`pyroflows.data.skeleton` simulates a 19-joint
+**Data.** CMU Mocap cannot be downloaded here, so :mod:`models.common.data.skeleton` simulates a 19-joint
 skeleton at 25 frames per second doing three actions with different gaits (walking, running, waving),
 with per-sequence speed, amplitude, size, heading and phase and 4 mm measurement noise. Each window
 is 6 observed frames (240 ms) and 25 predicted ones (1 s); the MPJPE horizons 80, 160, 320, 400,
@@ -28,7 +28,7 @@ equal mix). Prediction: the mean of 10 samples (eq. 15).
   :math:`\Delta z_t = 0` and :math:`\log\sigma_t` is a learned per-channel constant instead of the
   gated residual network's output.
 
-Baseline: zero velocity (the last observed pose, :func:`pyroflows.baselines.seasonal_naive` with
+Baseline: zero velocity (the last observed pose, :func:`models.common.baselines.seasonal_naive` with
 period 1). The paper's Table 3 numbers (CMU walking: 6.52, 10.15, 16.28, 20.05, -, 34.11 mm for
 MotionFlow at 80-1000 ms) are on real motion capture and not comparable in value; the table here
 shows the same read-out on the simulator. Figure ``skeletons.png``: one test sequence per action,
@@ -60,11 +60,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from models.common.baselines import seasonal_naive
+from models.common.data import skeleton
+from models.common.metrics_prediction import mpjpe
 from models.motionflow_training import FlowSettings, fit_motionflow, parse_settings, predict, torch_threads, write_figure
-from pyroflows.baselines import seasonal_naive
-from pyroflows.data import skeleton
 from pyroflows.distributions import MotionFlow
-from pyroflows.metrics_prediction import mpjpe
 from pyroflows.transforms.dynamic_prior import ConditionalLatentDynamics
 
 PAPER = (

@@ -1,6 +1,6 @@
 r"""MotionFlow, Sec. 5.2 / Table 2: predicting three interacting particles.
 
-Data: the dNRI "small synth" system (:mod:`pyroflows.data.particles`): particles 1 and 2 move at
+Data: the dNRI "small synth" system (:mod:`models.common.data.particles`): particles 1 and 2 move at
 constant velocity, particle 3 is pushed away from either while closer than 1. Every simulation has
 35 frames of ``(x, y, v_x, v_y)`` per particle; the first 10 are observed, the remaining 25 are
 predicted. Positions and velocities are min-max normalised to ``[-1, 1]`` with the training set's
@@ -65,7 +65,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 
 from models import ROW_KEYS, format_rows
-from pyroflows.data import particles
+from models.common.data import particles
 from pyroflows.distributions import MotionFlow
 from pyroflows.infer.fit import fit
 

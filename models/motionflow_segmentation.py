@@ -2,7 +2,7 @@ r"""MotionFlow, Sec. 5.5 and Table 6: binary segmentation as structured predicti
 the mask given the image, scored by the mean IoU over the two classes from the mean of 10 samples,
 against a small fully convolutional network.
 
-**Data.** The Weizmann horses are not available offline; :mod:`pyroflows.data.shapes` generates
+**Data.** The Weizmann horses are not available offline; :mod:`models.common.data.shapes` generates
 images of one or two striped shapes (ellipses, rectangles, triangles) on smooth backgrounds in
 random colours, with pixel noise, and their binary masks. Full settings: 2000 training and 300 test
 images of 16 x 16 pixels (the paper works at 32 x 32; ``--size 32`` runs that, about 4x slower per
@@ -20,7 +20,7 @@ dilated, ReLU, and a 1x1 read-out; per-pixel logistic loss), trained for the sam
 on the same batches; and the all-background mask (for scale).
 
 **Score.** Mean IoU: :math:`\frac12\left(\frac{|P \cap T|}{|P \cup T|} + \frac{|\bar P \cap \bar T|}{|\bar P \cup \bar T|}\right)`
-pooled over every test pixel (:func:`pyroflows.metrics_prediction.mean_iou`), in percent like
+pooled over every test pixel (:func:`models.common.metrics_prediction.mean_iou`), in percent like
 Table 6 (FCN 78.7, c-Glow 81.2, MotionFlow 89.2 on horses; not comparable in value).
 
 Figure ``segmentations.png``: test images, true masks, the FCN's and MotionFlow's masks and
@@ -49,10 +49,10 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from models.common.data import shapes
+from models.common.metrics_prediction import mean_iou
 from models.motionflow_training import FlowSettings, fit_motionflow, parse_settings, sample_futures, torch_threads, write_figure
-from pyroflows.data import shapes
 from pyroflows.distributions import MotionFlow
-from pyroflows.metrics_prediction import mean_iou
 
 PAPER = (
     'M. Zand, A. Etemad, M. Greenspan, "Flow-based spatio-temporal structured prediction of motion dynamics" '

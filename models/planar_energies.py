@@ -32,12 +32,12 @@ model's log joint is :math:`-U(z)`, so its ELBO is the one above).
 (20 000 samples), the importance-sampling estimate
 :math:`\log \hat Z = \log \frac1N \sum_i e^{-U(z_i) - \log q(z_i)}` (100 000 samples, chunked; it
 lies between the ELBO and :math:`\log Z` in expectation), and the quadrature :math:`\log Z`
-(:func:`pyroflows.data.energies.log_normaliser`) as the reference. Bar: with ``K = 32`` on ``U1``,
+(:func:`models.common.data.energies.log_normaliser`) as the reference. Bar: with ``K = 32`` on ``U1``,
 ELBO :math:`\ge \log Z - 0.15 = 1.7275`.
 
 **The wall.** ``U2``-``U4`` are not integrable on the plane (they do not decay along :math:`z_1`),
 so the fits use them with this project's wall at :math:`|z_1| = 4`, the paper's plotting window
-(:func:`pyroflows.data.energies.energy` with ``wall=4``; the density inside the window is the
+(:func:`models.common.data.energies.energy` with ``wall=4``; the density inside the window is the
 paper's). ``U1`` is fitted as it is (the wall changes its :math:`\log Z` by less than ``1e-11``).
 
 Figures: ``densities.png`` (rows: energies; columns: :math:`e^{-U}` and :math:`q_K` for each ``K``
@@ -81,8 +81,8 @@ from pyro.distributions import constraints
 from pyro.infer import SVI, Trace_ELBO
 
 from models import format_rows
+from models.common.data.energies import ENERGIES, energy, grid, log_normaliser
 from pyroflows import validation
-from pyroflows.data.energies import ENERGIES, energy, grid, log_normaliser
 from pyroflows.infer import fit
 from pyroflows.transforms import Planar
 from pyroflows.transforms.flows import FlowSequence

@@ -55,7 +55,7 @@ import torch.nn as nn
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from pyroflows.data import digits as digit_data
+from models.common.data import digits as digit_data
 from pyroflows.infer import amortized_posterior, atomic_write, fit, log_importance_weights
 from pyroflows.nn import MLP
 

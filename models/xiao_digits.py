@@ -58,7 +58,7 @@ import torch.nn as nn
 from pyro.infer import SVI, Trace_ELBO
 
 from models import format_rows
-from pyroflows.data import digits as digit_data
+from models.common.data import digits as digit_data
 from pyroflows.distributions import RelaxedConditionalFlow
 from pyroflows.infer import fit
 

@@ -1,6 +1,6 @@
 r"""Xiao, Yan & Amit (2019), Sec. 5.1: conditional flows on the eight-mode Gaussian mixture.
 
-The posterior :math:`p(x \mid y)` of the octagon mixture (:mod:`pyroflows.data.gaussian_mixture`)
+The posterior :math:`p(x \mid y)` of the octagon mixture (:mod:`models.common.data.gaussian_mixture`)
 is learned under two label mappings: ``"eight"`` (one label per mode) and ``"four"`` (labels
 ``[0, 0, 0, 0, 1, 1, 2, 3]``, so label 0 covers the four upper modes). Four models share the same
 invertible network (8 affine coupling blocks with fixed random permutations, conditioners of
@@ -63,8 +63,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from models import format_rows
-from pyroflows import validation
-from pyroflows.data.gaussian_mixture import (
+from models.common.data.gaussian_mixture import (
     STD,
     assign_modes,
     modes_of_label,
@@ -73,9 +72,10 @@ from pyroflows.data.gaussian_mixture import (
     octagon_mixture,
     posterior_moments,
 )
+from models.common.metrics import accuracy, category_shares, relative_frobenius_error, sample_covariance, sample_mean_error
+from pyroflows import validation
 from pyroflows.distributions import RelaxedConditionalFlow
 from pyroflows.infer import INNLoss, fit
-from pyroflows.metrics import accuracy, category_shares, relative_frobenius_error, sample_covariance, sample_mean_error
 
 PAPER = 'Z. Xiao, Q. Yan, Y. Amit, "A method to model conditional distributions with normalizing flows", arXiv:1911.02052 (2019), Sec. 5.1'
 EXPERIMENT = "xiao_gaussian_mixture"

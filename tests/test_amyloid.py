@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pyroflows.data import amyloid
-from pyroflows.diagnostics import group_tests
+from models.common import group_tests
+from models.common.data import amyloid
 
 # ----------------------------------------------------------------------------- simulator
 

@@ -11,8 +11,8 @@ import torch
 import models
 from analyses import crow_longitudinal as longitudinal
 from models import crow_moving_digits as digits
-from pyroflows.data.moving_digits import glyph_crops
-from pyroflows.data.moving_digits import moving_digits as moving_digits_data
+from models.common.data.moving_digits import glyph_crops
+from models.common.data.moving_digits import moving_digits as moving_digits_data
 
 
 def _only_when_selected(request):

@@ -3,8 +3,9 @@
 * Every ```python block in ``docs/**/*.md`` runs: the blocks of one page in order, in a fresh
   namespace per page. A block whose first line is ``# doc-test: skip`` is left out (for long
   commands only).
-* Every docstring example (doctest) of every module under ``pyroflows/`` passes, with ``torch`` and
-  ``pyroflows`` available as they are to a reader of the reference.
+* Every docstring example (doctest) of every module under ``pyroflows/`` and under ``models/common/``
+  (the experiments' shared kit) passes, with ``torch`` and ``pyroflows`` available as they are to a
+  reader of the reference.
 * The API reference names every public module, and the commands the docs give for the paper
   reproductions name registered experiments.
 * ``mkdocs build --strict`` succeeds (skipped where mkdocs or mkdocstrings is not installed).
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import models.common
 import pyroflows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,18 +101,18 @@ def test_page_examples_run(page, clean_state):
 # ----------------------------------------------------------------------------- doctests
 
 
-def _public_modules() -> list[str]:
-    names = ["pyroflows"]
-    for info in pkgutil.walk_packages(pyroflows.__path__, "pyroflows."):
+def _public_modules(package) -> list[str]:
+    names = [package.__name__]
+    for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
         if not any(part.startswith("_") for part in info.name.split(".")):
             names.append(info.name)
     return sorted(names)
 
 
-MODULES = _public_modules()
+MODULES = _public_modules(pyroflows)
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", MODULES + _public_modules(models.common))
 def test_docstring_examples(name, clean_state):
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder()

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from models import EXPERIMENTS, ROW_KEYS
-from pyroflows.data.brain_phantom import ROI_NAMES, brain_phantoms, hypometabolism, roi_means
-from pyroflows.data.modality_pairs import digit_modality_pairs, modality_transform
+from models.common.data.brain_phantom import ROI_NAMES, brain_phantoms, hypometabolism, roi_means
+from models.common.data.modality_pairs import digit_modality_pairs, modality_transform
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")

@@ -1,4 +1,4 @@
-"""FFJORD's 2-D toy distributions (pyroflows.data.toy2d) and the CNF fits to them (models.ffjord_toy)."""
+"""FFJORD's 2-D toy distributions (models.common.data.toy2d) and the CNF fits to them (models.ffjord_toy)."""
 
 import math
 from dataclasses import replace
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import ROW_KEYS
-from pyroflows.data import toy2d
+from models.common.data import toy2d
 
 pytest.importorskip("matplotlib")
 

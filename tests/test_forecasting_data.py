@@ -1,5 +1,5 @@
-"""Forecasting windows (pyroflows.data.forecasting), the baselines (pyroflows.baselines) and the
-prediction scores (pyroflows.metrics_prediction)."""
+"""Forecasting windows (models.common.data.forecasting), the baselines (models.common.baselines) and the
+prediction scores (models.common.metrics_prediction)."""
 
 import importlib.util
 import math
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from pyroflows.baselines import GaussianVAR, seasonal_naive
-from pyroflows.data import forecasting
-from pyroflows.metrics_prediction import crps, crps_gaussian, crps_sum, mean_iou, mpjpe, mse
+from models.common.baselines import GaussianVAR, seasonal_naive
+from models.common.data import forecasting
+from models.common.metrics_prediction import crps, crps_gaussian, crps_sum, mean_iou, mpjpe, mse
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -295,7 +295,7 @@ def test_digits_maximum_likelihood_beats_simple_baselines():
     with add-one smoothing) 2.43. The bar: at least 0.2 bits/dim below the Gaussian and 1.3 below
     uniform.
     """
-    from pyroflows.data.digits import sklearn_digits
+    from models.common.data.digits import sklearn_digits
 
     torch.manual_seed(0)
     data = sklearn_digits()

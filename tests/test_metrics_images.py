@@ -1,4 +1,4 @@
-"""Image metrics of pyroflows.metrics (MAE, correlation, PSNR, SSIM in 2-D and 3-D) against cases
+"""Image metrics of models.common.metrics (MAE, correlation, PSNR, SSIM in 2-D and 3-D) against cases
 worked out by hand and an explicit loop over window positions."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyroflows.metrics import correlation_coefficient, gaussian_window, mean_absolute_error, psnr, ssim
+from models.common.metrics import correlation_coefficient, gaussian_window, mean_absolute_error, psnr, ssim
 
 
 def test_mae_by_hand_and_batch_shape():

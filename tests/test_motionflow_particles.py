@@ -1,4 +1,4 @@
-"""The interacting-particles simulator (pyroflows.data.particles) and the MotionFlow experiment on it
+"""The interacting-particles simulator (models.common.data.particles) and the MotionFlow experiment on it
 (models.motionflow_particles)."""
 
 from dataclasses import replace
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import ROW_KEYS
-from pyroflows.data import particles
+from models.common.data import particles
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

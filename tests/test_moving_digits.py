@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pyroflows.data import digits as digit_data
-from pyroflows.data.moving_digits import bounce, glyph_crops, moving_digits, paste_crops, render
+from models.common.data import digits as digit_data
+from models.common.data.moving_digits import bounce, glyph_crops, moving_digits, paste_crops, render
 
 
 def test_shapes_labels_and_values():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import ROW_KEYS
-from pyroflows.data import energies
+from models.common.data import energies
 
 pytest.importorskip("matplotlib")
 

@@ -1,9 +1,9 @@
-"""The synthetic segmentation shapes (pyroflows.data.shapes)."""
+"""The synthetic segmentation shapes (models.common.data.shapes)."""
 
 import pytest
 import torch
 
-from pyroflows.data import shapes
+from models.common.data import shapes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,11 +1,11 @@
-"""The articulated-skeleton simulator (pyroflows.data.skeleton)."""
+"""The articulated-skeleton simulator (models.common.data.skeleton)."""
 
 import math
 
 import pytest
 import torch
 
-from pyroflows.data import skeleton
+from models.common.data import skeleton
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from models import ROW_KEYS
-from pyroflows.data import digits
+from models.common.data import digits
 
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")

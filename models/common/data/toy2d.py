@@ -86,7 +86,7 @@ import math
 
 import torch
 
-from ..validation import check_tensor
+from pyroflows.validation import check_tensor
 
 #: names of the toy distributions, in the order of the experiment's figure
 NAMES = ("8gaussians", "checkerboard", "2spirals", "pinwheel", "rings", "moons", "circles", "swissroll")

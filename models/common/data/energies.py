@@ -62,7 +62,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..validation import check_tensor
+from pyroflows.validation import check_tensor
 
 #: names of the energies of Table 1
 ENERGIES = ("U1", "U2", "U3", "U4")
