@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 import pyroflows
-from pyroflows.transforms import glow
+from pyroflows.flows import glow
 
 
 class SavedBytes:

@@ -40,7 +40,7 @@ def build_glow(cfg):
 
     import pyroflows
     from benchmarks.training_step import sampling_call, training_step
-    from pyroflows.transforms import glow
+    from pyroflows.flows import glow
 
     pyroflows.set_validation(False)
     import pyro.distributions as dist

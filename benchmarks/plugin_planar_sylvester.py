@@ -69,7 +69,7 @@ def _guide_case(cfg, transforms, params, notes, peers):
 
     import pyroflows
     from benchmarks.training_step import sampling_call, training_step
-    from pyroflows.transforms.flows import FlowSequence
+    from pyroflows.transforms.stacks import FlowSequence
 
     pyroflows.set_validation(False)
     base = dist.Normal(torch.zeros(cfg.D), torch.ones(cfg.D), validate_args=False).to_event(1)

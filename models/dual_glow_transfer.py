@@ -75,7 +75,7 @@ from pyroflows.distributions import DualGlow
 from pyroflows.distributions.dequantize import bits_per_dim, quantize, uniform_dequantize
 from pyroflows.infer import fit
 from pyroflows.nn import ConvNet
-from pyroflows.transforms import glow
+from pyroflows.flows import glow
 
 PAPER = (
     'H. Sun, R. Mehta, H. H. Zhou, Z. Huang, S. C. Johnson, V. Prabhakaran, V. Singh, "DUAL-GLOW: conditional flow-based '

@@ -80,7 +80,7 @@ from models.common.data import toy2d
 from pyroflows import validation
 from pyroflows.infer import fit
 from pyroflows.transforms import CNF, cnf, cnf_regularization
-from pyroflows.transforms.flows import FlowSequence
+from pyroflows.transforms.stacks import FlowSequence
 
 PAPER = (
     'W. Grathwohl, R. T. Q. Chen, J. Bettencourt, I. Sutskever, D. Duvenaud, "FFJORD: free-form continuous dynamics '

@@ -65,7 +65,7 @@ from models.common.data import skeleton
 from models.common.metrics_prediction import mpjpe
 from models.motionflow_training import FlowSettings, fit_motionflow, parse_settings, predict, torch_threads, write_figure
 from pyroflows.distributions import MotionFlow
-from pyroflows.transforms.dynamic_prior import ConditionalLatentDynamics
+from pyroflows.flows.latent_dynamics import ConditionalLatentDynamics
 
 PAPER = (
     'M. Zand, A. Etemad, M. Greenspan, "Flow-based spatio-temporal structured prediction of motion dynamics" '

@@ -85,7 +85,7 @@ from models.common.data.energies import ENERGIES, energy, grid, log_normaliser
 from pyroflows import validation
 from pyroflows.infer import fit
 from pyroflows.transforms import Planar
-from pyroflows.transforms.flows import FlowSequence
+from pyroflows.transforms.stacks import FlowSequence
 
 PAPER = 'D. J. Rezende, S. Mohamed, "Variational inference with normalizing flows", ICML 2015, Sec. 6.1, Table 1, Fig. 3'
 EXPERIMENT = "planar_energies"

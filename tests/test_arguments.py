@@ -10,6 +10,7 @@ import torch
 
 import pyroflows
 import pyroflows.distributions as D
+import pyroflows.flows as FL
 import pyroflows.transforms as T
 from pyroflows.infer import amortized_posterior, importance_log_likelihood
 from pyroflows.nn import MLP, ConcatSquashNet, ConvNet, GRUConditioner, ResidualMLP
@@ -35,12 +36,12 @@ BAD_CONSTRUCTORS = [
     (lambda: T.cnf(2, time=-1.0), r"time: expected a positive number, got -1.0"),
     (lambda: T.cnf(2, hidden=(0,)), r"hidden_features: expected integers >= 1"),
     (lambda: T.cnf(2, method="leapfrog"), r"method: expected one of"),
-    (lambda: T.glow((1, 8, 8), num_steps=0), r"num_steps: expected an integer >= 1, got 0"),
-    (lambda: T.glow((1, 8, 8), num_levels=1, hidden_channels=0), r"hidden_channels: expected an integer >= 1, got 0"),
-    (lambda: T.glow((1, 8, 8), num_levels=1, prior_clamp=0.0), r"prior_clamp: expected a positive number or None, got 0.0"),
-    (lambda: T.crow(4, num_blocks=0), r"num_blocks: expected an integer >= 1, got 0"),
-    (lambda: T.crow(4, recurrent=False, gate=True), r"gate: temporal context gating"),
-    (lambda: T.crow(4, depth=3), r"depth: not an option of CRowArchitecture"),
+    (lambda: FL.glow((1, 8, 8), num_steps=0), r"num_steps: expected an integer >= 1, got 0"),
+    (lambda: FL.glow((1, 8, 8), num_levels=1, hidden_channels=0), r"hidden_channels: expected an integer >= 1, got 0"),
+    (lambda: FL.glow((1, 8, 8), num_levels=1, prior_clamp=0.0), r"prior_clamp: expected a positive number or None, got 0.0"),
+    (lambda: FL.crow(4, num_blocks=0), r"num_blocks: expected an integer >= 1, got 0"),
+    (lambda: FL.crow(4, recurrent=False, gate=True), r"gate: temporal context gating"),
+    (lambda: FL.crow(4, depth=3), r"depth: not an option of CRowArchitecture"),
     (lambda: MLP(3, 2, (0,)), r"hidden_features: expected integers >= 1, got \(0,\)"),
     (lambda: MLP(0, 2), r"in_features: expected an integer >= 1, got 0"),
     (lambda: ResidualMLP(3, 2, num_blocks=-1), r"num_blocks: expected an integer >= 0, got -1"),
@@ -75,7 +76,7 @@ def test_a_conditional_transform_called_without_a_context_says_what_to_do():
     [
         (lambda: T.conditional_planar(3, 2), (5, 3)),
         (lambda: T.conditional_coupling_flow(4, 2, num_blocks=1, hidden=(8,)), (5, 4)),
-        (lambda: T.conditional_glow((1, 4, 4), (2,), num_levels=1, num_steps=1, hidden_channels=4), (5, 1, 4, 4)),
+        (lambda: FL.conditional_glow((1, 4, 4), (2,), num_levels=1, num_steps=1, hidden_channels=4), (5, 1, 4, 4)),
     ],
 )
 def test_a_context_whose_batch_does_not_broadcast_is_named(flow, x_shape):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pyroflows.transforms as T
-from pyroflows.transforms.flows import FlowSequence
+from pyroflows.transforms.stacks import FlowSequence
 
 F64 = torch.float64
 

@@ -10,7 +10,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 from pyroflows.distributions import ConditionalFlowDistribution, CRow
-from pyroflows.transforms import conditional_crow, crow
+from pyroflows.flows import conditional_crow, crow
 
 
 def _perturbed(module, scale=0.1, seed=0):

@@ -20,7 +20,8 @@ from pyroflows.distributions.dequantize import (
     quantize,
     uniform_dequantize,
 )
-from pyroflows.transforms import Squeeze, Unsqueeze, conditional_glow, glow
+from pyroflows.flows import conditional_glow, glow
+from pyroflows.transforms import Squeeze, Unsqueeze
 from pyroflows.transforms.base import soft_clamp
 from pyroflows.transforms.squeeze import squeeze, unsqueeze
 

@@ -15,7 +15,7 @@ from pyroflows.distributions import DynamicPrior, MotionFlow
 from pyroflows.nn.gated_residual import CausalGatedResNet
 from pyroflows.nn.masked_conv import LocallyMaskedConv2d, MaskedARN, SpatioTemporalEncoder, local_masks, ordering_ranks, positional_norm
 from pyroflows.testing import perturb_parameters
-from pyroflows.transforms import conditional_latent_dynamics, conditional_motionflow, conditional_motionflow_step
+from pyroflows.flows import conditional_latent_dynamics, conditional_motionflow, conditional_motionflow_step
 
 
 def _dependence(fn, x, position):

@@ -3,7 +3,7 @@ r"""CRow: a conditional sequence flow :math:`p(x_{1:T} \mid y_{1:T})` with exact
 As in the paper (Hwang et al. 2019, Sec. 3) the invertible network maps each frame to its
 covariate and a latent, :math:`[z_t, c_t] = f_t(\hat x_t)`, where :math:`f_t` is the CRow frame map
 at step :math:`t` (recurrent couplings whose hidden states summarise :math:`\hat x_{<t}`, see
-:mod:`pyroflows.transforms.crow`) and :math:`\hat x_t = [x_t, x_{0,t}]` is the frame padded to
+:mod:`pyroflows.flows.crow_blocks`) and :math:`\hat x_t = [x_t, x_{0,t}]` is the frame padded to
 :math:`\dim z + \dim y` features. It is trained by the one-loss relaxed likelihood of Xiao et al.
 (:class:`~pyroflows.distributions.RelaxedConditionalFlow`): :math:`z_t \sim \mathcal N(0, I)` and
 :math:`c_t \sim \mathcal N(y_t, \epsilon^2 I)`, independently over time. Because :math:`f_t` depends
@@ -39,7 +39,7 @@ import torch.nn as nn
 from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.conditional import ConditionalDistribution
 
-from ..transforms.crow import ConditionalCRowTransform, CRowArchitecture, CRowTransform, crow_architecture
+from ..flows.crow_blocks import ConditionalCRowTransform, CRowArchitecture, CRowTransform, crow_architecture
 from ..validation import check_tensor
 from .relaxed_conditional_flow import RelaxedLatent
 
@@ -54,17 +54,17 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
             ``z_dim + y_dim - x_dim`` entries and must not be negative.
         eps: standard deviation :math:`\epsilon` of the relaxed covariate.
         pad_noise: standard deviation :math:`\sigma` of the padding noise (training mode).
-        architecture: the network (a :class:`~pyroflows.transforms.crow.CRowArchitecture`, or its
+        architecture: the network (a :class:`~pyroflows.flows.crow_blocks.CRowArchitecture`, or its
             fields as keywords: ``num_blocks``, ``hidden_size``, ``hidden_features``, ``res_blocks``,
             ``recurrent`` (False gives the paper's cINN baseline, each frame alone), ``gate``,
             ``clamp``, ``permutation``, ``seed``), used when ``flow`` is None.
         context: also feed :math:`y_t` to every subnetwork, :math:`[s, r], h_t = q([u, y_t], h_{t-1})`
-            (a :class:`~pyroflows.transforms.ConditionalCRowTransform`), so the covariate is both an
+            (a :class:`~pyroflows.flows.ConditionalCRowTransform`), so the covariate is both an
             input of the couplings, as in Ardizzone et al.'s conditional INN, and the relaxed output
             :math:`c_t`. The density stays exact; :meth:`predict` is then unavailable (the forward
             pass needs :math:`y`).
-        flow: a :class:`~pyroflows.transforms.CRowTransform` (or, for ``context``, a
-            :class:`~pyroflows.transforms.ConditionalCRowTransform` with ``context_dim = y_dim``) on
+        flow: a :class:`~pyroflows.flows.CRowTransform` (or, for ``context``, a
+            :class:`~pyroflows.flows.ConditionalCRowTransform` with ``context_dim = y_dim``) on
             frames of size ``z_dim + y_dim``.
 
     ``.condition(y)`` with ``y`` of shape ``batch + (T, y_dim)`` returns a distribution over

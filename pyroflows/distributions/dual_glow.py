@@ -2,11 +2,11 @@ r"""DUAL-GLOW: the conditional distribution :math:`p(x_p \mid x_m)` of a target 
 source modality (MRI), from two multi-scale Glows and relation networks between their latents.
 
 Two Glows map each image to its latent, :math:`z_m = f_m(x_m)` and :math:`z_p = f_p(x_p)` (Pyro's
-inverse of :class:`~pyroflows.transforms.Glow`: packed latents of the data's shape, whose split
+inverse of :class:`~pyroflows.flows.Glow`: packed latents of the data's shape, whose split
 priors are already part of the flows). Relation networks give the target's latent a Gaussian
 prior at every level given the source's latent at that level (eq. 6),
 :math:`p(z_p \mid z_m) = \mathcal N(z_p; \mu(z_m), \sigma(z_m)^2)`
-(:class:`~pyroflows.transforms.LatentRelation`). Because the joint Jacobian is block diagonal
+(:class:`~pyroflows.flows.LatentRelation`). Because the joint Jacobian is block diagonal
 (eq. 11), the source's log-det cancels (eqs. 8-10):
 
 .. math::
@@ -70,8 +70,8 @@ from ..nn.dense import MLP
 from ..nn.gradient_reversal import GradientReversal
 from ..shapes import as_shape
 from ..transforms.base import module_reference, soft_clamp
-from ..transforms.glow import Glow
-from ..transforms.relation import LatentRelation
+from ..flows.glow import Glow
+from ..flows.latent_relation import LatentRelation
 from ..validation import check_tensor
 
 
@@ -114,7 +114,7 @@ class DualGlow(nn.Module, ConditionalDistribution):
     Args:
         source_shape: event shape of the source ``x_m``, ``(C, H, W)`` or ``(C, D, H, W)``.
         target_shape: event shape of the target ``x_p`` (default: the source's); the same spatial sizes.
-        num_levels, num_steps, hidden_channels: both Glows (see :class:`~pyroflows.transforms.Glow`).
+        num_levels, num_steps, hidden_channels: both Glows (see :class:`~pyroflows.flows.Glow`).
         relation_hidden: width of the relation networks.
         side_features: size ``K`` of the side information (0: none).
         side_levels: ``"top"`` (eqs. 16-17: ``c`` enters the top level's prior) or ``"all"`` levels.

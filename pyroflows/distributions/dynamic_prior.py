@@ -7,7 +7,7 @@ r"""MotionFlow's dynamic latent prior :math:`p(z_{1:V} \mid z_{\le 0})` as a Pyr
 
 with :math:`\mathrm{res}` a causal stack of gated residual blocks (eqs. (8)-(12)) and
 :math:`z_{\le 0}` a history of at least one latent frame. It is a standard Normal pushed through the
-autoregressive map of :class:`~pyroflows.transforms.ConditionalLatentDynamics`, so ``log_prob``
+autoregressive map of :class:`~pyroflows.flows.ConditionalLatentDynamics`, so ``log_prob``
 scores all frames at once and ``sample`` / ``rsample`` roll the frames out one at a time.
 Temperature :math:`T` samples :math:`z_t = \mu_t + T\sigma_t\varepsilon_t`; :math:`T = 0` gives the
 mean rollout :math:`z_t = \mu_t(z_{<t})` (a ``Delta``).
@@ -25,7 +25,7 @@ import torch.nn as nn
 from pyro.distributions.conditional import ConditionalDistribution
 
 from ..validation import check_size
-from ..transforms.dynamic_prior import ConditionalLatentDynamics
+from ..flows.latent_dynamics import ConditionalLatentDynamics
 
 
 def check_temperature(temperature: float) -> float:
@@ -54,8 +54,8 @@ class DynamicPrior(nn.Module, ConditionalDistribution):
         frame_shape: ``(C, H, W)`` of a latent frame.
         num_frames: future frames ``V`` in a sample.
         hidden_channels, dilations, clamp: the network (see
-            :class:`~pyroflows.transforms.ConditionalLatentDynamics`), used when ``dynamics`` is None.
-        dynamics: a :class:`~pyroflows.transforms.ConditionalLatentDynamics` to share (MotionFlow's).
+            :class:`~pyroflows.flows.ConditionalLatentDynamics`), used when ``dynamics`` is None.
+        dynamics: a :class:`~pyroflows.flows.ConditionalLatentDynamics` to share (MotionFlow's).
 
     ``.condition(history, temperature=1.0)`` with ``history`` ``batch + (K, C, H, W)`` returns a
     distribution with batch shape ``batch`` and event shape ``(V, C, H, W)``.

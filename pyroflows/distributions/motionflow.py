@@ -2,9 +2,9 @@ r"""MotionFlow: a conditional distribution over future frames given observed one
 
 :math:`p(y \mid x)` for observed frames :math:`x = q^{(1:U)}` and future frames
 :math:`y = q^{(U+1:U+V)}` is a standard Normal over noise :math:`\varepsilon` ``(V, *frame)`` pushed
-through the MotionFlow map of :class:`~pyroflows.transforms.ConditionalMotionFlowTransform`
+through the MotionFlow map of :class:`~pyroflows.flows.ConditionalMotionFlowTransform`
 (conditional Glow steps driven by a masked-convolution encoder of the frames before each one, and
-the dynamic latent prior over frame latents; see :mod:`pyroflows.transforms.motionflow`). So
+the dynamic latent prior over frame latents; see :mod:`pyroflows.flows.motionflow_steps`). So
 
 * ``MotionFlow(...).condition(x)`` is a ``TransformedDistribution`` with ``log_prob`` (all frames
   at once), ``sample`` / ``rsample`` (an autoregressive rollout) and works as
@@ -35,7 +35,7 @@ from pyro.distributions.conditional import ConditionalDistribution
 
 from ..validation import check_size
 from ..transforms.base import module_reference
-from ..transforms.motionflow import ConditionalMotionFlowTransform
+from ..flows.motionflow_steps import ConditionalMotionFlowTransform
 from .dynamic_prior import check_temperature, noise_distribution
 
 
@@ -47,7 +47,7 @@ class MotionFlow(nn.Module, ConditionalDistribution):
         num_observed: observed frames ``U``.
         num_future: predicted frames ``V``.
         residual: model the change from the previous frame.
-        transform: a :class:`~pyroflows.transforms.ConditionalMotionFlowTransform` to use; otherwise
+        transform: a :class:`~pyroflows.flows.ConditionalMotionFlowTransform` to use; otherwise
             one is built from ``frame_shape``, ``num_observed``, ``residual`` and ``**kwargs``
             (``num_steps``, ``history``, ``hidden_channels``, ``fc_hidden``, ``encoder_hidden``,
             ``orders``, ``prior_hidden``, ``prior_dilations``, ...).

@@ -29,7 +29,7 @@ import torch.nn as nn
 from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.conditional import ConditionalDistribution
 
-from ..transforms.flows import coupling_flow
+from ..transforms.stacks import coupling_flow
 from ..validation import check_positive, check_size, check_tensor
 
 _LOG_2PI = math.log(2 * math.pi)

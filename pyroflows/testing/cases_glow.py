@@ -11,8 +11,9 @@ conditioned for the float64 round-trip tolerance.
 
 from __future__ import annotations
 
+from .. import flows as FL
 from .. import transforms as T
-from ..transforms.flows import FlowSequence
+from ..transforms.stacks import FlowSequence
 from . import TransformCase
 
 
@@ -32,16 +33,16 @@ def cases() -> list[TransformCase]:
     return [
         TransformCase("squeeze_image", _sandwich(3, 2), img),
         TransformCase("squeeze_volume", _sandwich(4, 1), vol),
-        TransformCase("glow_step_image", lambda: T.glow_step(4, 8), (4, 3, 3)),
-        TransformCase("glow_step_volume_softclamp", lambda: T.glow_step(4, 4, event_dim=4, scale="softclamp"), (4, 2, 2, 2)),
-        TransformCase("conditional_glow_step_image_vector_context", lambda: T.conditional_glow_step(4, (3,), 8), (4, 3, 3), (3,)),
-        TransformCase("conditional_glow_step_volume_map_context", lambda: T.conditional_glow_step(4, (2, 2, 2, 2), 4, event_dim=4), (4, 2, 2, 2), (2, 2, 2, 2)),
-        TransformCase("glow_image", lambda: T.glow(img, num_levels=2, num_steps=2, hidden_channels=8), img),
-        TransformCase("glow_image_softclamp_checkpoint", lambda: T.glow(img, 2, 1, 8, scale="softclamp", checkpoint=True), img),
-        TransformCase("glow_volume", lambda: T.glow(vol, num_levels=2, num_steps=1, hidden_channels=4), vol),
-        TransformCase("glow_volume_one_level", lambda: T.glow((2, 4, 4, 4), num_levels=1, num_steps=2, hidden_channels=4), (2, 4, 4, 4)),
-        TransformCase("conditional_glow_image_vector_context", lambda: T.conditional_glow(img, (3,), 2, 2, 8), img, (3,)),
-        TransformCase("conditional_glow_image_map_context_checkpoint", lambda: T.conditional_glow(img, (1, 4, 4), 2, 1, 8, checkpoint=True), img, (1, 4, 4)),
-        TransformCase("conditional_glow_volume_vector_context", lambda: T.conditional_glow(vol, (2,), 2, 1, 4), vol, (2,)),
-        TransformCase("conditional_glow_volume_map_context", lambda: T.conditional_glow(vol, (1, 4, 4, 4), 2, 1, 4), vol, (1, 4, 4, 4)),
+        TransformCase("glow_step_image", lambda: FL.glow_step(4, 8), (4, 3, 3)),
+        TransformCase("glow_step_volume_softclamp", lambda: FL.glow_step(4, 4, event_dim=4, scale="softclamp"), (4, 2, 2, 2)),
+        TransformCase("conditional_glow_step_image_vector_context", lambda: FL.conditional_glow_step(4, (3,), 8), (4, 3, 3), (3,)),
+        TransformCase("conditional_glow_step_volume_map_context", lambda: FL.conditional_glow_step(4, (2, 2, 2, 2), 4, event_dim=4), (4, 2, 2, 2), (2, 2, 2, 2)),
+        TransformCase("glow_image", lambda: FL.glow(img, num_levels=2, num_steps=2, hidden_channels=8), img),
+        TransformCase("glow_image_softclamp_checkpoint", lambda: FL.glow(img, 2, 1, 8, scale="softclamp", checkpoint=True), img),
+        TransformCase("glow_volume", lambda: FL.glow(vol, num_levels=2, num_steps=1, hidden_channels=4), vol),
+        TransformCase("glow_volume_one_level", lambda: FL.glow((2, 4, 4, 4), num_levels=1, num_steps=2, hidden_channels=4), (2, 4, 4, 4)),
+        TransformCase("conditional_glow_image_vector_context", lambda: FL.conditional_glow(img, (3,), 2, 2, 8), img, (3,)),
+        TransformCase("conditional_glow_image_map_context_checkpoint", lambda: FL.conditional_glow(img, (1, 4, 4), 2, 1, 8, checkpoint=True), img, (1, 4, 4)),
+        TransformCase("conditional_glow_volume_vector_context", lambda: FL.conditional_glow(vol, (2,), 2, 1, 4), vol, (2,)),
+        TransformCase("conditional_glow_volume_map_context", lambda: FL.conditional_glow(vol, (1, 4, 4, 4), 2, 1, 4), vol, (1, 4, 4, 4)),
     ]

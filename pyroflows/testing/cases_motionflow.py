@@ -8,6 +8,7 @@ determinant alone, which holds only if frame ``t`` depends on noise up to ``t``)
 
 from __future__ import annotations
 
+from .. import flows as FL
 from .. import transforms as T
 from ..nn.conv import ContextCouplingNet
 from . import TransformCase
@@ -32,15 +33,15 @@ def cases() -> list[TransformCase]:
             img,
             ctx,
         ),
-        TransformCase("motionflow_step_map_context", lambda: T.conditional_motionflow_step(4, (5, 3, 2), 8, (8,)), (4, 3, 2), (5, 3, 2)),
-        TransformCase("motionflow_step_vector_context", lambda: T.conditional_motionflow_step(3, (5,), 8, (8,)), (3, 2, 2), (5,)),
-        TransformCase("latent_dynamics", lambda: T.conditional_latent_dynamics((2, 2, 1), hidden_channels=4), (3, 2, 2, 1), (2, 2, 2, 1)),
+        TransformCase("motionflow_step_map_context", lambda: FL.conditional_motionflow_step(4, (5, 3, 2), 8, (8,)), (4, 3, 2), (5, 3, 2)),
+        TransformCase("motionflow_step_vector_context", lambda: FL.conditional_motionflow_step(3, (5,), 8, (8,)), (3, 2, 2), (5,)),
+        TransformCase("latent_dynamics", lambda: FL.conditional_latent_dynamics((2, 2, 1), hidden_channels=4), (3, 2, 2, 1), (2, 2, 2, 1)),
         TransformCase(
-            "motionflow_image_frames", lambda: T.conditional_motionflow((2, 2, 1), num_observed=3, **small), (3, 2, 2, 1), (3, 2, 2, 1)
+            "motionflow_image_frames", lambda: FL.conditional_motionflow((2, 2, 1), num_observed=3, **small), (3, 2, 2, 1), (3, 2, 2, 1)
         ),
         TransformCase(
             "motionflow_vector_frames_residual_history2",
-            lambda: T.conditional_motionflow((3,), num_observed=4, history=2, residual=True, **small),
+            lambda: FL.conditional_motionflow((3,), num_observed=4, history=2, residual=True, **small),
             (2, 3),
             (4, 3),
         ),

@@ -1,4 +1,6 @@
-"""Invertible transforms, each a Pyro ``TransformModule`` or ``ConditionalTransformModule``."""
+"""The primitives: invertible transforms on given tensors and their Pyro ``TransformModule`` /
+``ConditionalTransformModule`` faces. The papers' architectures built from them (multi-scale Glow,
+CRow, MotionFlow, DUAL-GLOW's relation and MotionFlow's latent dynamics) are in :mod:`pyroflows.flows`."""
 
 from .actnorm import ActNorm, ConditionalActNorm, ConditionedActNorm, actnorm, conditional_actnorm
 from .coupling import (
@@ -11,22 +13,8 @@ from .coupling import (
 )
 from .elementwise import Affine, ElementwiseAffine, elementwise_affine
 from .parameterized import ConditionalFlowModule, ConditionedFlow, ContextParameters, FlowModule
-from .crow import ConditionalCRowTransform, ConditionedCRow, CRowTransform, conditional_crow, crow
 from .cnf import CNF, ConditionalCNF, ConditionedCNF, cnf, cnf_regularization, conditional_cnf
-from .dynamic_prior import ConditionalLatentDynamics, ConditionedLatentDynamics, conditional_latent_dynamics
-from .flows import coupling_flow, conditional_coupling_flow
-from .glow import (
-    ConditionalGlow,
-    ConditionalGlowStep,
-    ConditionedGlow,
-    ConditionedGlowStep,
-    Glow,
-    GlowStep,
-    conditional_glow,
-    conditional_glow_step,
-    glow,
-    glow_step,
-)
+from .stacks import coupling_flow, conditional_coupling_flow
 from .linear import (
     ConditionalInvertibleLinear,
     ConditionedInvertibleLinear,
@@ -36,17 +24,9 @@ from .linear import (
     conditional_invertible_linear,
     invertible_linear,
 )
-from .motionflow import (
-    ConditionalMotionFlowStep,
-    ConditionalMotionFlowTransform,
-    ConditionedMotionFlow,
-    conditional_motionflow,
-    conditional_motionflow_step,
-)
 from .permute import Permute, permute
 from .planar import ConditionalPlanar, ConditionedPlanar, Planar, conditional_planar, planar
 from .radial import ConditionalRadial, ConditionedRadial, Radial, conditional_radial, radial
-from .relation import ConditionedLatentRelation, LatentRelation, latent_relation, multiscale_layout
 from .squeeze import Squeeze, Unsqueeze
 from .sylvester import (
     ConditionalHouseholderSylvester,
@@ -71,10 +51,6 @@ __all__ = [
     "ElementwiseAffine",
     "FlowModule",
     "elementwise_affine",
-    "ConditionedLatentRelation",
-    "LatentRelation",
-    "latent_relation",
-    "multiscale_layout",
     "ActNorm",
     "AffineCoupling",
     "CNF",
@@ -123,29 +99,21 @@ __all__ = [
     "TriangularSylvester",
     "conditional_sylvester",
     "sylvester",
-    "ConditionalGlow",
-    "ConditionalGlowStep",
-    "ConditionedGlow",
-    "ConditionedGlowStep",
-    "Glow",
-    "GlowStep",
     "Squeeze",
     "Unsqueeze",
-    "conditional_glow",
-    "conditional_glow_step",
-    "glow",
-    "glow_step",
-    "CRowTransform",
-    "ConditionalCRowTransform",
-    "ConditionedCRow",
-    "conditional_crow",
-    "crow",
-    "ConditionalLatentDynamics",
-    "ConditionedLatentDynamics",
-    "conditional_latent_dynamics",
-    "ConditionalMotionFlowStep",
-    "ConditionalMotionFlowTransform",
-    "ConditionedMotionFlow",
-    "conditional_motionflow",
-    "conditional_motionflow_step",
 ]
+
+
+_MOVED_TO_FLOWS = ('CRowTransform', 'ConditionalCRowTransform', 'ConditionalGlow', 'ConditionalGlowStep', 'ConditionalLatentDynamics', 'ConditionalMotionFlowStep', 'ConditionalMotionFlowTransform', 'ConditionedCRow', 'ConditionedGlow', 'ConditionedGlowStep', 'ConditionedLatentDynamics', 'ConditionedLatentRelation', 'ConditionedMotionFlow', 'Glow', 'GlowStep', 'LatentRelation', 'conditional_crow', 'conditional_glow', 'conditional_glow_step', 'conditional_latent_dynamics', 'conditional_motionflow', 'conditional_motionflow_step', 'crow', 'glow', 'glow_step', 'latent_relation', 'multiscale_layout')
+
+
+def __getattr__(name: str):
+    # the architectures lived here before 0.2; their names still resolve, with a warning
+    if name in _MOVED_TO_FLOWS:
+        import warnings
+
+        from .. import flows
+
+        warnings.warn(f"pyroflows.transforms.{name} moved to pyroflows.flows.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(flows, name)
+    raise AttributeError(f"module 'pyroflows.transforms' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 r"""DUAL-GLOW's relation networks: the target flow's prior at every level, given the source's latent.
 
 Two multi-scale Glows share the level structure (same number of levels and spatial sizes; the
-channels may differ). Their packed latents (:class:`~pyroflows.transforms.Glow`) split into the
+channels may differ). Their packed latents (:class:`~pyroflows.flows.Glow`) split into the
 parts :math:`z^{(l)}`, :math:`l = 0, \dots, L-1`, one per level (the last is the top). DUAL-GLOW
 (Sun et al., eq. 6) puts a conditional Gaussian on the target's latent given the source's,
 
@@ -14,7 +14,7 @@ with one small convolutional network per level returning :math:`[\log\sigma_l, \
 (zero-initialised, so the relation starts as the standard Normal). The side information
 :math:`c` (eqs. 16-17) enters the top level only, by default.
 
-As in :mod:`pyroflows.transforms.glow`, the Gaussian is written as a bijection from standard
+As in :mod:`pyroflows.flows.glow`, the Gaussian is written as a bijection from standard
 Normal noise :math:`u` (Pyro's forward direction, noise to latent):
 
 .. math::
@@ -53,15 +53,15 @@ from torch.distributions import Transform
 from ..nn.conv import ConvNet
 from ..shapes import as_shape, batch_shape_of, broadcast_batch
 from ..validation import check_broadcast, check_positive, check_tensor
-from .base import OnePassTransform, event_constraint, module_reference, soft_clamp
-from .elementwise import elementwise_affine
+from ..transforms.base import OnePassTransform, event_constraint, module_reference, soft_clamp
+from ..transforms.elementwise import elementwise_affine
 from .glow import MultiscaleLayout
-from .parameterized import ConditionalFlowModule
+from ..transforms.parameterized import ConditionalFlowModule
 
 
 def multiscale_layout(event_shape: Sequence[int], num_levels: int) -> MultiscaleLayout:
     """The level structure of a multi-scale Glow on ``event_shape``: a
-    :class:`~pyroflows.transforms.glow.MultiscaleLayout`.
+    :class:`~pyroflows.flows.glow.MultiscaleLayout`.
 
     Example::
 

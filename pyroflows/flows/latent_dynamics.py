@@ -42,9 +42,9 @@ from torch.distributions import Transform
 from ..nn.gated_residual import CausalGatedResNet
 from ..shapes import as_shape, batch_shape_of, broadcast_batch
 from ..validation import check_positive
-from .base import OnePassTransform, event_constraint, soft_clamp
-from .elementwise import elementwise_affine
-from .parameterized import ConditionalFlowModule
+from ..transforms.base import OnePassTransform, event_constraint, soft_clamp
+from ..transforms.elementwise import elementwise_affine
+from ..transforms.parameterized import ConditionalFlowModule
 
 
 class ConditionedLatentDynamics(OnePassTransform, Transform):

@@ -84,13 +84,13 @@ from torch.utils.checkpoint import checkpoint as recompute
 from ..nn.conv import CONV, ConvNet, PriorConv
 from ..shapes import as_shape, batch_shape_of, broadcast_batch
 from ..validation import check_event_dim, check_positive, check_size
-from .actnorm import ActNorm
-from .base import Chain, OnePassTransform, event_constraint, module_reference, soft_clamp
-from .coupling import AffineCoupling, ConditionalAffineCoupling, check_split
-from .elementwise import SCALES, elementwise_affine
-from .linear import InvertibleLinear
-from .parameterized import ConditionalFlowModule, ConditionedFlow, FlowModule
-from .squeeze import squeeze, unsqueeze
+from ..transforms.actnorm import ActNorm
+from ..transforms.base import Chain, OnePassTransform, event_constraint, module_reference, soft_clamp
+from ..transforms.coupling import AffineCoupling, ConditionalAffineCoupling, check_split
+from ..transforms.elementwise import SCALES, elementwise_affine
+from ..transforms.linear import InvertibleLinear
+from ..transforms.parameterized import ConditionalFlowModule, ConditionedFlow, FlowModule
+from ..transforms.squeeze import squeeze, unsqueeze
 
 
 def _check_scale(scale: str) -> str:

@@ -24,7 +24,7 @@ These reuse :class:`~pyroflows.transforms.ConditionalActNorm`,
 :class:`~pyroflows.transforms.ConditionalAffineCoupling` with map contexts
 (``context_shape = (K, H, W)``); a vector context ``(K,)`` also works (the coupling then tiles it
 over space). :class:`ConditionalMotionFlowStep` puts the three together; ``.condition(u)``
-returns a :class:`~pyroflows.transforms.ConditionedGlowStep`.
+returns a :class:`~pyroflows.flows.ConditionedGlowStep`.
 
 **The prediction map.** Frames are images ``(C, H, W)`` or vectors ``(D,)`` (handled as
 ``(D, 1, 1)`` images). Observed frames :math:`x = q^{(1:U)}` are the context, ``batch' + (U, *frame)``,
@@ -36,7 +36,7 @@ laid out as a pseudo-image ``(C, W, H*W)`` (rows: time, columns: positions), enc
 reshaped to the context map ``(W*C, H, W)``. With ``residual=True`` the flow sees the change
 :math:`d_s = q^{(s)} - q^{(s-1)}` instead of :math:`q^{(s)}` (a unit-triangular map: densities are
 unchanged). The latents :math:`z_s` of the last :math:`K` observed frames are the history of the
-dynamic prior (:mod:`~pyroflows.transforms.dynamic_prior`), which maps noise :math:`\varepsilon` to
+dynamic prior (:mod:`~pyroflows.flows.latent_dynamics`), which maps noise :math:`\varepsilon` to
 the future latents. So the forward (latent-to-data) map is
 
 .. math::
@@ -69,14 +69,14 @@ from ..nn.dense import context_mlp
 from ..nn.masked_conv import SpatioTemporalEncoder
 from ..shapes import as_shape, batch_shape_of, broadcast_batch
 from ..validation import check_size
-from .actnorm import ConditionalActNorm
-from .base import OnePassTransform, event_constraint, module_reference
-from .coupling import ConditionalAffineCoupling, check_split
-from .dynamic_prior import ConditionalLatentDynamics
-from .elementwise import elementwise_affine
+from ..transforms.actnorm import ConditionalActNorm
+from ..transforms.base import OnePassTransform, event_constraint, module_reference
+from ..transforms.coupling import ConditionalAffineCoupling, check_split
+from .latent_dynamics import ConditionalLatentDynamics
+from ..transforms.elementwise import elementwise_affine
 from .glow import ConditionedGlowStep
-from .linear import ConditionalInvertibleLinear
-from .parameterized import ConditionalFlowModule, ConditionedFlow
+from ..transforms.linear import ConditionalInvertibleLinear
+from ..transforms.parameterized import ConditionalFlowModule, ConditionedFlow
 
 
 class ConditionalMotionFlowStep(ConditionalFlowModule):
@@ -217,7 +217,7 @@ class ConditionalMotionFlowTransform(ConditionalFlowModule):
         encoder_hidden, orders, dilation: the encoder
             (:class:`~pyroflows.nn.masked_conv.SpatioTemporalEncoder`).
         prior_hidden, prior_dilations, prior_clamp: the dynamic prior
-            (:class:`~pyroflows.transforms.dynamic_prior.ConditionalLatentDynamics`).
+            (:class:`~pyroflows.flows.latent_dynamics.ConditionalLatentDynamics`).
         residual: model the change from the previous frame.
 
     Example::
