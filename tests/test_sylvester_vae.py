@@ -1,7 +1,5 @@
 """The VAE experiment with flow posteriors, in quick mode: what it must show, and its data loaders."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
