@@ -268,14 +268,13 @@ def test_quick_inn_baselines(quick_run):
     assert _value(rows, "inn_forward/four", "label0_share_elsewhere") > _value(rows, "ours/four", "label0_share_elsewhere") + 0.2
 
 
-def test_quick_run_reloads_finished_checkpoints(quick_run):
-    import time
-
+def test_quick_run_reloads_finished_checkpoints(quick_run, monkeypatch):
     import models.xiao_gaussian_mixture as xgm
 
+    def no_training_batch(*args):
+        raise AssertionError("a finished checkpoint was retrained")
+
     out, rows, _ = quick_run
-    start = time.perf_counter()
-    again, results = xgm.reproduce(xgm.QUICK, out, seed=0, progress=False)
-    assert again == rows  # no retraining: same weights, same seeded evaluation
-    assert all(m["train_seconds"] < 5 for m in results.values())
-    assert time.perf_counter() - start < 30
+    monkeypatch.setattr(xgm, "_batch", no_training_batch)  # every training step draws its batch here
+    again, _ = xgm.reproduce(xgm.QUICK, out, seed=0, progress=False)
+    assert again == rows  # same weights, same seeded evaluation
