@@ -1,4 +1,4 @@
-"""DUAL-GLOW experiments in quick mode: what each must show (issue 6's bars at tiny settings), the
+"""DUAL-GLOW experiments in quick mode: what each must show (the bars at tiny settings), the
 simulators behind them, and the registry protocol."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pyroflows.data.modality_pairs import digit_modality_pairs, modality_transfo
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.experiment, pytest.mark.usefixtures("one_thread")]
 
 
 def _value(rows, setting, metric):

@@ -283,6 +283,7 @@ def test_uniform_dequantize_cells_and_quantize():
         bits_per_dim(torch.zeros(1), 4, num_bins=1)
 
 
+@pytest.mark.experiment
 def test_digits_maximum_likelihood_beats_simple_baselines():
     """A small Glow fitted to the 8x8 digits (levels 0..16, so B = 17 bins and a uniform model
     scores log2(17) = 4.09 bits/dim), scored on the held-out split.

@@ -7,6 +7,8 @@ import torch
 
 from models import sylvester_vae as sv
 
+pytestmark = pytest.mark.experiment
+
 
 @pytest.fixture(scope="module")
 def quick_rows(tmp_path_factory):
