@@ -250,7 +250,7 @@ def train(
     )
     svi = SVI(likelihood, lambda x, y: None, optim, Trace_ELBO())
     curve, losses, best = [], [], (math.inf, None)
-    for step in tqdm(range(1, settings.steps + 1), desc=desc, disable=not progress, leave=False):
+    for step in tqdm(range(1, settings.steps + 1), desc=desc, disable=None if progress else True, leave=False):
         model.train()
         losses.append(svi.step(x, y) / n)
         optim.step()

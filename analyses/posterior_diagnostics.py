@@ -226,7 +226,7 @@ def run(settings: Settings, seed: int = 0, models=None, progress: bool = True):
         chosen = {k: chosen[k] for k in models}
     fits, params, draws = [], [], {}
     jobs = [(p, kind) for p in chosen.values() for kind in ("nuts",) + GUIDES]
-    for problem, kind in tqdm(jobs, desc="posterior diagnostics", disable=not progress):
+    for problem, kind in tqdm(jobs, desc="posterior diagnostics", disable=None if progress else True):
         row = {"model": problem.name, "method": kind}
         if kind == "nuts":
             idata, seconds, divergences = run_nuts(problem, settings, seed, progress=False)

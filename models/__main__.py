@@ -31,7 +31,7 @@ def main(argv=None) -> pd.DataFrame:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     names = args.only or list(EXPERIMENTS)
     rows = []
-    for name in tqdm(names, desc="experiments"):
+    for name in tqdm(names, desc="experiments", disable=None):
         start = time.perf_counter()
         out_rows = load(name).run(quick=args.quick, out_dir=args.out / name, seed=args.seed, progress=True)
         rows += out_rows

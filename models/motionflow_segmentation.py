@@ -173,7 +173,7 @@ def save_figure(images, masks, fcn_mask, flow_mask, mean, path: Path, count: int
     for r, (title, data) in enumerate(panels):
         for c in range(count):
             ax = axes[r][c]
-            ax.imshow(data[c].clamp(0, 1) if title == "image" else data[c], cmap=None if title == "image" else "gray", vmin=-0.5 if title == "sample mean" else 0, vmax=1)
+            ax.imshow((data[c].clamp(0, 1) if title == "image" else data[c]).numpy(), cmap=None if title == "image" else "gray", vmin=-0.5 if title == "sample mean" else 0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(title, fontsize=8)

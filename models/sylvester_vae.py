@@ -486,7 +486,8 @@ def run_settings(s: Settings, out_dir: Path, progress: bool = True, frey_path=No
 
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(k, seed) for k in s.posteriors for seed in s.seeds]
-    results = [run_one(k, seed, s, out_dir, progress, frey_path) for k, seed in tqdm(jobs, desc=f"{s.dataset} VAEs", disable=not progress)]
+    bar = tqdm(jobs, desc=f"{s.dataset} VAEs", disable=None if progress else True)
+    results = [run_one(k, seed, s, out_dir, progress, frey_path) for k, seed in bar]
     runs = pd.DataFrame(results)
     unit = "bits/dim" if s.dataset == "frey" else "nats"
     table = summarize(runs, unit)

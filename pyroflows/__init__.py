@@ -3,6 +3,6 @@
 from . import distributions, infer, nn, transforms
 from .validation import is_validation_enabled, set_validation, validation
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = ["distributions", "infer", "nn", "transforms", "set_validation", "is_validation_enabled", "validation", "__version__"]

@@ -1,4 +1,4 @@
-"""The CRow experiments of issue 5: moving digits (models.crow_moving_digits) and the longitudinal
+"""The CRow experiments: moving digits (models.crow_moving_digits) and the longitudinal
 amyloid analysis (analyses.crow_longitudinal), on tiny settings; full settings under ``-m slow``."""
 
 from dataclasses import replace
@@ -19,6 +19,9 @@ def _only_when_selected(request):
     """Full-settings runs take many minutes: they run only under ``pytest -m slow``."""
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("full settings: run with -m slow")
+
+
+pytestmark = pytest.mark.experiment
 
 
 def test_registered():
@@ -58,7 +61,7 @@ def test_moving_digits_rows_files_and_causality(digits_run):
     # the judge: a translation-invariant classifier of real frames of glyphs it never saw
     assert table["classifier", "classifier_accuracy"] > 0.9
     for name in TINY_DIGITS.models:
-        # changing the labels from frame 3 on leaves frames 1..2 as they were (issue 5's bar: < 1e-6)
+        # changing the labels from frame 3 on leaves frames 1..2 as they were (the bar: < 1e-6)
         assert table[name, "causality_max_diff"] < digits.BAR_CAUSALITY
         for metric in ("agreement_away", "agreement_switch", "agreement_constant"):
             assert 0.0 <= table[name, metric] <= 1.0

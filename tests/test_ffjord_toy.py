@@ -171,7 +171,7 @@ def test_entropy_constants():
     # 8gaussians: log 8 plus one component's entropy, less a little for the overlap of neighbours
     one = 1 + math.log(2 * math.pi) + 2 * math.log(0.5 / 1.414)
     assert 0.0 < math.log(8) + one - toy2d.ENTROPY["8gaussians"] < 0.01
-    assert toy2d.ENTROPY["8gaussians"] == pytest.approx(2.831, abs=1e-3)  # the value the issue names (2.8319)
+    assert toy2d.ENTROPY["8gaussians"] == pytest.approx(2.831, abs=1e-3)  # the documented value (2.8319)
     # Monte Carlo with fresh samples and the exact density (fewer points for the slow quadratures)
     for name in toy2d.NAMES:
         n = {"2spirals": 1500, "pinwheel": 3000, "moons": 3000, "swissroll": 3000}.get(name, 6000)
@@ -193,7 +193,7 @@ def test_checkerboard_entropy_from_a_histogram():
 # ---------------------------------------------------------------------------------------------
 # the flow and its fits
 
-#: a short fit: 150 steps, batch 256, hidden 32-32, RK4 with 4 steps, learning rate 1e-2 (about 8 s on one core)
+#: a short fit: 150 steps, batch 256, hidden 32-32, RK4 with 4 steps, learning rate 1e-2
 SHORT = {
     "iterations": 150, "iterations_for": (), "batch": 256, "hidden": (32, 32), "train_step": 0.25, "lr": 1e-2, "lr_final": 5e-4,
     "test_samples": 4000,
@@ -210,6 +210,7 @@ def short_fit():
     return ft, settings, flow, history, ft.evaluate(flow, "8gaussians", settings)
 
 
+@pytest.mark.experiment
 def test_short_fit_on_8gaussians_learns_the_modes(short_fit):
     ft, settings, flow, history, m = short_fit
     # Gaussian fit: about 4.26 nats; entropy 2.832. Measured at these settings, seeds 0-4: 3.09-3.16
@@ -225,6 +226,7 @@ def test_short_fit_on_8gaussians_learns_the_modes(short_fit):
     assert float(lq[0] - lq[1]) > 8.0  # measured, seeds 0-4: 11.7-14.9
 
 
+@pytest.mark.experiment
 def test_evaluation_solver_is_accurate_and_restored(short_fit):
     ft, settings, flow, _, _ = short_fit
     x = toy2d.sample("8gaussians", 300, 77)
@@ -240,6 +242,7 @@ def test_evaluation_solver_is_accurate_and_restored(short_fit):
     assert float(lq.exp().sum()) * h * h == pytest.approx(1.0, abs=0.03)
 
 
+@pytest.mark.experiment
 def test_pyro_likelihood_equals_the_plain_log_likelihood(short_fit):
     ft, _, flow, _, _ = short_fit
     from pyro import poutine
@@ -260,6 +263,7 @@ def test_pyro_likelihood_equals_the_plain_log_likelihood(short_fit):
     assert loss.requires_grad
 
 
+@pytest.mark.experiment
 def test_svi_step_is_the_plain_step():
     from models import ffjord_toy as ft
 
@@ -279,6 +283,7 @@ def test_svi_step_is_the_plain_step():
     assert svi_history.loss.iloc[-1] == pytest.approx(plain_history.loss.iloc[-1], abs=1e-4)
 
 
+@pytest.mark.experiment
 def test_checkpoint_reloads_a_finished_fit(tmp_path):
     from models import ffjord_toy as ft
 
@@ -292,6 +297,7 @@ def test_checkpoint_reloads_a_finished_fit(tmp_path):
     assert history.equals(history2)
 
 
+@pytest.mark.experiment
 def test_quick_protocol_rows_and_figure(tmp_path):
     from models import ffjord_toy as ft
 
@@ -323,9 +329,10 @@ def test_registered():
     assert hasattr(load("ffjord_toy"), "run")
 
 
+@pytest.mark.experiment
 @pytest.mark.slow
 def test_full_fit_on_checkerboard_meets_the_bar(request):
-    # about 3 min on one core (the full run's checkerboard fit: 171 s): runs only when asked for (pytest -m slow)
+    # the full run's checkerboard fit: runs only when asked for (pytest -m slow)
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("slow: run with -m slow")
     from models import ffjord_toy as ft

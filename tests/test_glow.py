@@ -4,7 +4,6 @@ dequantisation / bits per dimension, a small fit on 8x8 digits and the condition
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pyro
@@ -286,15 +285,15 @@ def test_uniform_dequantize_cells_and_quantize():
         bits_per_dim(torch.zeros(1), 4, num_bins=1)
 
 
+@pytest.mark.experiment
 def test_digits_maximum_likelihood_beats_simple_baselines():
     """A small Glow fitted to the 8x8 digits (levels 0..16, so B = 17 bins and a uniform model
     scores log2(17) = 4.09 bits/dim), scored on the held-out split.
 
-    Measured on the development machine (2 shared cores, one thread): about 14 s of training;
-    test bits/dim 2.53 after 400 steps (2.44 after 600); a full-covariance Gaussian fitted to the
-    dequantised training data scores 2.93, an independent per-pixel histogram (a discrete model
-    with add-one smoothing) 2.43. The bar: at least 0.2 bits/dim below the Gaussian and 1.3 below
-    uniform.
+    Measured: test bits/dim 2.53 after 400 steps (2.44 after 600); a full-covariance Gaussian
+    fitted to the dequantised training data scores 2.93, an independent per-pixel histogram (a
+    discrete model with add-one smoothing) 2.43. The bar: at least 0.2 bits/dim below the Gaussian
+    and 1.3 below uniform.
     """
     from models.common.data.digits import sklearn_digits
 
@@ -306,7 +305,6 @@ def test_digits_maximum_likelihood_beats_simple_baselines():
     g = torch.Generator().manual_seed(1)
     flow = glow((1, 8, 8), num_levels=2, num_steps=4, hidden_channels=32)
     d = flow.distribution()
-    start = time.perf_counter()
     with pyroflows.validation(False):
         with torch.no_grad():  # ActNorm's data-dependent initialisation on a large batch
             d.log_prob(uniform_dequantize(x_train[:512], bins, g) - 0.5)
@@ -317,7 +315,6 @@ def test_digits_maximum_likelihood_beats_simple_baselines():
             opt.zero_grad()
             loss.backward()
             opt.step()
-        elapsed = time.perf_counter() - start
         with torch.no_grad():
             g_test = torch.Generator().manual_seed(2)
             test_bpd = bits_per_dim(d.log_prob(uniform_dequantize(x_test, bins, g_test) - 0.5), 64, bins).mean().item()
@@ -327,7 +324,6 @@ def test_digits_maximum_likelihood_beats_simple_baselines():
     gauss_bpd = bits_per_dim(gauss.log_prob(y_test), 64, bins).mean().item()
     assert test_bpd < math.log2(bins) - 1.3, test_bpd
     assert test_bpd < gauss_bpd - 0.2, (test_bpd, gauss_bpd)
-    assert elapsed < 60, f"training took {elapsed:.1f} s"
 
 
 # ----------------------------------------------------------------------------- Pyro

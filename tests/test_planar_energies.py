@@ -156,7 +156,7 @@ def test_flow_density_is_normalised_and_log_q_matches_the_change_of_variables():
     torch.testing.assert_close(pe.flow_distribution(flow).log_prob(x), base - total)
 
 
-#: the short fits below: K = 8 on U1 in 800 steps (about 5 s each on one core)
+#: the short fits below: K = 8 on U1 in 800 steps
 SHORT = {"steps": 800, "batch": 256, "elbo_samples": 10_000, "is_samples": 40_000, "svi_steps": 800}
 
 
@@ -171,6 +171,7 @@ def short_fit_u1():
     return pe, settings, U, flow, history, pe.evaluate(flow, U, settings, seed=0)
 
 
+@pytest.mark.experiment
 def test_short_fit_on_u1_covers_both_lobes(short_fit_u1):
     pe, _, _, flow, history, m = short_fit_u1
     log_z = pe.reference_log_z("U1")
@@ -187,6 +188,7 @@ def test_short_fit_on_u1_covers_both_lobes(short_fit_u1):
     assert 0.35 < right < 0.65, right
 
 
+@pytest.mark.experiment
 def test_elbo_is_below_the_is_estimate_which_is_near_log_z(short_fit_u1):
     pe, *_, m = short_fit_u1
     log_z = pe.reference_log_z("U1")
@@ -197,6 +199,7 @@ def test_elbo_is_below_the_is_estimate_which_is_near_log_z(short_fit_u1):
     assert 0.3 < m["ess_share"] <= 1.0
 
 
+@pytest.mark.experiment
 def test_planar_stack_as_a_pyro_guide_learns(short_fit_u1):
     from pyro.poutine import trace
 
@@ -221,6 +224,7 @@ def test_planar_stack_as_a_pyro_guide_learns(short_fit_u1):
     assert -history.loss.iloc[-1] > 1.4  # the last recorded negative ELBO (one batch, at beta = 1)
 
 
+@pytest.mark.experiment
 def test_fit_checkpoint_reloads_a_finished_fit(tmp_path):
     from models import planar_energies as pe
 
@@ -235,6 +239,7 @@ def test_fit_checkpoint_reloads_a_finished_fit(tmp_path):
     assert history.equals(history2)
 
 
+@pytest.mark.experiment
 def test_quick_protocol_rows_and_figures(tmp_path):
     from models import planar_energies as pe
 
@@ -265,9 +270,10 @@ def test_registered():
     assert hasattr(load("planar_energies"), "run")
 
 
+@pytest.mark.experiment
 @pytest.mark.slow
 def test_full_fit_k32_on_u1_meets_the_bar(tmp_path, request):
-    # about 2 min on one core (127 s measured at load 3): runs only when asked for (pytest -m slow)
+    # full settings: runs only when asked for (pytest -m slow)
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("slow: run with -m slow")
     from models import planar_energies as pe

@@ -2,11 +2,14 @@
 a flow guide is not as badly, and the flow's spread of v is nearer NUTS's."""
 
 import pandas as pd
+import pytest
 
 from analyses import posterior_diagnostics as analysis
 
+pytestmark = pytest.mark.experiment
 
-# 25 s on a free core, 42 s on a busy one (four SVI fits, NUTS, 10^4 draws per guide): part of the default suite.
+
+# four SVI fits, NUTS and 10^4 draws per guide
 def test_quick_run_on_the_funnel(tmp_path):
     summary = analysis.main(["--quick", "--models", "funnel", "--out", str(tmp_path), "--no-progress"])
     assert set(summary["method"]) == {"exact", "nuts", *analysis.GUIDES}

@@ -1,13 +1,13 @@
 """The VAE experiment with flow posteriors, in quick mode: what it must show, and its data loaders."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from models import sylvester_vae as sv
+
+pytestmark = pytest.mark.experiment
 
 
 @pytest.fixture(scope="module")

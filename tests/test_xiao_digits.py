@@ -115,6 +115,7 @@ def quick_run(tmp_path_factory):
     return out, {r["metric"]: r for r in rows}, rows
 
 
+@pytest.mark.experiment
 def test_quick_run_rows_follow_the_protocol(quick_run):
     _, _, rows = quick_run
     for r in rows:
@@ -124,6 +125,7 @@ def test_quick_run_rows_follow_the_protocol(quick_run):
     assert all(r["setting"].startswith("digits quick") for r in rows)
 
 
+@pytest.mark.experiment
 def test_quick_run_classifies_held_out_digits_by_the_forward_pass(quick_run):
     _, by_metric, _ = quick_run
     acc = by_metric["forward-pass accuracy, held-out"]["value"]
@@ -131,6 +133,7 @@ def test_quick_run_classifies_held_out_digits_by_the_forward_pass(quick_run):
     assert acc >= 0.94, acc
 
 
+@pytest.mark.experiment
 def test_quick_run_samples_carry_their_label(quick_run):
     _, by_metric, _ = quick_run
     agree = by_metric["decoded samples classified as their label"]["value"]
@@ -139,6 +142,7 @@ def test_quick_run_samples_carry_their_label(quick_run):
     assert by_metric["pixel logistic regression accuracy, held-out"]["value"] >= 0.93
 
 
+@pytest.mark.experiment
 def test_quick_run_writes_the_figures(quick_run):
     out, _, _ = quick_run
     for name in ("samples_digits.png", "style_digits.png"):
@@ -147,9 +151,10 @@ def test_quick_run_writes_the_figures(quick_run):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.experiment
 @pytest.mark.slow
 def test_full_run_on_sklearn_digits_meets_the_bars(tmp_path, request):
-    # minutes on 2 CPU cores: runs only when asked for (pytest -m slow), even without a conftest hook
+    # full settings: runs only when asked for (pytest -m slow), even without a conftest hook
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("slow: run with -m slow")
     from models import xiao_digits as xd
