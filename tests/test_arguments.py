@@ -107,4 +107,4 @@ def test_a_guide_site_missing_from_the_model_warns_as_in_pyro():
         warnings.simplefilter("always")
         importance_log_likelihood(model, guide_with_a_typo, torch.tensor(0.5), num_samples=5)
     messages = " ".join(str(w.message) for w in seen)
-    assert "in guide but not model" in messages and "'z'" in messages
+    assert "in guide but not model" in messages and "'zz'" in messages

@@ -138,8 +138,8 @@ def test_flow_density_is_normalised_and_log_q_matches_the_change_of_variables():
     flow = pe.make_flow(6).double()
     with torch.no_grad():
         for part in flow.parts:  # move away from the identity
-            part.u.add_(0.8 * torch.randn(2, dtype=torch.float64))
-            part.b.add_(0.5 * torch.randn(1, dtype=torch.float64))
+            part.params.u.add_(0.8 * torch.randn(2, dtype=torch.float64))
+            part.params.b.add_(0.5 * torch.randn(1, dtype=torch.float64))
     axis, z = energies.grid(9.0, 361)
     dens = pe.flow_density(flow, z.reshape(-1, 2))
     h = float(axis[1] - axis[0])

@@ -42,6 +42,7 @@ and stacks the traces into the same layout. Conventions, those of Pyro's ELBO:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -49,7 +50,6 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
-from pyro.util import check_model_guide_match
 
 from ..validation import check_size
 
@@ -191,9 +191,26 @@ def _draw(model, guide, args, kwargs, n, nesting, vectorized, predictive):
             out = tuple(None if draws[0][i] is None else stack_traces([d[i] for d in draws], nesting) for i in range(3))
     _check_full_plates(out[0])
     _check_full_plates(out[1])
-    if pyro.infer.util.is_validation_enabled():  # as Pyro's ELBOs do: a guide site missing from the model warns
-        check_model_guide_match(out[1], out[0])
+    if pyro.infer.util.is_validation_enabled():
+        _warn_unmatched_guide_sites(out[1], out[0])
     return out
+
+
+def _warn_unmatched_guide_sites(model_trace: poutine.Trace, guide_trace: poutine.Trace) -> None:
+    """Warn, as Pyro's ELBOs do, about guide sample sites the model does not have (a typo in a site
+    name would otherwise score the guide against the prior alone). Model latents missing from the
+    guide are drawn from their prior by design here, so they do not warn."""
+    model_sites = {name for name, site in model_trace.nodes.items() if site["type"] == "sample"}
+    extra = sorted(
+        name
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("is_auxiliary") and name not in model_sites
+    )
+    if extra:
+        warnings.warn(
+            f"Found non-auxiliary vars in guide but not model, consider marking these infer={{'is_auxiliary': True}}: {set(extra)}",
+            stacklevel=4,
+        )
 
 
 def draw_chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_nesting, vectorized, predictive=False):
