@@ -458,7 +458,13 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     else:
         reference = cohort
     table1, table2, roi_tests, means, curves = analyse(cohort, reference, settings, seed, progress)
-    out = {"table1_significant_rois": table1, "table2_cohens_d": table2, "roi_tests": roi_tests, "roi_means": means, "learning_curves": curves}
+    out = {
+        "table1_significant_rois": table1,
+        "table2_cohens_d": table2,
+        "roi_tests": roi_tests,
+        "roi_means": means,
+        "learning_curves": curves,
+    }
     out["table1_paper_layout"] = paper_layout(table1, min(settings.sample_sizes))
     out["bars"] = bars(table1, table2, settings)
     for name, table in out.items():

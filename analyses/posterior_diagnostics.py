@@ -234,7 +234,9 @@ def run(settings: Settings, seed: int = 0, models=None, progress: bool = True):
         else:
             guide, seconds = fit_guide(problem, kind, settings, seed, progress=False)
             with torch.no_grad():
-                idata = to_inference_data(problem.model, guide, *problem.args, num_samples=settings.draws, chunk_size=5000, posterior_predictive=False)
+                idata = to_inference_data(
+                    problem.model, guide, *problem.args, num_samples=settings.draws, chunk_size=5000, posterior_predictive=False
+                )
             report = guide_report(idata).iloc[0]
             row.update(
                 seconds=seconds,
@@ -258,13 +260,28 @@ def run(settings: Settings, seed: int = 0, models=None, progress: bool = True):
             draws[problem.name, "exact"] = exact
             fits.append({"model": problem.name, "method": "exact"})
             for param, r in _scalars(exact).iterrows():
-                params.append({"model": problem.name, "method": "exact", "param": param, "mean": r["mean"], "sd": r["sd"], "ess_bulk": np.nan})
+                params.append(
+                    {"model": problem.name, "method": "exact", "param": param, "mean": r["mean"], "sd": r["sd"], "ess_bulk": np.nan}
+                )
     fits, params = pd.DataFrame(fits), pd.DataFrame(params)
     keys = pd.DataFrame([(p.name, k) for p in chosen.values() for k in p.key_params], columns=["model", "param"])
     summary = keys.merge(params, on=["model", "param"]).merge(fits, on=["model", "method"])
     order = {m: i for i, m in enumerate(("exact", "nuts") + GUIDES)}
     summary = summary.sort_values(["model", "param", "method"], key=lambda c: c.map(order) if c.name == "method" else c, kind="stable")
-    columns = ["model", "param", "method", "mean", "sd", "ess_bulk", "pareto_k", "k_category", "neg_elbo", "log_evidence", "divergences", "seconds"]
+    columns = [
+        "model",
+        "param",
+        "method",
+        "mean",
+        "sd",
+        "ess_bulk",
+        "pareto_k",
+        "k_category",
+        "neg_elbo",
+        "log_evidence",
+        "divergences",
+        "seconds",
+    ]
     return summary[columns].reset_index(drop=True), params, draws
 
 

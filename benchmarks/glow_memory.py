@@ -101,7 +101,9 @@ def _unit_recompute_bytes(flow, x) -> int:
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     pyroflows.set_validation(False)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    )
     shape = tuple(args.shape)
     torch.manual_seed(0)
     flows = {}
@@ -134,7 +136,12 @@ def run(args) -> dict:
             times.append(time.perf_counter() - t0)
             saved = rec.total
         grads[mode] = [p.grad.detach().clone() for p in params]
-        rows[mode] = {"saved_mib": _mib(saved), "time_s": statistics.median(times), "peak_mib": None if peak is None else _mib(peak), "loss": loss.item()}
+        rows[mode] = {
+            "saved_mib": _mib(saved),
+            "time_s": statistics.median(times),
+            "peak_mib": None if peak is None else _mib(peak),
+            "loss": loss.item(),
+        }
     rows[True]["recompute_mib"] = _mib(_unit_recompute_bytes(flows[True], x))
     max_grad_diff = max((a - b).abs().max().item() for a, b in zip(grads[False], grads[True]))
     config = {"shape": shape, "batch": args.batch, "levels": args.levels, "steps": args.steps, "hidden": args.hidden}

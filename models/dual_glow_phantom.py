@@ -160,7 +160,16 @@ def roi_age_sweep(dual: DualGlow, mri, rois, disease, settings: Settings, seed: 
         kept = 1 - hypometabolism(side.squeeze(-1), disease)
         for i in range(len(mri)):
             for r, name in enumerate(ROI_NAMES):
-                rows.append({"subject": i, "age": float(a), "roi": name, "generated": float(means[i, r]), "disease": int(disease[i]), "true_kept": float(kept[i])})
+                rows.append(
+                    {
+                        "subject": i,
+                        "age": float(a),
+                        "roi": name,
+                        "generated": float(means[i, r]),
+                        "disease": int(disease[i]),
+                        "true_kept": float(kept[i]),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -226,8 +235,14 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         bits_shuffled = conditional_bits(dual, mri_te[perm], pet_te, age_te, seed, chunk=16)
         generated = conditional_samples(dual, mri_te, age_te, settings.samples, settings.temperature, seed, chunk=8).mean(0)
         mean_pet = ph.pet[tr].mean(0, keepdim=True).expand_as(pet_te)
-        table1 = {name: image_metrics(p, pet_te, 3, settings.ssim_window, settings.ssim_sigma) for name, p in (("dual_glow", generated), ("mean_image", mean_pet))}
-        table2 = {"real": classify(features(pet_te, rois_te), dis_te.numpy(), seed), "generated": classify(features(generated, rois_te), dis_te.numpy(), seed)}
+        table1 = {
+            name: image_metrics(p, pet_te, 3, settings.ssim_window, settings.ssim_sigma)
+            for name, p in (("dual_glow", generated), ("mean_image", mean_pet))
+        }
+        table2 = {
+            "real": classify(features(pet_te, rois_te), dis_te.numpy(), seed),
+            "generated": classify(features(generated, rois_te), dis_te.numpy(), seed),
+        }
         k = settings.sweep_subjects
         sweep = roi_age_sweep(dual, mri_te[:k], rois_te[:k], dis_te[:k], settings, seed)
     seconds = time.perf_counter() - start_all
@@ -236,7 +251,9 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     curve = sweep.groupby(["roi", "age"]).generated.mean().reset_index()
     rhos = {name: spearman(curve[curve.roi == name].age, curve[curve.roi == name].generated) for name in ROI_NAMES}
     pd.DataFrame(table2).T.to_csv(out_dir / "table2.csv")
-    pd.DataFrame({name: {m: f"{a:.4f} ± {s:.4f}" for m, (a, s) in row.items()} for name, row in table1.items()}).T.to_csv(out_dir / "table1_3d.csv")
+    pd.DataFrame({name: {m: f"{a:.4f} ± {s:.4f}" for m, (a, s) in row.items()} for name, row in table1.items()}).T.to_csv(
+        out_dir / "table1_3d.csv"
+    )
     sweep.to_csv(out_dir / "roi_age_sweep.csv", index=False)
     hist.to_csv(out_dir / "loss_history.csv", index=False)
     plot_fig7(sweep, out_dir / "fig7_roi_vs_age.png")
@@ -245,20 +262,57 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     where = f"{settings.size}^3, {settings.test_subjects} test subjects"
     rows = [
         _row("dual_glow", "test_bits_per_dim", float(bits.mean()), None, f"-log2 p(PET | MRI, age) / D, {where}"),
-        _row("dual_glow_shuffled", "test_bits_per_dim", float(bits_shuffled.mean()), float(bits.mean()), "MRIs paired with other subjects' PET; bar: worse than true pairs"),
+        _row(
+            "dual_glow_shuffled",
+            "test_bits_per_dim",
+            float(bits_shuffled.mean()),
+            float(bits.mean()),
+            "MRIs paired with other subjects' PET; bar: worse than true pairs",
+        ),
     ]
     for name, rho in rhos.items():
-        rows.append(_row(f"fig7_{name}", "spearman_rho", rho, -0.9, f"generated ROI mean vs age, {k} fixed MRIs; bar: rho < -0.9 (planted: falls with age)"))
+        rows.append(
+            _row(
+                f"fig7_{name}",
+                "spearman_rho",
+                rho,
+                -0.9,
+                f"generated ROI mean vs age, {k} fixed MRIs; bar: rho < -0.9 (planted: falls with age)",
+            )
+        )
     for name, row in table1.items():
         for metric, (mean, std) in row.items():
             rows.append(_row(name, metric, mean, None, f"3-D, mean over test subjects (std {std:.4f})"))
     for kind, res in table2.items():
         for metric, value in res.items():
-            rows.append(_row(f"table2_{kind}", metric, value, PAPER_TABLE2[kind][metric], f"RBF-SVM on ROI means, 5-fold CV on {settings.test_subjects} test subjects; reference: the paper's Table 2 (ADNI)"))
-    rows.append(_row("dual_glow", "train_seconds", train_seconds, None, f"{settings.iterations} SVI steps of batch {settings.batch} at {settings.size}^3, {settings.threads} thread(s)"))
+            rows.append(
+                _row(
+                    f"table2_{kind}",
+                    metric,
+                    value,
+                    PAPER_TABLE2[kind][metric],
+                    f"RBF-SVM on ROI means, 5-fold CV on {settings.test_subjects} test subjects; reference: the paper's Table 2 (ADNI)",
+                )
+            )
+    rows.append(
+        _row(
+            "dual_glow",
+            "train_seconds",
+            train_seconds,
+            None,
+            f"{settings.iterations} SVI steps of batch {settings.batch} at {settings.size}^3, {settings.threads} thread(s)",
+        )
+    )
     rows.append(_row("all", "peak_rss_mib", peak_mib, None, "peak resident memory of the process (ru_maxrss)"))
     rows.append(_row("all", "wall time (s)", seconds, None, "simulation, training, read-outs and figures"))
-    return rows, {"rhos": rhos, "table1": table1, "table2": table2, "bits": float(bits.mean()), "bits_shuffled": float(bits_shuffled.mean()), "seconds": seconds}
+    return rows, {
+        "rhos": rhos,
+        "table1": table1,
+        "table2": table2,
+        "bits": float(bits.mean()),
+        "bits_shuffled": float(bits_shuffled.mean()),
+        "seconds": seconds,
+    }
 
 
 def run(quick: bool, out_dir: Path, seed: int = 0, progress: bool = True) -> list[dict]:

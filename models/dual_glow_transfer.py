@@ -73,9 +73,9 @@ from models.common.data.modality_pairs import digit_modality_pairs, modality_tra
 from pyroflows import validation
 from pyroflows.distributions import DualGlow
 from pyroflows.distributions.dequantize import bits_per_dim, quantize, uniform_dequantize
+from pyroflows.flows import glow
 from pyroflows.infer import fit
 from pyroflows.nn import ConvNet
-from pyroflows.flows import glow
 
 PAPER = (
     'H. Sun, R. Mehta, H. H. Zhou, Z. Huang, S. C. Johnson, V. Prabhakaran, V. Singh, "DUAL-GLOW: conditional flow-based '
@@ -226,7 +226,9 @@ def glow_bits(flow, target, seed=0, chunk=64) -> torch.Tensor:
     g = torch.Generator().manual_seed(10_000 + seed)
     d, num_dims = flow.distribution(), math.prod(target.shape[1:])
     with validation(False):
-        return torch.cat([bits_per_dim(d.log_prob(dequantized(target[i : i + chunk], g)), num_dims, BINS) for i in range(0, len(target), chunk)])
+        return torch.cat(
+            [bits_per_dim(d.log_prob(dequantized(target[i : i + chunk], g)), num_dims, BINS) for i in range(0, len(target), chunk)]
+        )
 
 
 @torch.no_grad()
@@ -302,7 +304,9 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         torch.manual_seed(seed)
         dual = make_dual(settings)
         t0 = time.perf_counter()
-        hist = train_dual_glow(dual, data.source_train, data.target_train, age_train, settings.iterations, settings.batch, settings.lr, seed, progress)
+        hist = train_dual_glow(
+            dual, data.source_train, data.target_train, age_train, settings.iterations, settings.batch, settings.lr, seed, progress
+        )
         fits["dual_glow"] = (time.perf_counter() - t0, hist)
         torch.manual_seed(seed)
         flow = glow((1, settings.size, settings.size), settings.levels, settings.steps, settings.hidden)
@@ -312,7 +316,9 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         torch.manual_seed(seed)
         reg = Regression(1, 1, settings.regression_hidden, 2)
         t0 = time.perf_counter()
-        hist = train_regression(reg, data.source_train, data.target_train, age_train, settings.iterations, settings.batch, seed=seed, progress=progress)
+        hist = train_regression(
+            reg, data.source_train, data.target_train, age_train, settings.iterations, settings.batch, seed=seed, progress=progress
+        )
         fits["regression"] = (time.perf_counter() - t0, hist)
 
         dual.eval()
@@ -350,7 +356,9 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     rho = spearman(sweep.age, sweep.generated_mean)
     b = {k: float(v.mean()) for k, v in bits.items()}
     rows = [
-        _row("dual_glow", "test_bits_per_dim", b["dual_glow"], None, f"-log2 p(x_p | x_m, age) / D, {n_test} test pairs, 8-bit dequantised"),
+        _row(
+            "dual_glow", "test_bits_per_dim", b["dual_glow"], None, f"-log2 p(x_p | x_m, age) / D, {n_test} test pairs, 8-bit dequantised"
+        ),
         _row("dual_glow_shuffled", "test_bits_per_dim", b["dual_glow_shuffled"], b["dual_glow"], "bar: worse (higher) than true pairs"),
         _row("glow", "test_bits_per_dim", b["glow"], None, "unconditional Glow on the targets, same architecture and steps"),
         _row("dual_glow_vs_glow", "bits_per_dim_gain", b["glow"] - b["dual_glow"], 0.5, "bar: >= 0.5 bits/dim"),
@@ -359,9 +367,29 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     for name, row in table.items():
         for metric, (mean, std) in row.items():
             ref = PAPER_TABLE1.get(metric) if name == "dual_glow" else None
-            rows.append(_row(name, metric, mean, ref, f"mean over {n_test} test images (std {std:.4f}); reference: the paper's Table 1 on ADNI" if ref else f"mean over {n_test} test images (std {std:.4f})"))
-    rows.append(_row("dual_glow_vs_mean_image", "psnr_gain_db", table["dual_glow"]["psnr"][0] - table["mean_image"]["psnr"][0], 3.0, "bar: >= 3 dB"))
-    rows.append(_row("age_sweep", "spearman_rho", rho, -0.9, f"mean generated intensity vs age, {settings.age_inputs} fixed sources; bar: rho < -0.9 (planted: falls with age)"))
+            rows.append(
+                _row(
+                    name,
+                    metric,
+                    mean,
+                    ref,
+                    f"mean over {n_test} test images (std {std:.4f}); reference: the paper's Table 1 on ADNI"
+                    if ref
+                    else f"mean over {n_test} test images (std {std:.4f})",
+                )
+            )
+    rows.append(
+        _row("dual_glow_vs_mean_image", "psnr_gain_db", table["dual_glow"]["psnr"][0] - table["mean_image"]["psnr"][0], 3.0, "bar: >= 3 dB")
+    )
+    rows.append(
+        _row(
+            "age_sweep",
+            "spearman_rho",
+            rho,
+            -0.9,
+            f"mean generated intensity vs age, {settings.age_inputs} fixed sources; bar: rho < -0.9 (planted: falls with age)",
+        )
+    )
     for name, (secs, _) in fits.items():
         rows.append(_row(name, "train_seconds", secs, None, f"{settings.iterations} steps of batch {settings.batch}"))
     rows.append(_row("all", "wall time (s)", seconds, None, f"{settings.threads or torch.get_num_threads()} torch thread(s)"))
@@ -453,7 +481,9 @@ def command_line(argv, doc: str, experiment: str, quick, full, reproduce, output
 
 
 def main(argv=None) -> list[dict]:
-    return command_line(argv, __doc__, EXPERIMENT, QUICK, FULL, reproduce, "table: {out}/table1.csv; figures: {out}/examples.png, {out}/age_sweep.png")
+    return command_line(
+        argv, __doc__, EXPERIMENT, QUICK, FULL, reproduce, "table: {out}/table1.csv; figures: {out}/examples.png, {out}/age_sweep.png"
+    )
 
 
 if __name__ == "__main__":

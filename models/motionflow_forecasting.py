@@ -141,7 +141,16 @@ def evaluate_dataset(name: str, settings: Settings, seed: int, progress: bool):
                 note += f"; {settings.samples} samples; trained {settings.steps} steps in {train_s:.0f} s"
                 if metric == "crps_sum":
                     reference, note = snaive, note + "; bar: below the reference (seasonal-naive)"
-            rows.append({"experiment": EXPERIMENT, "setting": f"{name}/{model}", "metric": metric, "value": s[metric], "reference": reference, "source": note})
+            rows.append(
+                {
+                    "experiment": EXPERIMENT,
+                    "setting": f"{name}/{model}",
+                    "metric": metric,
+                    "value": s[metric],
+                    "reference": reference,
+                    "source": note,
+                }
+            )
     return rows, loss.assign(dataset=name), (data, forecasts)
 
 

@@ -202,7 +202,11 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         u = settings.observed
         x_train, y_train = _frames(train[:, :u]), _frames(train[:, u:])
         x_test, truth = _frames(test[:, :u]), test[:, u:]
-        table = {"zero velocity": mpjpe_by_horizon(seasonal_naive(test[:, :u].flatten(-2), settings.future).unflatten(-1, (-1, 3)), truth, test_labels)}
+        table = {
+            "zero velocity": mpjpe_by_horizon(
+                seasonal_naive(test[:, :u].flatten(-2), settings.future).unflatten(-1, (-1, 3)), truth, test_labels
+            )
+        }
         predictions, timing = {}, {}
         for variant in settings.variants:
             torch.manual_seed(seed)
@@ -219,12 +223,29 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
             for action, errors in per_action.items():
                 for ms, value in errors.items():
                     reference = PAPER_WALKING.get(ms) if (model == "full" and action == "walking") else None
-                    note = "zero-velocity baseline" if model not in COMPONENTS else f"components {COMPONENTS[model]}; trained {settings.steps} steps in {timing[model]:.0f} s"
+                    note = (
+                        "zero-velocity baseline"
+                        if model not in COMPONENTS
+                        else f"components {COMPONENTS[model]}; trained {settings.steps} steps in {timing[model]:.0f} s"
+                    )
                     if reference is not None:
                         note += "; reference: the paper's Table 3 (CMU walking, real data)"
-                    rows.append({"experiment": EXPERIMENT, "setting": f"{model}/{action}", "metric": f"mpjpe_{ms}ms", "value": value, "reference": reference, "source": note})
+                    rows.append(
+                        {
+                            "experiment": EXPERIMENT,
+                            "setting": f"{model}/{action}",
+                            "metric": f"mpjpe_{ms}ms",
+                            "value": value,
+                            "reference": reference,
+                            "source": note,
+                        }
+                    )
         frame = pd.DataFrame(
-            [{"model": m, "components": COMPONENTS.get(m, "-"), "action": a, **{f"{ms} ms": v for ms, v in e.items()}} for m, pa in table.items() for a, e in pa.items()]
+            [
+                {"model": m, "components": COMPONENTS.get(m, "-"), "action": a, **{f"{ms} ms": v for ms, v in e.items()}}
+                for m, pa in table.items()
+                for a, e in pa.items()
+            ]
         )
         frame.to_csv(out_dir / "mpjpe.csv", index=False)
         pd.DataFrame(rows).to_csv(out_dir / "results.csv", index=False)

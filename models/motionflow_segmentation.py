@@ -147,13 +147,24 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
             fcn_mask = (fcn(test_x) > 0).float()
 
         scores = {
-            "MotionFlow": (float(mean_iou(flow_mask, test_m)) * 100, PAPER_IOU["MotionFlow"], f"mean of {settings.samples} samples; trained {settings.steps} steps in {flow_s:.0f} s"),
+            "MotionFlow": (
+                float(mean_iou(flow_mask, test_m)) * 100,
+                PAPER_IOU["MotionFlow"],
+                f"mean of {settings.samples} samples; trained {settings.steps} steps in {flow_s:.0f} s",
+            ),
             "FCN": (float(mean_iou(fcn_mask, test_m)) * 100, PAPER_IOU["FCN"], f"trained {settings.steps} steps in {fcn_s:.0f} s"),
             "all background": (float(mean_iou(torch.zeros_like(test_m), test_m)) * 100, None, "the empty mask, for scale"),
         }
         note = f"{settings.test} test images of {settings.size}x{settings.size}; reference: the paper's Table 6 (Weizmann horses, 32x32)"
         rows = [
-            {"experiment": EXPERIMENT, "setting": model, "metric": "mean_iou_percent", "value": v, "reference": ref, "source": f"{src}; {note}"}
+            {
+                "experiment": EXPERIMENT,
+                "setting": model,
+                "metric": "mean_iou_percent",
+                "value": v,
+                "reference": ref,
+                "source": f"{src}; {note}",
+            }
             for model, (v, ref, src) in scores.items()
         ]
         pd.DataFrame(rows).to_csv(out_dir / "results.csv", index=False)
@@ -168,12 +179,23 @@ def save_figure(images, masks, fcn_mask, flow_mask, mean, path: Path, count: int
     import matplotlib.pyplot as plt
 
     count = min(count, len(images))
-    panels = [("image", images.permute(0, 2, 3, 1)), ("truth", masks[:, 0]), ("FCN", fcn_mask[:, 0]), ("MotionFlow", flow_mask[:, 0]), ("sample mean", mean[:, 0])]
+    panels = [
+        ("image", images.permute(0, 2, 3, 1)),
+        ("truth", masks[:, 0]),
+        ("FCN", fcn_mask[:, 0]),
+        ("MotionFlow", flow_mask[:, 0]),
+        ("sample mean", mean[:, 0]),
+    ]
     fig, axes = plt.subplots(len(panels), count, figsize=(1.2 * count, 1.3 * len(panels)), squeeze=False)
     for r, (title, data) in enumerate(panels):
         for c in range(count):
             ax = axes[r][c]
-            ax.imshow((data[c].clamp(0, 1) if title == "image" else data[c]).numpy(), cmap=None if title == "image" else "gray", vmin=-0.5 if title == "sample mean" else 0, vmax=1)
+            ax.imshow(
+                (data[c].clamp(0, 1) if title == "image" else data[c]).numpy(),
+                cmap=None if title == "image" else "gray",
+                vmin=-0.5 if title == "sample mean" else 0,
+                vmax=1,
+            )
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(title, fontsize=8)

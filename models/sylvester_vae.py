@@ -104,8 +104,17 @@ def settings(dataset: str = "digits", quick: bool = False, heterogeneous: bool =
         s = replace(s, latent_dim=16, hidden=(300, 300), epochs=1000, warmup_epochs=100, patience=100, eval_samples=1000, eval_chunk=2)
     if quick:
         s = replace(
-            s, posteriors=("diagonal", "householder"), seeds=(0,), num_flows=2, hidden=(128,), epochs=100, warmup_epochs=10,
-            patience=100, lr=2e-3, eval_samples=100, eval_chunk=50,
+            s,
+            posteriors=("diagonal", "householder"),
+            seeds=(0,),
+            num_flows=2,
+            hidden=(128,),
+            epochs=100,
+            warmup_epochs=10,
+            patience=100,
+            lr=2e-3,
+            eval_samples=100,
+            eval_chunk=50,
         )
     return s
 
@@ -198,8 +207,16 @@ class VAE(nn.Module):
     """A VAE whose guide is an amortized flow posterior; ``model`` and ``guide`` are Pyro programs
     with the same signature ``(x, y=None, beta=1.0)``."""
 
-    def __init__(self, kind: str, num_pixels: int, latent_dim: int, hidden: tuple[int, ...], num_flows: int,
-                 likelihood: str = "bernoulli", num_classes: int = 0):
+    def __init__(
+        self,
+        kind: str,
+        num_pixels: int,
+        latent_dim: int,
+        hidden: tuple[int, ...],
+        num_flows: int,
+        likelihood: str = "bernoulli",
+        num_classes: int = 0,
+    ):
         super().__init__()
         self.latent_dim, self.num_pixels, self.likelihood, self.num_classes = latent_dim, num_pixels, likelihood, num_classes
         self.posterior = amortized_posterior(kind, num_pixels + num_classes, latent_dim, num_flows=num_flows, hidden=hidden)
@@ -258,7 +275,9 @@ class _Best:
 
 def _neg_elbo(vae: VAE, x, y, samples: int = 1) -> float:
     with torch.no_grad():
-        return Trace_ELBO(num_particles=samples, vectorize_particles=True, max_plate_nesting=1).loss(vae.model, vae.guide, x, y) / x.shape[0]
+        return (
+            Trace_ELBO(num_particles=samples, vectorize_particles=True, max_plate_nesting=1).loss(vae.model, vae.guide, x, y) / x.shape[0]
+        )
 
 
 def train(vae: VAE, data: Images, s: Settings, seed: int, checkpoint: Path | None = None, progress: bool = True, desc: str = "vae") -> dict:
@@ -280,7 +299,7 @@ def train(vae: VAE, data: Images, s: Settings, seed: int, checkpoint: Path | Non
         order = torch.randperm(n)
         total = 0.0
         for start in range(0, n, s.batch):
-            idx = order[start:start + s.batch]
+            idx = order[start : start + s.batch]
             xb = data.train[idx]
             if data.likelihood == "bernoulli":
                 xb = torch.bernoulli(xb)
@@ -299,20 +318,28 @@ def train(vae: VAE, data: Images, s: Settings, seed: int, checkpoint: Path | Non
                 best.state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
         return total / math.ceil(n / s.batch)
 
-    history = fit(epoch, s.epochs, {"vae": vae, "opt": opt, "best": best}, checkpoint=checkpoint, checkpoint_every=10,
-                  log_every=1, progress=progress, desc=desc)
+    history = fit(
+        epoch,
+        s.epochs,
+        {"vae": vae, "opt": opt, "best": best},
+        checkpoint=checkpoint,
+        checkpoint_every=10,
+        log_every=1,
+        progress=progress,
+        desc=desc,
+    )
     if best.state is not None:
         vae.load_state_dict(best.state)
     vae.eval()
-    return {"best_epoch": best.epoch, "val_neg_elbo": best.score, "final_train_loss": float(history.loss.iloc[-1]),
-            "val_curve": best.curve}
+    return {"best_epoch": best.epoch, "val_neg_elbo": best.score, "final_train_loss": float(history.loss.iloc[-1]), "val_curve": best.curve}
 
 
 def evaluate(vae: VAE, x: torch.Tensor, y: torch.Tensor | None, samples: int, chunk: int) -> dict:
     """Test -ELBO and importance-sampled NLL per data point (nats), from one set of ``samples``
     importance weights per data point."""
-    logw = log_importance_weights(vae.model, vae.guide, x, y if vae.num_classes else None, num_samples=samples,
-                                  chunk_size=chunk, data_plate="data")
+    logw = log_importance_weights(
+        vae.model, vae.guide, x, y if vae.num_classes else None, num_samples=samples, chunk_size=chunk, data_plate="data"
+    )
     neg_elbo = -logw.mean(0)
     nll = -(torch.logsumexp(logw, 0) - math.log(samples))
     return {"neg_elbo": float(neg_elbo.mean()), "nll": float(nll.mean())}
@@ -442,7 +469,9 @@ def _figure(table: pd.DataFrame, s: Settings, out_dir: Path, unit: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     x = np.arange(len(table))
     ax.bar(x - 0.2, table[col], 0.4, yerr=table[col + "_se"].fillna(0), label="-ELBO")
-    ax.bar(x + 0.2, table[col.replace("neg_elbo", "nll")], 0.4, yerr=table[col.replace("neg_elbo", "nll") + "_se"].fillna(0), label="IS NLL")
+    ax.bar(
+        x + 0.2, table[col.replace("neg_elbo", "nll")], 0.4, yerr=table[col.replace("neg_elbo", "nll") + "_se"].fillna(0), label="IS NLL"
+    )
     ax.set_xticks(x, table.index, rotation=30)
     lo = float(np.nanmin(table[col.replace("neg_elbo", "nll")])) * 0.97
     ax.set_ylim(lo, float(np.nanmax(table[col])) * 1.02)
@@ -502,24 +531,73 @@ def run_settings(s: Settings, out_dir: Path, progress: bool = True, frey_path=No
 
 def rows_of(table: pd.DataFrame, runs: pd.DataFrame, s: Settings) -> list[dict]:
     setting = f"{s.dataset}{' + labels' if s.heterogeneous else ''}"
-    source = "Sylvester paper Table 2 (as quoted by issue 3, unconfirmed)" if s.dataset == "frey" else "bar: below the independent-pixel model"
+    source = (
+        "Sylvester paper Table 2 (as quoted by issue 3, unconfirmed)" if s.dataset == "frey" else "bar: below the independent-pixel model"
+    )
     unit = "bpd" if s.dataset == "frey" else "nats"
     bar = float(runs.independent_pixel_nll.mean())
     rows = []
     for kind, r in table.iterrows():
         ref = FREY_REFERENCE.get(kind, (None, None)) if s.dataset == "frey" else (bar, bar)
         col = "neg_elbo" if unit == "nats" else "neg_elbo_bpd"
-        rows.append(dict(experiment=EXPERIMENT, setting=f"{setting}, {kind}", metric=f"test_neg_elbo_{unit}", value=float(r[col]), reference=ref[0], source=source))
-        rows.append(dict(experiment=EXPERIMENT, setting=f"{setting}, {kind}", metric=f"test_nll_{unit}", value=float(r[col.replace("neg_elbo", "nll")]), reference=ref[1], source=source))
+        rows.append(
+            dict(
+                experiment=EXPERIMENT,
+                setting=f"{setting}, {kind}",
+                metric=f"test_neg_elbo_{unit}",
+                value=float(r[col]),
+                reference=ref[0],
+                source=source,
+            )
+        )
+        rows.append(
+            dict(
+                experiment=EXPERIMENT,
+                setting=f"{setting}, {kind}",
+                metric=f"test_nll_{unit}",
+                value=float(r[col.replace("neg_elbo", "nll")]),
+                reference=ref[1],
+                source=source,
+            )
+        )
         if kind != "diagonal" and "beats_diagonal_se" in r and len(s.seeds) > 1:
-            rows.append(dict(experiment=EXPERIMENT, setting=f"{setting}, {kind}", metric="neg_elbo_gain_over_diagonal_in_se", value=float(r["beats_diagonal_se"]), reference=2.0, source="bar (issue 3): > 2"))
-            rows.append(dict(experiment=EXPERIMENT, setting=f"{setting}, {kind}", metric="neg_elbo_paired_gain_over_diagonal_in_se", value=float(r["paired_gain_se"]), reference=2.0, source="seeds paired (same split)"))
+            rows.append(
+                dict(
+                    experiment=EXPERIMENT,
+                    setting=f"{setting}, {kind}",
+                    metric="neg_elbo_gain_over_diagonal_in_se",
+                    value=float(r["beats_diagonal_se"]),
+                    reference=2.0,
+                    source="bar (issue 3): > 2",
+                )
+            )
+            rows.append(
+                dict(
+                    experiment=EXPERIMENT,
+                    setting=f"{setting}, {kind}",
+                    metric="neg_elbo_paired_gain_over_diagonal_in_se",
+                    value=float(r["paired_gain_se"]),
+                    reference=2.0,
+                    source="seeds paired (same split)",
+                )
+            )
         if "agreement" in r:
-            rows.append(dict(experiment=EXPERIMENT, setting=f"{setting}, {kind}", metric="label_agreement", value=float(r["agreement"]), reference=None, source="independent pixel classifier vs decoded label"))
+            rows.append(
+                dict(
+                    experiment=EXPERIMENT,
+                    setting=f"{setting}, {kind}",
+                    metric="label_agreement",
+                    value=float(r["agreement"]),
+                    reference=None,
+                    source="independent pixel classifier vs decoded label",
+                )
+            )
     return rows
 
 
-def compare_heterogeneous(out_dir: Path, quick: bool = False, progress: bool = True, kinds=("householder", "ffjord"), seeds=(0,)) -> pd.DataFrame:
+def compare_heterogeneous(
+    out_dir: Path, quick: bool = False, progress: bool = True, kinds=("householder", "ffjord"), seeds=(0,)
+) -> pd.DataFrame:
     """The seed paper's comparison: the same posterior kinds trained on images alone and on images
     with their labels; validation bits/dim per epoch (its Fig. 3) in ``fig3_bits_per_dim.png``,
     and a table of final bits/dim, diverged runs and the label agreement of samples."""
@@ -541,13 +619,22 @@ def compare_heterogeneous(out_dir: Path, quick: bool = False, progress: bool = T
                 curve = np.asarray(r["val_curve"] if isinstance(r.get("val_curve"), list) else [], dtype=float)
                 if curve.ndim != 2:  # a run stored before curves were recorded
                     continue
-                ax.plot(curve[:, 0] + 1, curve[:, 1] / (dims * math.log(2)), label=f"{kind}, {'images + labels' if het else 'images'} (seed {r.seed})",
-                        ls="--" if het else "-")
-            records.append({
-                "kind": kind, "data": "images + labels" if het else "images", "runs": len(group), "diverged": len(group) - len(ok),
-                "test_nll_bits_per_dim": float(ok.nll.mean() / (dims * math.log(2))) if len(ok) else math.nan,
-                "label_agreement": float(ok.agreement.mean()) if het and len(ok) else math.nan,
-            })
+                ax.plot(
+                    curve[:, 0] + 1,
+                    curve[:, 1] / (dims * math.log(2)),
+                    label=f"{kind}, {'images + labels' if het else 'images'} (seed {r.seed})",
+                    ls="--" if het else "-",
+                )
+            records.append(
+                {
+                    "kind": kind,
+                    "data": "images + labels" if het else "images",
+                    "runs": len(group),
+                    "diverged": len(group) - len(ok),
+                    "test_nll_bits_per_dim": float(ok.nll.mean() / (dims * math.log(2))) if len(ok) else math.nan,
+                    "label_agreement": float(ok.agreement.mean()) if het and len(ok) else math.nan,
+                }
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation -ELBO (bits/dim)")
     ax.set_yscale("log")
@@ -578,7 +665,9 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dataset", choices=("digits", "frey"), default="digits")
     parser.add_argument("--heterogeneous", action="store_true", help="digits with the label as a second observation")
-    parser.add_argument("--compare", action="store_true", help="the seed paper's comparison: H-SNF and FFJORD on images alone vs with labels")
+    parser.add_argument(
+        "--compare", action="store_true", help="the seed paper's comparison: H-SNF and FFJORD on images alone vs with labels"
+    )
     parser.add_argument("--posteriors", nargs="*", default=None, help=f"subset of {POSTERIORS}")
     parser.add_argument("--seeds", nargs="*", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
@@ -591,7 +680,17 @@ def main(argv=None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     s = settings(args.dataset, args.quick, args.heterogeneous)
-    overrides = {k: v for k, v in (("posteriors", args.posteriors and tuple(args.posteriors)), ("seeds", args.seeds and tuple(args.seeds)), ("epochs", args.epochs), ("warmup_epochs", args.warmup_epochs), ("eval_samples", args.eval_samples)) if v}
+    overrides = {
+        k: v
+        for k, v in (
+            ("posteriors", args.posteriors and tuple(args.posteriors)),
+            ("seeds", args.seeds and tuple(args.seeds)),
+            ("epochs", args.epochs),
+            ("warmup_epochs", args.warmup_epochs),
+            ("eval_samples", args.eval_samples),
+        )
+        if v
+    }
     s = replace(s, **overrides)
     start = time.perf_counter()
     if args.compare:

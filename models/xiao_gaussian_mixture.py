@@ -190,7 +190,9 @@ def _gamma(settings: Settings) -> float:
     return settings.lr_decay ** (1.0 / max(1, settings.iterations))
 
 
-def train_ours(flow: RelaxedConditionalFlow, mapping: str, settings: Settings, seed: int, checkpoint: Path | None, progress: bool) -> pd.DataFrame:
+def train_ours(
+    flow: RelaxedConditionalFlow, mapping: str, settings: Settings, seed: int, checkpoint: Path | None, progress: bool
+) -> pd.DataFrame:
     """Maximum likelihood of eq. (6) through Pyro: SVI on :func:`likelihood_model` with Adam.
 
     The recorded loss is the negative ELBO divided by the batch size, i.e. the mean negative
@@ -208,7 +210,9 @@ def train_ours(flow: RelaxedConditionalFlow, mapping: str, settings: Settings, s
         optim.step()
         return loss
 
-    history = fit(step, settings.iterations, {"flow": flow, "optim": optim}, checkpoint=checkpoint, progress=progress, desc=f"{mapping}/ours")
+    history = fit(
+        step, settings.iterations, {"flow": flow, "optim": optim}, checkpoint=checkpoint, progress=progress, desc=f"{mapping}/ours"
+    )
     flow.eval()
     return history
 
@@ -225,7 +229,9 @@ def inn_loss(flow: RelaxedConditionalFlow, variant: str, settings: Settings) -> 
     raise ValueError(f"variant: expected one of {VARIANTS[1:]}, got {variant!r}")
 
 
-def train_inn(flow: RelaxedConditionalFlow, mapping: str, variant: str, settings: Settings, seed: int, checkpoint: Path | None, progress: bool) -> pd.DataFrame:
+def train_inn(
+    flow: RelaxedConditionalFlow, mapping: str, variant: str, settings: Settings, seed: int, checkpoint: Path | None, progress: bool
+) -> pd.DataFrame:
     """The INN baseline on the same network, trained with Adam on :class:`~pyroflows.infer.INNLoss`."""
     loss_fn = inn_loss(flow, variant, settings)
     optim = torch.optim.Adam(flow.parameters(), lr=settings.lr, betas=settings.betas)
@@ -241,7 +247,14 @@ def train_inn(flow: RelaxedConditionalFlow, mapping: str, variant: str, settings
         schedule.step()
         return loss.detach()
 
-    history = fit(step, settings.iterations, {"flow": flow, "optim": optim, "schedule": schedule}, checkpoint=checkpoint, progress=progress, desc=f"{mapping}/{variant}")
+    history = fit(
+        step,
+        settings.iterations,
+        {"flow": flow, "optim": optim, "schedule": schedule},
+        checkpoint=checkpoint,
+        progress=progress,
+        desc=f"{mapping}/{variant}",
+    )
     flow.eval()
     return history
 
@@ -284,7 +297,11 @@ def evaluate(flow: RelaxedConditionalFlow, mapping: str, settings: Settings, see
 def _source(variant: str, bar: str) -> str:
     if variant == "ours":
         return f"issue bar: {bar}"
-    panel = {"inn_full": "Fig. 5.2 left: matches ours", "inn_forward": "Fig. 5.2 middle: visibly worse", "inn_fast_ramp": "Fig. 5.2 right: visibly worse"}[variant]
+    panel = {
+        "inn_full": "Fig. 5.2 left: matches ours",
+        "inn_forward": "Fig. 5.2 middle: visibly worse",
+        "inn_fast_ramp": "Fig. 5.2 right: visibly worse",
+    }[variant]
     return f"issue bar for ours ({bar}), shown for comparison; paper {panel} (qualitative)"
 
 
@@ -293,17 +310,31 @@ def result_rows(variant: str, mapping: str, metrics: dict) -> list[dict]:
     setting = f"{variant}/{mapping}"
 
     def row(metric, value, reference, bar):
-        return {"experiment": EXPERIMENT, "setting": setting, "metric": metric, "value": float(value), "reference": reference, "source": _source(variant, bar)}
+        return {
+            "experiment": EXPERIMENT,
+            "setting": setting,
+            "metric": metric,
+            "value": float(value),
+            "reference": reference,
+            "source": _source(variant, bar),
+        }
 
     rows = [
         row("forward_accuracy", metrics["accuracy"], BARS["accuracy"], f">= {BARS['accuracy']}"),
         row("posterior_mean_error_max", metrics["mean_error"], BARS["mean_error"], f"<= {BARS['mean_error']} (max over labels)"),
-        row("posterior_cov_rel_error_max", metrics["cov_error"], BARS["cov_error"], f"<= {BARS['cov_error']} (max over labels, relative Frobenius)"),
+        row(
+            "posterior_cov_rel_error_max",
+            metrics["cov_error"],
+            BARS["cov_error"],
+            f"<= {BARS['cov_error']} (max over labels, relative Frobenius)",
+        ),
     ]
     if "mode_shares" in metrics:
         for mode, share in zip(modes_of_label(mapping, 0), metrics["mode_shares"]):
             rows.append(row(f"label0_share_mode{mode}", share, BARS["mode_share"], f"{BARS['mode_share']} +- {BARS['mode_share_tol']}"))
-        rows.append(row("label0_share_elsewhere", metrics["elsewhere"], BARS["elsewhere"], f"< {BARS['elsewhere']} (true posterior: 0.011)"))
+        rows.append(
+            row("label0_share_elsewhere", metrics["elsewhere"], BARS["elsewhere"], f"< {BARS['elsewhere']} (true posterior: 0.011)")
+        )
     return rows
 
 
@@ -439,13 +470,20 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--iterations", type=int, default=None, help="training iterations (full: 2400; the paper: 400)")
     parser.add_argument("--width", type=int, default=None, help="hidden width of the conditioners (full: 512)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (full: 1600)")
-    parser.add_argument("--lr-decay", type=float, default=None, help="final learning rate as a fraction of 1e-3 (exponential decay; full: 0.5; the paper: 1, constant)")
+    parser.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        help="final learning rate as a fraction of 1e-3 (exponential decay; full: 0.5; the paper: 1, constant)",
+    )
     parser.add_argument("--label-dim", type=int, default=None, help="one-hot width (full: 8 for both mappings)")
     parser.add_argument("--z-dim", type=int, default=None, help="latent size (full: 2)")
     parser.add_argument("--out", type=Path, default=Path("results") / EXPERIMENT, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mapping", choices=MAPPINGS, nargs="+", default=list(MAPPINGS), help="label mappings to run (default both)")
-    parser.add_argument("--variants", choices=VARIANTS, nargs="+", default=list(VARIANTS), help="models to train (default all; ours always)")
+    parser.add_argument(
+        "--variants", choices=VARIANTS, nargs="+", default=list(VARIANTS), help="models to train (default all; ours always)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
@@ -453,7 +491,9 @@ def main(argv=None) -> pd.DataFrame:
     overrides = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     settings = replace(settings, **overrides)
     start = time.perf_counter()
-    rows, results = reproduce(settings, args.out, seed=args.seed, progress=not args.no_progress, mappings=args.mapping, variants=args.variants)
+    rows, results = reproduce(
+        settings, args.out, seed=args.seed, progress=not args.no_progress, mappings=args.mapping, variants=args.variants
+    )
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "metrics.csv", index=False)

@@ -17,7 +17,7 @@ def broadcast_shapes(a: Sequence[int], b: Sequence[int]) -> torch.Size:
     several times per transform call); mismatches are left to torch for its error message."""
     if len(a) < len(b):
         a, b = b, a
-    if tuple(a[len(a) - len(b):]) == tuple(b):
+    if tuple(a[len(a) - len(b) :]) == tuple(b):
         return torch.Size(a)
     out = list(a)
     for i in range(1, len(b) + 1):
@@ -38,16 +38,16 @@ def broadcast_batch(x: torch.Tensor, x_event_dim: int, c: torch.Tensor | None, c
         return x, c
     batch = broadcast_shapes(x_batch, c_batch)
     if batch != x_batch:
-        x = x.expand(batch + x.shape[x.dim() - x_event_dim:])
+        x = x.expand(batch + x.shape[x.dim() - x_event_dim :])
     if batch != c_batch:
-        c = c.expand(batch + c.shape[c.dim() - c_event_dim:])
+        c = c.expand(batch + c.shape[c.dim() - c_event_dim :])
     return x, c
 
 
 def flatten_batch(x: torch.Tensor, event_dim: int):
     """Reshape ``batch + event`` to ``(N,) + event``; returns the tensor and the batch shape."""
     batch = batch_shape_of(x, event_dim)
-    return x.reshape((-1,) + x.shape[x.dim() - event_dim:]), batch
+    return x.reshape((-1,) + x.shape[x.dim() - event_dim :]), batch
 
 
 def sum_event(t: torch.Tensor, event_dim: int) -> torch.Tensor:

@@ -66,7 +66,7 @@ def check_tensor(
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
     if event_shape is not None:
         k = len(event_shape)
-        trailing = tuple(value.shape[value.dim() - k:]) if value.dim() >= k else None
+        trailing = tuple(value.shape[value.dim() - k :]) if value.dim() >= k else None
         if trailing is None or any(e is not None and e != s for e, s in zip(event_shape, trailing)):
             raise ValueError(
                 f"{name}: expected shape (..., {_fmt_shape(event_shape)[1:-1].rstrip(',')}) with event shape "
@@ -134,9 +134,13 @@ def check_broadcast(name: str, batch: Sequence[int], other_name: str, other_batc
     """Raise naming ``name`` when the batch shape ``batch`` does not broadcast with ``other_batch``."""
     for a, b in zip(reversed(tuple(batch)), reversed(tuple(other_batch))):
         if a != b and a != 1 and b != 1:
-            raise ValueError(f"{name}: batch shape {tuple(batch)} does not broadcast with the batch shape {tuple(other_batch)} of {other_name}")
+            raise ValueError(
+                f"{name}: batch shape {tuple(batch)} does not broadcast with the batch shape {tuple(other_batch)} of {other_name}"
+            )
 
 
 def non_finite_parameters(module: torch.nn.Module) -> list[str]:
     """Names of the parameters of ``module`` that hold NaN or inf (one host sync per parameter)."""
-    return [n for n, p in module.named_parameters() if p.device.type != "meta" and p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    return [
+        n for n, p in module.named_parameters() if p.device.type != "meta" and p.is_floating_point() and not bool(torch.isfinite(p).all())
+    ]

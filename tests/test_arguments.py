@@ -53,7 +53,10 @@ BAD_CONSTRUCTORS = [
     (lambda: D.RelaxedConditionalFlow(2, 3, num_blocks=0), r"num_blocks: expected an integer >= 1, got 0"),
     (lambda: D.CRow(2, 2, eps=0), r"eps: expected a positive number, got 0"),
     (lambda: D.CRow(2, 2, pad_noise=-0.1), r"pad_noise: expected a non-negative standard deviation"),
-    (lambda: amortized_posterior("planar", in_features=4, latent_dim=2, num_householder=3), r"num_householder: an option of kind='householder' only"),
+    (
+        lambda: amortized_posterior("planar", in_features=4, latent_dim=2, num_householder=3),
+        r"num_householder: an option of kind='householder' only",
+    ),
     (lambda: amortized_posterior("planar", in_features=4, latent_dim=2, num_flows=-1), r"num_flows: expected an integer >= 0, got -1"),
     (lambda: pyroflows.set_validation("no"), r"enabled: expected True or False, got 'no'"),
 ]

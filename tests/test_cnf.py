@@ -346,8 +346,15 @@ def test_cnf_as_likelihood_with_rnode_loss():
     pyro.set_rng_seed(0)
     data = torch.randn(64, 2) * torch.tensor([0.5, 1.0]) + torch.tensor([1.5, -1.0])
     flow = T.cnf(
-        2, hidden=(8, 8), trace="hutchinson", noise="rademacher", eval_exact_trace=True,
-        atol=1e-3, rtol=1e-3, kinetic_energy=0.01, jacobian_norm=0.01,
+        2,
+        hidden=(8, 8),
+        trace="hutchinson",
+        noise="rademacher",
+        eval_exact_trace=True,
+        atol=1e-3,
+        rtol=1e-3,
+        kinetic_energy=0.01,
+        jacobian_norm=0.01,
     )
     base = dist.Normal(torch.zeros(2), 1.0).to_event(1)
 

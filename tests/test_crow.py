@@ -55,7 +55,7 @@ def test_step_log_probs_sum_to_the_sequence_log_density_of_the_jacobian(kw):
         blocks = jac.reshape(T, flow.dim, T, flow.dim)
         for t in range(T):  # causal: no frame depends on a later one, and each step's log-det is its diagonal block's
             if t + 1 < T:
-                assert blocks[t, :, t + 1:].abs().max().item() == 0.0
+                assert blocks[t, :, t + 1 :].abs().max().item() == 0.0
             assert abs(torch.linalg.slogdet(blocks[t, :, t])[1].item() - logdet[i, t].item()) < 1e-9
 
 
@@ -69,7 +69,9 @@ def test_label_context_keeps_exact_per_step_densities_and_causality():
     x_hat = flow.pad(x, noise=False)
     latent, _, _ = flow.encode(x_hat, y=y)
     for i in range(2):
-        jac = torch.autograd.functional.jacobian(lambda v, yi=y[i]: flow.encode(v.reshape(T, flow.dim), y=yi)[0].reshape(-1), x_hat[i].reshape(-1))
+        jac = torch.autograd.functional.jacobian(
+            lambda v, yi=y[i]: flow.encode(v.reshape(T, flow.dim), y=yi)[0].reshape(-1), x_hat[i].reshape(-1)
+        )
         full = dist.Normal(0.0, 1.0).log_prob(latent[i, :, :2]).sum() + dist.Normal(y[i], flow.eps).log_prob(latent[i, :, 2:]).sum()
         assert abs((full + torch.linalg.slogdet(jac)[1]).item() - steps[i].sum().item()) < 1e-8
     # the label changes the generated frames, from its own step on only

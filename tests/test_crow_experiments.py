@@ -153,9 +153,7 @@ def test_moving_digits_full_bars(tmp_path, request):
 
 # ----------------------------------------------------------------------------- longitudinal amyloid
 
-TINY_LONG = replace(
-    longitudinal.QUICK, models=("cinn", "crow_tcg"), steps=2000, sample_sizes=(100,), reference_pool=2000, reference_k=50
-)
+TINY_LONG = replace(longitudinal.QUICK, models=("cinn", "crow_tcg"), steps=2000, sample_sizes=(100,), reference_pool=2000, reference_k=50)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pyroflows.transforms import coupling_flow
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
 torch.set_num_threads(1)
 
 N = 30

@@ -49,7 +49,7 @@ def _blocks(page: Path, lang: str = "python") -> list[tuple[int, str]]:
         body = m.group("body")
         indent = m.group("indent")
         if indent:
-            body = "".join(s[len(indent):] if s.startswith(indent) else s for s in body.splitlines(keepends=True))
+            body = "".join(s[len(indent) :] if s.startswith(indent) else s for s in body.splitlines(keepends=True))
         out.append((line, body))
     return out
 
@@ -69,7 +69,12 @@ def clean_state(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     pyro.clear_param_store()
-    validation, dtype, rng, threads = pyroflows.is_validation_enabled(), torch.get_default_dtype(), torch.get_rng_state(), torch.get_num_threads()
+    validation, dtype, rng, threads = (
+        pyroflows.is_validation_enabled(),
+        torch.get_default_dtype(),
+        torch.get_rng_state(),
+        torch.get_num_threads(),
+    )
     # The examples use tiny networks: one thread is faster than several fighting over shared cores.
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -130,6 +135,7 @@ def test_docstring_examples(name, clean_state):
 
 
 # ----------------------------------------------------------------------------- what the docs name
+
 
 def _hook(name: str):
     """A module of docs/hooks/ (the build's own code), to check the docs the way the build reads them."""
@@ -192,10 +198,22 @@ def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-@pytest.mark.skipif(not (_have("mkdocs") and _have("mkdocstrings") and _have("mkdocstrings_handlers.python")), reason="needs pip install -e '.[docs]'")
+@pytest.mark.skipif(
+    not (_have("mkdocs") and _have("mkdocstrings") and _have("mkdocstrings_handlers.python")), reason="needs pip install -e '.[docs]'"
+)
 def test_mkdocs_build_strict(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

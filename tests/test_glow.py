@@ -24,7 +24,6 @@ from pyroflows.transforms import Squeeze, Unsqueeze
 from pyroflows.transforms.base import soft_clamp
 from pyroflows.transforms.squeeze import squeeze, unsqueeze
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -48,7 +47,9 @@ def test_squeeze_round_trip_is_exact(shape):
     t = Squeeze(event_dim)
     y = t(x)
     block = 2 ** (event_dim - 1)
-    assert y.shape == x.shape[: x.dim() - event_dim] + (shape[-event_dim] * block,) + tuple(s // 2 for s in shape[x.dim() - event_dim + 1:])
+    assert y.shape == x.shape[: x.dim() - event_dim] + (shape[-event_dim] * block,) + tuple(
+        s // 2 for s in shape[x.dim() - event_dim + 1 :]
+    )
     assert torch.equal(Squeeze(event_dim).inv(y), x)
     assert torch.equal(Unsqueeze(event_dim)(y), x)
     assert torch.equal(Unsqueeze(event_dim).inv(x), y)

@@ -12,10 +12,10 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 from pyroflows.distributions import DynamicPrior, MotionFlow
+from pyroflows.flows import conditional_latent_dynamics, conditional_motionflow, conditional_motionflow_step
 from pyroflows.nn.gated_residual import CausalGatedResNet
 from pyroflows.nn.masked_conv import LocallyMaskedConv2d, MaskedARN, SpatioTemporalEncoder, local_masks, ordering_ranks, positional_norm
 from pyroflows.testing import perturb_parameters
-from pyroflows.flows import conditional_latent_dynamics, conditional_motionflow, conditional_motionflow_step
 
 
 def _dependence(fn, x, position):

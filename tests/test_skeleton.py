@@ -38,7 +38,9 @@ def test_forward_kinematics_of_the_rest_pose():
     assert torch.allclose(x[wr] - x[sh], torch.tensor([0.0, -550.0, 0.0], dtype=torch.float64))
     # a 90-degree heading turns the toes from +z to +x
     toe, ankle = skeleton.JOINTS.index("l_toe"), skeleton.JOINTS.index("l_ankle")
-    turned = skeleton.forward_kinematics(angles, torch.zeros(3, dtype=torch.float64), heading=torch.tensor(math.pi / 2, dtype=torch.float64))
+    turned = skeleton.forward_kinematics(
+        angles, torch.zeros(3, dtype=torch.float64), heading=torch.tensor(math.pi / 2, dtype=torch.float64)
+    )
     assert torch.allclose(turned[toe] - turned[ankle], torch.tensor([130.0, -60.0, 0.0], dtype=torch.float64), atol=1e-9)
     with pytest.raises(ValueError, match="angles: expected shape"):
         skeleton.forward_kinematics(torch.zeros(5, 3), torch.zeros(3))

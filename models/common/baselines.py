@@ -99,7 +99,7 @@ class GaussianVAR:
     def _design(self, v: torch.Tensor) -> torch.Tensor:
         """Rows :math:`(1, v_{t-1}, \\dots, v_{t-p})` for every t with a full lag window, shape ``(N, 1 + pD)``."""
         n = v.shape[-2] - self.lags
-        lagged = [v[..., self.lags - l: self.lags - l + n, :] for l in range(1, self.lags + 1)]
+        lagged = [v[..., self.lags - l : self.lags - l + n, :] for l in range(1, self.lags + 1)]
         ones = torch.ones(v.shape[:-2] + (n, 1), dtype=v.dtype, device=v.device)
         return torch.cat([ones] + lagged, -1)
 
@@ -113,10 +113,12 @@ class GaussianVAR:
         v = series.diff(dim=-2) if self.difference else series
         dim = v.shape[-1]
         x = self._design(v).reshape(-1, 1 + self.lags * dim)
-        target = v[:, self.lags:, :].reshape(-1, dim)
+        target = v[:, self.lags :, :].reshape(-1, dim)
         free = x.shape[0] - x.shape[1]
         if free < 1:
-            raise ValueError(f"series: expected more than {x.shape[1]} usable frames for a VAR({self.lags}) of {dim} series, got {x.shape[0]}")
+            raise ValueError(
+                f"series: expected more than {x.shape[1]} usable frames for a VAR({self.lags}) of {dim} series, got {x.shape[0]}"
+            )
         if self.ridge > 0:
             penalty = torch.eye(x.shape[1], dtype=x.dtype, device=x.device) * self.ridge
             penalty[0, 0] = 0
@@ -135,14 +137,12 @@ class GaussianVAR:
         _check_context(context)
         need = self.lags + int(self.difference)
         if context.shape[-2] < need or context.shape[-1] != self.intercept.shape[0]:
-            raise ValueError(
-                f"context: expected shape (..., C, {self.intercept.shape[0]}) with C >= {need}, got {tuple(context.shape)}"
-            )
+            raise ValueError(f"context: expected shape (..., C, {self.intercept.shape[0]}) with C >= {need}, got {tuple(context.shape)}")
 
     def _rollout(self, context: torch.Tensor, horizon: int, noise: torch.Tensor | None) -> torch.Tensor:
         c, a = self.intercept.to(context), self.coefficients.to(context)
         v = context.diff(dim=-2) if self.difference else context
-        history = v[..., v.shape[-2] - self.lags:, :]  # oldest first
+        history = v[..., v.shape[-2] - self.lags :, :]  # oldest first
         if noise is not None:
             history = history.expand(noise.shape[:1] + history.shape)
         level = context[..., -1, :]

@@ -243,7 +243,7 @@ def ssim(
         raise ValueError(f"spatial_dims: expected 2 (images) or 3 (volumes), got {spatial_dims}")
     event_dim = spatial_dims + 1
     _pair(prediction, target, event_dim)
-    spatial = prediction.shape[prediction.dim() - spatial_dims:]
+    spatial = prediction.shape[prediction.dim() - spatial_dims :]
     if any(s < window_size for s in spatial):
         raise ValueError(f"window_size: expected at most the spatial sizes {tuple(spatial)}, got {window_size}")
     if not data_range > 0:

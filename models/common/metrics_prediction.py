@@ -58,13 +58,15 @@ def _check_samples(samples: torch.Tensor, target: torch.Tensor, sample_dim: int)
     dim = sample_dim % samples.dim()
     if samples.shape[dim] < 1:
         raise ValueError("samples: expected at least one sample, got none")
-    rest = samples.shape[:dim] + samples.shape[dim + 1:]
+    rest = samples.shape[:dim] + samples.shape[dim + 1 :]
     try:
         fits = torch.broadcast_shapes(rest, target.shape) == rest
     except RuntimeError:
         fits = False
     if not fits:
-        raise ValueError(f"target: expected a shape that broadcasts to {tuple(rest)} (samples {tuple(samples.shape)} without dim {dim}), got {tuple(target.shape)}")
+        raise ValueError(
+            f"target: expected a shape that broadcasts to {tuple(rest)} (samples {tuple(samples.shape)} without dim {dim}), got {tuple(target.shape)}"
+        )
     return dim
 
 
@@ -125,7 +127,9 @@ def crps_sum(samples: torch.Tensor, target: torch.Tensor, normalize: bool = Fals
         a 0-dimensional tensor.
     """
     if samples.dim() < 2 or target.dim() < 1 or samples.shape[-1] != target.shape[-1]:
-        raise ValueError(f"samples, target: expected shapes (S, ..., D) and (..., D) with the same D, got {tuple(samples.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"samples, target: expected shapes (S, ..., D) and (..., D) with the same D, got {tuple(samples.shape)} and {tuple(target.shape)}"
+        )
     total = target.sum(-1)
     score = crps(samples.sum(-1), total, 0, fair).mean()
     return score / total.abs().mean() if normalize else score

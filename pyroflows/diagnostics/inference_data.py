@@ -40,8 +40,8 @@ from scipy.special import logsumexp
 
 from ..infer.importance import (
     PARTICLE_PLATE,
-    draw_chunks,
     chunk_log_densities,
+    draw_chunks,
     guess_max_plate_nesting,
     is_deterministic,
     is_observed,
@@ -194,7 +194,9 @@ def to_inference_data(
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
 
-    groups = {name: _Group() for name in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive", "prior", "prior_predictive")}
+    groups = {
+        name: _Group() for name in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive", "prior", "prior_predictive")
+    }
     groups["observed_data"] = _Group(with_draws=False)
     datum_spec = None
 
@@ -232,7 +234,9 @@ def to_inference_data(
                 if vectorize:
                     trace = poutine.trace(uncondition(vectorize_model(model, n, pdim))).get_trace(*args, **kwargs)
                 else:
-                    trace = stack_traces([poutine.trace(uncondition(model)).get_trace(*args, **kwargs) for _ in range(n)], max_plate_nesting)
+                    trace = stack_traces(
+                        [poutine.trace(uncondition(model)).get_trace(*args, **kwargs) for _ in range(n)], max_plate_nesting
+                    )
             for name, site in sample_sites(trace).items():
                 if isinstance(site["fn"], pyro.distributions.Unit):
                     continue

@@ -144,6 +144,13 @@ def pareto_k(
         True
     """
     lw = log_importance_weights(
-        model, guide, *args, num_samples=num_samples, chunk_size=chunk_size, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **kwargs
+        model,
+        guide,
+        *args,
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+        data_plate=data_plate,
+        max_plate_nesting=max_plate_nesting,
+        **kwargs,
     )
     return pareto_k_from_log_weights(lw, axis=0)

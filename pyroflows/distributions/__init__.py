@@ -7,4 +7,15 @@ from .dynamic_prior import DynamicPrior
 from .motionflow import MotionFlow
 from .relaxed_conditional_flow import RelaxedConditional, RelaxedConditionalFlow
 
-__all__ = ["CRow", "CRowConditional", "ConditionalFlowDistribution", "DualGlow", "SideDiscriminator", "dual_glow", "DynamicPrior", "MotionFlow", "RelaxedConditional", "RelaxedConditionalFlow"]
+__all__ = [
+    "CRow",
+    "CRowConditional",
+    "ConditionalFlowDistribution",
+    "DualGlow",
+    "SideDiscriminator",
+    "dual_glow",
+    "DynamicPrior",
+    "MotionFlow",
+    "RelaxedConditional",
+    "RelaxedConditionalFlow",
+]

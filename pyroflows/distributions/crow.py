@@ -141,10 +141,12 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
         r"""The covariate of every frame inferred by the forward pass, :math:`f_{t,c}([x_t, x_{0,t}])`
         given the frames before it: shape ``batch + (T, y_dim)``."""
         if self.context:
-            raise ValueError("predict: a CRow with context=True needs y for its forward pass; compare step_log_prob under each candidate y instead")
+            raise ValueError(
+                "predict: a CRow with context=True needs y for its forward pass; compare step_log_prob under each candidate y instead"
+            )
         self._check("x", x, self.x_dim)
         latent, _, _ = self.encode(self.pad(x, noise))
-        return latent[..., self.z_dim:]
+        return latent[..., self.z_dim :]
 
     def padded_step_log_prob(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r""":math:`\log p(\hat x_t \mid \hat x_{<t}, y_{\le t})` of padded sequences, shape ``batch + (T,)``."""
@@ -161,7 +163,7 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
         latent, logdet, _ = self.encode(self.pad(x, noise), y=y)
         return self.relaxed_log_prob(latent, logdet, y)
 
-    def condition(self, y: torch.Tensor, pad: str | None = None) -> "CRowConditional":
+    def condition(self, y: torch.Tensor, pad: str | None = None) -> CRowConditional:
         """The distribution :math:`p(x_{1:T} \\mid y_{1:T})`; ``pad`` is ``"noise"``, ``"zero"`` or None (by mode)."""
         self._check("y", y, self.y_dim)
         if y.shape[-2] == 0:

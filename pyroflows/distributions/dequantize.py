@@ -50,7 +50,9 @@ def _check_bins(num_bins: int) -> int:
     return int(num_bins)
 
 
-def uniform_dequantize(x: torch.Tensor, num_bins: int = 256, generator: torch.Generator | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+def uniform_dequantize(
+    x: torch.Tensor, num_bins: int = 256, generator: torch.Generator | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     r""":math:`y = (x + u) / B` with :math:`u \sim \mathcal U[0, 1)` per entry.
 
     Args:

@@ -66,12 +66,12 @@ from pyro import poutine
 from pyro.distributions.conditional import ConditionalDistribution
 from torch import nn
 
+from ..flows.glow import Glow
+from ..flows.latent_relation import LatentRelation
 from ..nn.dense import MLP
 from ..nn.gradient_reversal import GradientReversal
 from ..shapes import as_shape
 from ..transforms.base import module_reference, soft_clamp
-from ..flows.glow import Glow
-from ..flows.latent_relation import LatentRelation
 from ..validation import check_tensor
 
 
@@ -92,7 +92,14 @@ class SideDiscriminator(nn.Module):
     """
 
     def __init__(
-        self, channels: int, side_features: int, hidden_features: int = 32, reverse: bool = False, alpha: float = 1.0, event_dim: int = 3, bound: float = 3.0
+        self,
+        channels: int,
+        side_features: int,
+        hidden_features: int = 32,
+        reverse: bool = False,
+        alpha: float = 1.0,
+        event_dim: int = 3,
+        bound: float = 3.0,
     ):
         super().__init__()
         self.event_dim, self.bound = int(event_dim), float(bound)
@@ -168,7 +175,9 @@ class DualGlow(nn.Module, ConditionalDistribution):
             src, tgt = self.relation.source_layout.part_shapes, self.relation.target_layout.part_shapes
             for level, shape in enumerate(src):
                 reverse = level < num_levels - 1
-                self.discriminators.append(SideDiscriminator(shape[0], self.side_features, discriminator_hidden, reverse, reversal, self.event_dim))
+                self.discriminators.append(
+                    SideDiscriminator(shape[0], self.side_features, discriminator_hidden, reverse, reversal, self.event_dim)
+                )
             self.discriminators.append(SideDiscriminator(tgt[-1][0], self.side_features, discriminator_hidden, event_dim=self.event_dim))
 
     # ------------------------------------------------------------------ checks
@@ -281,4 +290,3 @@ def dual_glow(
 ) -> DualGlow:
     """A :class:`DualGlow` with the paper's weights (:math:`\\lambda = 10^{-3}`, discriminators 0.01)."""
     return DualGlow(source_shape, target_shape, num_levels, num_steps, hidden_channels, side_features=side_features, checkpoint=checkpoint)
-

@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 from pyro.distributions.conditional import ConditionalDistribution
 
-from ..validation import check_size
 from ..flows.latent_dynamics import ConditionalLatentDynamics
+from ..validation import check_size
 
 
 def check_temperature(temperature: float) -> float:

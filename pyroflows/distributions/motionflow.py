@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 from pyro.distributions.conditional import ConditionalDistribution
 
-from ..validation import check_size
-from ..transforms.base import module_reference
 from ..flows.motionflow_steps import ConditionalMotionFlowTransform
+from ..transforms.base import module_reference
+from ..validation import check_size
 from .dynamic_prior import check_temperature, noise_distribution
 
 

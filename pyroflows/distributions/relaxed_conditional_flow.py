@@ -73,7 +73,7 @@ class RelaxedLatent:
     def relaxed_log_prob(self, latent: torch.Tensor, log_det: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""Eq. (6) from the forward pass: :math:`\log \mathcal N(z) + \log \mathcal N(c; y, \epsilon^2 I) + \log|\det|`
         with ``latent = [z, c]``."""
-        z, c = latent[..., : self.z_dim], latent[..., self.z_dim:]
+        z, c = latent[..., : self.z_dim], latent[..., self.z_dim :]
         log_pc = _std_normal_log_prob((c - y) / self.eps) - self.y_dim * math.log(self.eps)
         return _std_normal_log_prob(z) + log_pc + log_det
 
@@ -151,7 +151,7 @@ class RelaxedConditionalFlow(RelaxedLatent, nn.Module, ConditionalDistribution):
         r"""The condition inferred by the forward pass, :math:`f_c([x, x_0])` (``x_0 = 0`` unless ``noise``)."""
         self._check("x", x, self.x_dim)
         latent, _ = self.encode(self.pad(x, noise))
-        return latent[..., self.z_dim:]
+        return latent[..., self.z_dim :]
 
     def joint_log_prob(self, x: torch.Tensor, y: torch.Tensor, noise: bool) -> torch.Tensor:
         """Eq. (6): ``log p([x, x_0] | y)`` with batch shape ``broadcast(x.shape[:-1], y.shape[:-1])``."""
@@ -160,7 +160,7 @@ class RelaxedConditionalFlow(RelaxedLatent, nn.Module, ConditionalDistribution):
         latent, ladj = self.encode(self.pad(x, noise))
         return self.relaxed_log_prob(latent, ladj, y)
 
-    def condition(self, y: torch.Tensor, pad: str | None = None) -> "RelaxedConditional":
+    def condition(self, y: torch.Tensor, pad: str | None = None) -> RelaxedConditional:
         """The distribution :math:`p(x \\mid y)`; ``pad`` is ``"noise"``, ``"zero"`` or None (by mode)."""
         self._check("y", y, self.y_dim)
         if pad not in (None, "noise", "zero"):

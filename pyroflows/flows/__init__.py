@@ -9,17 +9,12 @@
 """
 
 from .crow_blocks import (
-    CRowArchitecture,
     ConditionalCRowTransform,
     ConditionedCRow,
+    CRowArchitecture,
     CRowTransform,
     conditional_crow,
     crow,
-)
-from .latent_dynamics import (
-    ConditionalLatentDynamics,
-    ConditionedLatentDynamics,
-    conditional_latent_dynamics,
 )
 from .glow import (
     ConditionalGlow,
@@ -33,18 +28,23 @@ from .glow import (
     glow,
     glow_step,
 )
-from .motionflow_steps import (
-    ConditionalMotionFlowStep,
-    ConditionalMotionFlowTransform,
-    ConditionedMotionFlow,
-    conditional_motionflow,
-    conditional_motionflow_step,
+from .latent_dynamics import (
+    ConditionalLatentDynamics,
+    ConditionedLatentDynamics,
+    conditional_latent_dynamics,
 )
 from .latent_relation import (
     ConditionedLatentRelation,
     LatentRelation,
     latent_relation,
     multiscale_layout,
+)
+from .motionflow_steps import (
+    ConditionalMotionFlowStep,
+    ConditionalMotionFlowTransform,
+    ConditionedMotionFlow,
+    conditional_motionflow,
+    conditional_motionflow_step,
 )
 
 __all__ = [

@@ -58,11 +58,11 @@ from torch.distributions import Transform
 from ..nn.dense import ResidualMLP
 from ..nn.gru import GRUConditioner
 from ..shapes import broadcast_batch
-from ..validation import check_positive, check_size
 from ..transforms.base import OnePassTransform, event_constraint, module_reference
 from ..transforms.elementwise import Affine, elementwise_affine
 from ..transforms.parameterized import ConditionalFlowModule, FlowModule
 from ..transforms.permute import block_permutations
+from ..validation import check_positive, check_size
 
 _GATE_OFFSET = 2.0  # cgate(h) = sigmoid(W h + b + 2): a fresh gate is sigmoid(2) = 0.88, away from saturation
 

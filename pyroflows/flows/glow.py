@@ -83,7 +83,6 @@ from torch.utils.checkpoint import checkpoint as recompute
 
 from ..nn.conv import CONV, ConvNet, PriorConv
 from ..shapes import as_shape, batch_shape_of, broadcast_batch
-from ..validation import check_event_dim, check_positive, check_size
 from ..transforms.actnorm import ActNorm
 from ..transforms.base import Chain, OnePassTransform, event_constraint, module_reference, soft_clamp
 from ..transforms.coupling import AffineCoupling, ConditionalAffineCoupling, check_split
@@ -91,6 +90,7 @@ from ..transforms.elementwise import SCALES, elementwise_affine
 from ..transforms.linear import InvertibleLinear
 from ..transforms.parameterized import ConditionalFlowModule, ConditionedFlow, FlowModule
 from ..transforms.squeeze import squeeze, unsqueeze
+from ..validation import check_event_dim, check_positive, check_size
 
 
 def _check_scale(scale: str) -> str:
@@ -154,7 +154,9 @@ class GlowStep(FlowModule):
         event_dim = _check_image_event_dim(event_dim)
         split = check_split(num_channels, split)
         if conditioner is None:
-            conditioner = ConvNet(split, 2 * (num_channels - split), check_size("hidden_channels", hidden_channels), spatial_dims=event_dim - 1)
+            conditioner = ConvNet(
+                split, 2 * (num_channels - split), check_size("hidden_channels", hidden_channels), spatial_dims=event_dim - 1
+            )
         self.num_channels = num_channels
         self.coupling = AffineCoupling(num_channels, conditioner, event_dim, split, clamp, _check_scale(scale))
         self.conv = InvertibleLinear(num_channels, event_dim)
@@ -214,7 +216,9 @@ class ConditionalGlowStep(ConditionalFlowModule):
                 context_is_map=len(self.context_shape) > 1,
             )
         self.num_channels, self.event_dim = num_channels, event_dim
-        self.coupling = ConditionalAffineCoupling(num_channels, conditioner, self.context_shape, event_dim, split, clamp, _check_scale(scale))
+        self.coupling = ConditionalAffineCoupling(
+            num_channels, conditioner, self.context_shape, event_dim, split, clamp, _check_scale(scale)
+        )
         self.conv = InvertibleLinear(num_channels, event_dim)
         self.actnorm = ActNorm(num_channels, event_dim)
         self.set_event((num_channels,) + (None,) * (event_dim - 1))
@@ -251,7 +255,7 @@ class TopPrior(nn.Module):
         p = self.bias.reshape((-1,) + (1,) * n)
         if self.net is not None:
             if self.context_is_map:
-                flat = context.reshape((-1,) + context.shape[context.dim() - n - 1:])
+                flat = context.reshape((-1,) + context.shape[context.dim() - n - 1 :])
                 out = self.net(flat)
                 p = p + out.reshape(context.shape[: context.dim() - n - 1] + out.shape[1:])
             else:
@@ -265,7 +269,7 @@ def _pool(context: torch.Tensor, spatial_dims: int) -> torch.Tensor:
     """Average-pool a map context ``batch + (K, *spatial)`` by 2 along every spatial axis."""
     k = spatial_dims + 1
     batch = context.shape[: context.dim() - k]
-    flat = context.reshape((-1,) + context.shape[context.dim() - k:])
+    flat = context.reshape((-1,) + context.shape[context.dim() - k :])
     out = (F.avg_pool2d if spatial_dims == 2 else F.avg_pool3d)(flat, 2)
     return out.reshape(batch + out.shape[1:])
 
@@ -347,7 +351,9 @@ class _MultiscaleGlow:
             if len(context_shape) not in (1, event_dim):
                 raise ValueError(f"context_shape: expected (K,) or (K, *spatial) with {n} spatial dims, got {context_shape}")
             if len(context_shape) == event_dim and tuple(context_shape[1:]) != layout.event_shape[1:]:
-                raise ValueError(f"context_shape: a map context needs the data's spatial size {layout.event_shape[1:]}, got {context_shape}")
+                raise ValueError(
+                    f"context_shape: a map context needs the data's spatial size {layout.event_shape[1:]}, got {context_shape}"
+                )
         is_map = context_shape is not None and len(context_shape) > 1
         k = 0 if context_shape is None else context_shape[0]
         self.event_shape = torch.Size(layout.event_shape)
@@ -601,13 +607,20 @@ class ConditionalGlow(_MultiscaleGlow, ConditionalFlowModule):
 # ----------------------------------------------------------------------------- factories
 
 
-def glow_step(num_channels: int, hidden_channels: int = 512, event_dim: int = 3, scale: str = "sigmoid", clamp: float | None = 3.0) -> GlowStep:
+def glow_step(
+    num_channels: int, hidden_channels: int = 512, event_dim: int = 3, scale: str = "sigmoid", clamp: float | None = 3.0
+) -> GlowStep:
     """One :class:`GlowStep` with Glow's default coupling network."""
     return GlowStep(num_channels, hidden_channels, event_dim, scale, clamp)
 
 
 def conditional_glow_step(
-    num_channels: int, context_shape: int | Sequence[int], hidden_channels: int = 512, event_dim: int = 3, scale: str = "sigmoid", clamp: float | None = 3.0
+    num_channels: int,
+    context_shape: int | Sequence[int],
+    hidden_channels: int = 512,
+    event_dim: int = 3,
+    scale: str = "sigmoid",
+    clamp: float | None = 3.0,
 ) -> ConditionalGlowStep:
     """One :class:`ConditionalGlowStep`; ``context_shape`` ``(K,)`` (vector) or ``(K, *spatial)`` (map)."""
     return ConditionalGlowStep(num_channels, context_shape, hidden_channels, event_dim, scale, clamp)

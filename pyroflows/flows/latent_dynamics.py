@@ -41,10 +41,10 @@ from torch.distributions import Transform
 
 from ..nn.gated_residual import CausalGatedResNet
 from ..shapes import as_shape, batch_shape_of, broadcast_batch
-from ..validation import check_positive
 from ..transforms.base import OnePassTransform, event_constraint, soft_clamp
 from ..transforms.elementwise import elementwise_affine
 from ..transforms.parameterized import ConditionalFlowModule
+from ..validation import check_positive
 
 
 class ConditionedLatentDynamics(OnePassTransform, Transform):

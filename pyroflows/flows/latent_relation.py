@@ -52,11 +52,11 @@ from torch.distributions import Transform
 
 from ..nn.conv import ConvNet
 from ..shapes import as_shape, batch_shape_of, broadcast_batch
-from ..validation import check_broadcast, check_positive, check_tensor
 from ..transforms.base import OnePassTransform, event_constraint, module_reference, soft_clamp
 from ..transforms.elementwise import elementwise_affine
-from .glow import MultiscaleLayout
 from ..transforms.parameterized import ConditionalFlowModule
+from ..validation import check_broadcast, check_positive, check_tensor
+from .glow import MultiscaleLayout
 
 
 def multiscale_layout(event_shape: Sequence[int], num_levels: int) -> MultiscaleLayout:
@@ -78,7 +78,7 @@ def _top_input(parts: list[torch.Tensor], event_dim: int) -> torch.Tensor:
     if len(parts) == 1:
         return torch.ones_like(top.narrow(-event_dim, 0, 1))
     below = parts[-2]
-    flat = below.reshape((-1,) + below.shape[below.dim() - event_dim:])
+    flat = below.reshape((-1,) + below.shape[below.dim() - event_dim :])
     pooled = (F.avg_pool2d if event_dim == 3 else F.avg_pool3d)(flat, 2)
     return pooled.reshape(below.shape[: below.dim() - event_dim] + pooled.shape[1:])
 
@@ -195,7 +195,9 @@ class LatentRelation(ConditionalFlowModule):
         self.side_levels = [bool(side_features) and (side_levels == "all" or level == num_levels - 1) for level in range(num_levels)]
         self.nets = nn.ModuleList()
         for level, (src, tgt) in enumerate(zip(self.source_layout.part_shapes, self.target_layout.part_shapes)):
-            in_channels = src[0] if (level < num_levels - 1 or source_top) else (self.source_layout.part_shapes[-2][0] if num_levels > 1 else 1)
+            in_channels = (
+                src[0] if (level < num_levels - 1 or source_top) else (self.source_layout.part_shapes[-2][0] if num_levels > 1 else 1)
+            )
             out_channels = (2 if learn_scale else 1) * tgt[0]
             k = self.side_features if self.side_levels[level] else 0
             self.nets.append(ConvNet(in_channels, out_channels, hidden_channels, k, spatial_dims=self.event_dim - 1))

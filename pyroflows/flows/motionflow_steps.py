@@ -68,15 +68,15 @@ from ..nn.conv import ContextCouplingNet, ConvNet
 from ..nn.dense import context_mlp
 from ..nn.masked_conv import SpatioTemporalEncoder
 from ..shapes import as_shape, batch_shape_of, broadcast_batch
-from ..validation import check_size
 from ..transforms.actnorm import ConditionalActNorm
 from ..transforms.base import OnePassTransform, event_constraint, module_reference
 from ..transforms.coupling import ConditionalAffineCoupling, check_split
-from .latent_dynamics import ConditionalLatentDynamics
 from ..transforms.elementwise import elementwise_affine
-from .glow import ConditionedGlowStep
 from ..transforms.linear import ConditionalInvertibleLinear
 from ..transforms.parameterized import ConditionalFlowModule, ConditionedFlow
+from ..validation import check_size
+from .glow import ConditionedGlowStep
+from .latent_dynamics import ConditionalLatentDynamics
 
 
 class ConditionalMotionFlowStep(ConditionalFlowModule):
@@ -133,7 +133,9 @@ class ConditionalMotionFlowStep(ConditionalFlowModule):
         self.set_event((num_channels, None, None))
 
     def transform(self, context: torch.Tensor) -> ConditionedGlowStep:
-        return ConditionedGlowStep(ConditionedFlow(self.coupling, context), ConditionedFlow(self.conv, context), ConditionedFlow(self.actnorm, context))
+        return ConditionedGlowStep(
+            ConditionedFlow(self.coupling, context), ConditionedFlow(self.conv, context), ConditionedFlow(self.actnorm, context)
+        )
 
 
 def _frame_image_shape(frame_shape: Sequence[int]) -> tuple:

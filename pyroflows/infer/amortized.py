@@ -28,9 +28,9 @@ from pyro.distributions import ConditionalDistribution
 from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.transforms import conditional_affine_autoregressive
 
-from ..validation import check_size
 from ..nn.encoder import GaussianEncoder
 from ..transforms import Permute, conditional_cnf, conditional_planar, conditional_radial, conditional_sylvester
+from ..validation import check_size
 
 #: posterior kinds :func:`amortized_posterior` builds.
 POSTERIOR_KINDS = ("diagonal", "planar", "radial", "orthogonal", "householder", "triangular", "iaf", "ffjord")
@@ -81,9 +81,14 @@ def _flow_layers(kind: str, latent_dim: int, context_dim: int, num_flows: int, n
     if kind == "radial":
         return [conditional_radial(latent_dim, context_dim, hidden=()) for _ in range(num_flows)]
     if kind == "orthogonal":
-        return [conditional_sylvester(latent_dim, context_dim, "orthogonal", hidden=(), num_ortho_vecs=num_ortho_vecs) for _ in range(num_flows)]
+        return [
+            conditional_sylvester(latent_dim, context_dim, "orthogonal", hidden=(), num_ortho_vecs=num_ortho_vecs) for _ in range(num_flows)
+        ]
     if kind == "householder":
-        return [conditional_sylvester(latent_dim, context_dim, "householder", hidden=(), num_householder=num_householder) for _ in range(num_flows)]
+        return [
+            conditional_sylvester(latent_dim, context_dim, "householder", hidden=(), num_householder=num_householder)
+            for _ in range(num_flows)
+        ]
     if kind == "triangular":
         return [conditional_sylvester(latent_dim, context_dim, "triangular", hidden=(), flip=k % 2 == 1) for k in range(num_flows)]
     layers: list[nn.Module] = []
@@ -126,13 +131,19 @@ def amortized_posterior(
     if kind not in POSTERIOR_KINDS:
         raise ValueError(f"kind: expected one of {POSTERIOR_KINDS}, got {kind!r}")
     num_flows = check_size("num_flows", num_flows, 0)
-    options = {"num_ortho_vecs": (num_ortho_vecs, "orthogonal"), "num_householder": (num_householder, "householder"),
-               "iaf_hidden": (iaf_hidden, "iaf"), "cnf_options": (cnf_options, "ffjord")}
+    options = {
+        "num_ortho_vecs": (num_ortho_vecs, "orthogonal"),
+        "num_householder": (num_householder, "householder"),
+        "iaf_hidden": (iaf_hidden, "iaf"),
+        "cnf_options": (cnf_options, "ffjord"),
+    }
     for name, (value, owner) in options.items():
         if value is not None and kind != owner:
             raise ValueError(f"{name}: an option of kind={owner!r} only, got it with kind={kind!r}")
     encoder = GaussianEncoder(in_features, latent_dim, hidden, context_features=0 if kind == "diagonal" else context_features)
-    flows = [] if kind == "diagonal" else _flow_layers(
-        kind, latent_dim, encoder.context_features, num_flows, num_ortho_vecs, num_householder, iaf_hidden, cnf_options
+    flows = (
+        []
+        if kind == "diagonal"
+        else _flow_layers(kind, latent_dim, encoder.context_features, num_flows, num_ortho_vecs, num_householder, iaf_hidden, cnf_options)
     )
     return AmortizedFlowPosterior(encoder, flows)

@@ -121,9 +121,7 @@ def _check_plain(value, where: str) -> None:
                 raise TypeError(f"{where}: checkpoints hold str or int keys only, got a key of type {type(k).__name__}")
             _check_plain(v, f"{where}[{k!r}]")
         return
-    raise TypeError(
-        f"{where}: checkpoints hold tensors and plain data (numbers, strings, lists, dicts) only, got {type(value).__name__}"
-    )
+    raise TypeError(f"{where}: checkpoints hold tensors and plain data (numbers, strings, lists, dicts) only, got {type(value).__name__}")
 
 
 def _digest(value, h) -> None:
@@ -281,7 +279,9 @@ def _load_param_store(store: ParamStoreDict, saved: dict, where: str, state: Map
             new_params[name] = param
         elif name in current:
             if current[name].shape != value.shape:
-                raise ValueError(f"{where}[{name!r}]: the checkpoint holds shape {tuple(value.shape)}, the param store {tuple(current[name].shape)}")
+                raise ValueError(
+                    f"{where}[{name!r}]: the checkpoint holds shape {tuple(value.shape)}, the param store {tuple(current[name].shape)}"
+                )
             with torch.no_grad():
                 current[name].copy_(value)
             continue

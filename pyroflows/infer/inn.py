@@ -81,7 +81,7 @@ class INNLoss:
         y_noisy = y + self.y_noise * torch.randn_like(y)
         x_hat = _pad(m, x, self.pad_noise)
         latent, _ = m.encode(x_hat)
-        z, y_pred = latent[..., : m.z_dim], latent[..., m.z_dim:]
+        z, y_pred = latent[..., : m.z_dim], latent[..., m.z_dim :]
         z_prior = torch.randn_like(z)
         terms = {
             "fit_y": ((y_pred - y_noisy) ** 2).sum(-1).mean(),

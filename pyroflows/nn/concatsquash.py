@@ -46,7 +46,7 @@ class ConcatSquashLinear(nn.Module):
         self.gate = nn.Linear(cond_features, out_features)
         self.shift = nn.Linear(cond_features, out_features, bias=False)
 
-    def zero_(self) -> "ConcatSquashLinear":
+    def zero_(self) -> ConcatSquashLinear:
         """Zero the output path (``W``, ``b`` and ``B``), so that the layer returns 0 for every input."""
         with torch.no_grad():
             self.linear.weight.zero_()

@@ -27,7 +27,7 @@ def join_spatial_context(x: torch.Tensor, context: torch.Tensor | None, context_
         raise ValueError(f"context: expected a tensor with {context_channels} features, got None")
     c_event_dim = event_dim if context_is_map else 1
     expected = (context_channels,) + (tuple(x.shape[-spatial_dims:]) if context_is_map else ())
-    if context.dim() < c_event_dim or tuple(context.shape[context.dim() - c_event_dim:]) != expected:
+    if context.dim() < c_event_dim or tuple(context.shape[context.dim() - c_event_dim :]) != expected:
         raise ValueError(f"context: expected shape (..., {', '.join(map(str, expected))}), got {tuple(context.shape)}")
     x, context = broadcast_batch(x, event_dim, context, c_event_dim)
     x, batch = flatten_batch(x, event_dim)

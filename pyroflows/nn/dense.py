@@ -126,7 +126,9 @@ class ResidualMLP(nn.Module):
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
         self.lift = nn.Linear(in_features + context_features, hidden_features)
         self.blocks = nn.ModuleList(
-            nn.Sequential(activation(), nn.Linear(hidden_features, hidden_features), activation(), nn.Linear(hidden_features, hidden_features))
+            nn.Sequential(
+                activation(), nn.Linear(hidden_features, hidden_features), activation(), nn.Linear(hidden_features, hidden_features)
+            )
             for _ in range(num_blocks)
         )
         self.out = nn.Linear(hidden_features, out_features)

@@ -73,7 +73,10 @@ class GRUConditioner(nn.Module):
     ):
         super().__init__()
         self.in_features, self.out_features = check_size("in_features", in_features), check_size("out_features", out_features)
-        self.context_features, self.hidden_size = check_size("context_features", context_features, 0), check_size("hidden_size", hidden_size)
+        self.context_features, self.hidden_size = (
+            check_size("context_features", context_features, 0),
+            check_size("hidden_size", hidden_size),
+        )
         self.cell = nn.GRUCell(in_features + context_features, hidden_size)
         self.net = ResidualMLP(in_features + hidden_size, out_features, hidden_features, num_blocks, context_features, zero_init=zero_init)
 

@@ -24,7 +24,15 @@ from pyro.distributions.conditional import ConditionalTransform
 
 from ..transforms.base import module_reference
 
-CASE_MODULES = ["pyroflows.testing.cases_core", "pyroflows.testing.cases_cnf", "pyroflows.testing.cases_planar_sylvester", "pyroflows.testing.cases_glow", "pyroflows.testing.cases_crow", "pyroflows.testing.cases_dual_glow", "pyroflows.testing.cases_motionflow"]
+CASE_MODULES = [
+    "pyroflows.testing.cases_core",
+    "pyroflows.testing.cases_cnf",
+    "pyroflows.testing.cases_planar_sylvester",
+    "pyroflows.testing.cases_glow",
+    "pyroflows.testing.cases_crow",
+    "pyroflows.testing.cases_dual_glow",
+    "pyroflows.testing.cases_motionflow",
+]
 
 
 @dataclass(frozen=True)
@@ -320,7 +328,9 @@ def check_cache_freshness(case: TransformCase) -> None:
         assert not torch.allclose(x_new, x_old), f"{case.name}: inverse returned a stale cached result after a parameter update"
         ladj = t.log_abs_det_jacobian(x, y_new)
         fresh = bind(module, c)
-        assert torch.allclose(ladj, fresh.log_abs_det_jacobian(x, fresh(x)), atol=1e-8), f"{case.name}: stale log-det after a parameter update"
+        assert torch.allclose(ladj, fresh.log_abs_det_jacobian(x, fresh(x)), atol=1e-8), (
+            f"{case.name}: stale log-det after a parameter update"
+        )
 
 
 def check_in_place_input(case: TransformCase) -> None:
@@ -339,7 +349,9 @@ def check_in_place_input(case: TransformCase) -> None:
             got = run(buf)
             want = (bind(module, c) if direction == "forward" else bind(module, c).inv)(buf.clone())
         err = (got - want).abs().max().item()
-        assert err < 1e-10, f"{case.name}: the {direction} call on a tensor updated in place returned the old batch's result (error {err:.3g})"
+        assert err < 1e-10, (
+            f"{case.name}: the {direction} call on a tensor updated in place returned the old batch's result (error {err:.3g})"
+        )
     buf = x.clone()
     with torch.no_grad():
         y = t(buf)

@@ -16,7 +16,9 @@ def cases() -> list[TransformCase]:
         TransformCase("affine_coupling_vector_split1_unclamped", lambda: T.affine_coupling(3, (8,), split=1, clamp=None), (3,)),
         TransformCase("conditional_affine_coupling_vector", lambda: T.conditional_affine_coupling(5, 3, (16, 16)), (5,), (3,)),
         TransformCase("affine_coupling_image", lambda: T.affine_coupling(4, 8, event_dim=3), img),
-        TransformCase("conditional_affine_coupling_image_vector_context", lambda: T.conditional_affine_coupling(4, 3, 8, event_dim=3), img, (3,)),
+        TransformCase(
+            "conditional_affine_coupling_image_vector_context", lambda: T.conditional_affine_coupling(4, 3, 8, event_dim=3), img, (3,)
+        ),
         TransformCase(
             "conditional_affine_coupling_image_map_context",
             lambda: T.ConditionalAffineCoupling(4, ConvNet(2, 4, 8, context_channels=2, context_is_map=True), (2, 3, 3), event_dim=3),
@@ -37,5 +39,7 @@ def cases() -> list[TransformCase]:
         TransformCase("permute_random", lambda: T.permute(5, generator=torch.Generator().manual_seed(0)), (5,)),
         TransformCase("permute_reverse_image", lambda: T.permute(4, "reverse", event_dim=3), img),
         TransformCase("coupling_flow", lambda: T.coupling_flow(5, num_blocks=2, hidden=(16,), actnorm=True, seed=0), (5,)),
-        TransformCase("conditional_coupling_flow", lambda: T.conditional_coupling_flow(5, 3, num_blocks=2, hidden=(16,), seed=0), (5,), (3,)),
+        TransformCase(
+            "conditional_coupling_flow", lambda: T.conditional_coupling_flow(5, 3, num_blocks=2, hidden=(16,), seed=0), (5,), (3,)
+        ),
     ]

@@ -19,5 +19,7 @@ def cases() -> list[TransformCase]:
         TransformCase("crow_nonrecurrent_cinn", lambda: FL.crow(4, recurrent=False, **small), seq),
         TransformCase("conditional_crow_recurrent_gated", lambda: FL.conditional_crow(4, 2, **small), seq, (3, 2)),
         TransformCase("conditional_crow_static_context", lambda: FL.conditional_crow(4, 2, permutation="reverse", **small), seq, (1, 2)),
-        TransformCase("conditional_crow_nonrecurrent_cinn", lambda: FL.conditional_crow(4, 2, recurrent=False, gate=False, **small), seq, (3, 2)),
+        TransformCase(
+            "conditional_crow_nonrecurrent_cinn", lambda: FL.conditional_crow(4, 2, recurrent=False, gate=False, **small), seq, (3, 2)
+        ),
     ]

@@ -3,6 +3,7 @@
 CRow, MotionFlow, DUAL-GLOW's relation and MotionFlow's latent dynamics) are in :mod:`pyroflows.flows`."""
 
 from .actnorm import ActNorm, ConditionalActNorm, ConditionedActNorm, actnorm, conditional_actnorm
+from .cnf import CNF, ConditionalCNF, ConditionedCNF, cnf, cnf_regularization, conditional_cnf
 from .coupling import (
     AffineCoupling,
     ConditionalAffineCoupling,
@@ -12,9 +13,6 @@ from .coupling import (
     conditional_affine_coupling,
 )
 from .elementwise import Affine, ElementwiseAffine, elementwise_affine
-from .parameterized import ConditionalFlowModule, ConditionedFlow, ContextParameters, FlowModule
-from .cnf import CNF, ConditionalCNF, ConditionedCNF, cnf, cnf_regularization, conditional_cnf
-from .stacks import coupling_flow, conditional_coupling_flow
 from .linear import (
     ConditionalInvertibleLinear,
     ConditionedInvertibleLinear,
@@ -24,10 +22,12 @@ from .linear import (
     conditional_invertible_linear,
     invertible_linear,
 )
+from .parameterized import ConditionalFlowModule, ConditionedFlow, ContextParameters, FlowModule
 from .permute import Permute, permute
 from .planar import ConditionalPlanar, ConditionedPlanar, Planar, conditional_planar, planar
 from .radial import ConditionalRadial, ConditionedRadial, Radial, conditional_radial, radial
 from .squeeze import Squeeze, Unsqueeze
+from .stacks import conditional_coupling_flow, coupling_flow
 from .sylvester import (
     ConditionalHouseholderSylvester,
     ConditionalOrthogonalSylvester,
@@ -104,7 +104,35 @@ __all__ = [
 ]
 
 
-_MOVED_TO_FLOWS = ('CRowTransform', 'ConditionalCRowTransform', 'ConditionalGlow', 'ConditionalGlowStep', 'ConditionalLatentDynamics', 'ConditionalMotionFlowStep', 'ConditionalMotionFlowTransform', 'ConditionedCRow', 'ConditionedGlow', 'ConditionedGlowStep', 'ConditionedLatentDynamics', 'ConditionedLatentRelation', 'ConditionedMotionFlow', 'Glow', 'GlowStep', 'LatentRelation', 'conditional_crow', 'conditional_glow', 'conditional_glow_step', 'conditional_latent_dynamics', 'conditional_motionflow', 'conditional_motionflow_step', 'crow', 'glow', 'glow_step', 'latent_relation', 'multiscale_layout')
+_MOVED_TO_FLOWS = (
+    "CRowTransform",
+    "ConditionalCRowTransform",
+    "ConditionalGlow",
+    "ConditionalGlowStep",
+    "ConditionalLatentDynamics",
+    "ConditionalMotionFlowStep",
+    "ConditionalMotionFlowTransform",
+    "ConditionedCRow",
+    "ConditionedGlow",
+    "ConditionedGlowStep",
+    "ConditionedLatentDynamics",
+    "ConditionedLatentRelation",
+    "ConditionedMotionFlow",
+    "Glow",
+    "GlowStep",
+    "LatentRelation",
+    "conditional_crow",
+    "conditional_glow",
+    "conditional_glow_step",
+    "conditional_latent_dynamics",
+    "conditional_motionflow",
+    "conditional_motionflow_step",
+    "crow",
+    "glow",
+    "glow_step",
+    "latent_relation",
+    "multiscale_layout",
+)
 
 
 def __getattr__(name: str):

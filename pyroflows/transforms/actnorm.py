@@ -33,7 +33,9 @@ def ConditionedActNorm(log_scale: torch.Tensor, bias: torch.Tensor, event_dim: i
     an :class:`~pyroflows.transforms.elementwise.ElementwiseAffine` broadcast over the positions."""
     spread = (1,) * (event_dim - 1)
     c = log_scale.shape[-1]
-    return ElementwiseAffine(log_scale.reshape(log_scale.shape + spread), bias.reshape(bias.shape + spread), event_dim, (c,) + (None,) * (event_dim - 1))
+    return ElementwiseAffine(
+        log_scale.reshape(log_scale.shape + spread), bias.reshape(bias.shape + spread), event_dim, (c,) + (None,) * (event_dim - 1)
+    )
 
 
 class DataInit(nn.Module):

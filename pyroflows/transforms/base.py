@@ -18,8 +18,6 @@ sync.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch.distributions import ComposeTransform, Transform, constraints
 
@@ -151,7 +149,11 @@ class OnePassTransform:
         if all(bool(torch.isfinite(v).all()) for v in values if v.is_floating_point()):
             return
         m = self._stamp_module()
-        bad = non_finite_parameters(m) if m is not None else [f"tensor {i}" for i, t in enumerate(self.held_tensors()) if not bool(torch.isfinite(t).all())]
+        bad = (
+            non_finite_parameters(m)
+            if m is not None
+            else [f"tensor {i}" for i, t in enumerate(self.held_tensors()) if not bool(torch.isfinite(t).all())]
+        )
         owner = type(m).__name__ if m is not None else type(self).__name__
         if bad:
             raise ValueError(f"parameters: non-finite values in {bad} of {owner}")
@@ -201,7 +203,7 @@ class OnePassTransform:
             return torch.Size(shape)
         k = len(self.event_shape_spec)
         batch = broadcast_shapes(shape[: len(shape) - k], self.context_batch_shape)
-        return batch + torch.Size(shape[len(shape) - k:])
+        return batch + torch.Size(shape[len(shape) - k :])
 
     inverse_shape = forward_shape
 

@@ -116,7 +116,12 @@ class ODESolver:
     jacobian_norm: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("trace", self.trace, _TRACES), ("noise", self.noise, _NOISES), ("norm", self.norm, _NORMS), ("method", self.method, SOLVER_METHODS)):
+        for name, value, allowed in (
+            ("trace", self.trace, _TRACES),
+            ("noise", self.noise, _NOISES),
+            ("norm", self.norm, _NORMS),
+            ("method", self.method, SOLVER_METHODS),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
         object.__setattr__(self, "atol", check_positive("atol", self.atol))
@@ -368,7 +373,9 @@ class CNF(_ODEFlow, FlowModule):
     ODE", ICML 2020.
     """
 
-    def __init__(self, dim: int, dynamics: nn.Module, time: float = 1.0, learn_time: bool = True, solver: ODESolver | None = None, **options):
+    def __init__(
+        self, dim: int, dynamics: nn.Module, time: float = 1.0, learn_time: bool = True, solver: ODESolver | None = None, **options
+    ):
         super().__init__()
         self._setup(dim, dynamics, time, learn_time, solver, options)
 
@@ -408,7 +415,14 @@ class ConditionalCNF(_ODEFlow, ConditionalFlowModule):
     """
 
     def __init__(
-        self, dim: int, context_dim: int, dynamics: nn.Module, time: float = 1.0, learn_time: bool = True, solver: ODESolver | None = None, **options
+        self,
+        dim: int,
+        context_dim: int,
+        dynamics: nn.Module,
+        time: float = 1.0,
+        learn_time: bool = True,
+        solver: ODESolver | None = None,
+        **options,
     ):
         super().__init__()
         self.context_dim = check_size("context_dim", context_dim)

@@ -89,7 +89,7 @@ class Coupling(OnePassTransform, Transform):
         out_b, ladj = self.elementwise(v_b, self.conditioner(v_a), edim, inverse)
         batch = batch_shape_of(out_b, edim)
         if batch_shape_of(v_a, edim) != batch:  # a context broadcast the batch
-            v_a = v_a.expand(batch + v_a.shape[v_a.dim() - edim:])
+            v_a = v_a.expand(batch + v_a.shape[v_a.dim() - edim :])
         return torch.cat([v_a, out_b], dim=-edim), ladj
 
     def forward_and_ladj(self, x):
@@ -103,7 +103,11 @@ def ConditionedAffineCoupling(  # noqa: N802 (the class name of earlier releases
     conditioner, num_features: int, split: int | None = None, event_dim: int = 1, clamp: float | None = 3.0, scale: str = "softclamp"
 ) -> Coupling:
     """Deprecated: ``Coupling(conditioner, num_features, split, event_dim, Affine(scale, clamp))``."""
-    warnings.warn("ConditionedAffineCoupling is deprecated; use Coupling(conditioner, num_features, split, event_dim, Affine(scale, clamp))", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "ConditionedAffineCoupling is deprecated; use Coupling(conditioner, num_features, split, event_dim, Affine(scale, clamp))",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return Coupling(conditioner, num_features, split, event_dim, Affine(scale, clamp))
 
 
@@ -201,10 +205,19 @@ def _default_net(num_features, split, event_dim, hidden, context_features, conte
     if event_dim == 1:
         hidden = (hidden, hidden) if isinstance(hidden, int) else tuple(hidden)
         return MLP(split, out, hidden, context_features)
-    return ConvNet(split, out, int(hidden if isinstance(hidden, int) else hidden[0]), context_features, spatial_dims=event_dim - 1, context_is_map=context_is_map)
+    return ConvNet(
+        split,
+        out,
+        int(hidden if isinstance(hidden, int) else hidden[0]),
+        context_features,
+        spatial_dims=event_dim - 1,
+        context_is_map=context_is_map,
+    )
 
 
-def affine_coupling(num_features: int, hidden: int | Sequence[int] = 256, event_dim: int = 1, split: int | None = None, clamp: float | None = 3.0) -> AffineCoupling:
+def affine_coupling(
+    num_features: int, hidden: int | Sequence[int] = 256, event_dim: int = 1, split: int | None = None, clamp: float | None = 3.0
+) -> AffineCoupling:
     """Affine coupling with a default conditioner: an MLP for vectors, Glow's conv net for images / volumes."""
     split = check_split(num_features, split)
     return AffineCoupling(num_features, _default_net(num_features, split, event_dim, hidden, 0), event_dim, split, clamp)

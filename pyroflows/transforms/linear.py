@@ -71,13 +71,13 @@ class ConditionedInvertibleLinear(OnePassTransform, Transform):
         if m.dim() == 2 and self._edim == 1:
             return F.linear(v, m)
         batch = batch_shape_of(v, self._edim)
-        event = v.shape[v.dim() - self._edim:]
+        event = v.shape[v.dim() - self._edim :]
         out = m @ v.reshape(batch + (self.num_features, event.numel() // self.num_features))
         return out.reshape(out.shape[:-2] + event)
 
     def _ladj(self, log_diag, v):
         spatial = 1
-        for s in v.shape[v.dim() - self._edim + 1:]:
+        for s in v.shape[v.dim() - self._edim + 1 :]:
             spatial *= s
         batch = torch.broadcast_shapes(batch_shape_of(v, self._edim), log_diag.shape[:-1])
         return (log_diag.sum(-1) * spatial).expand(batch)
@@ -107,7 +107,9 @@ class LUParameters(ContextParameters):
     """LU factors of a random orthogonal matrix: the learnable ``lower``, ``upper``, ``log_diag``
     (plus, with a context, a zero-initialised network's offsets) and the fixed ``perm`` and ``sign``."""
 
-    def __init__(self, num_features: int, context_shape: Sequence[int] | None = None, hidden: Sequence[int] = (64,), net: nn.Module | None = None):
+    def __init__(
+        self, num_features: int, context_shape: Sequence[int] | None = None, hidden: Sequence[int] = (64,), net: nn.Module | None = None
+    ):
         check_size("num_features", num_features)
         q, _ = torch.linalg.qr(torch.randn(num_features, num_features))
         p, lo, up = torch.linalg.lu(q)

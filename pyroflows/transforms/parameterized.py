@@ -27,8 +27,8 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform
 
 from ..nn.dense import context_mlp
-from ..validation import check_broadcast, check_tensor
 from ..shapes import batch_shape_of
+from ..validation import check_broadcast, check_tensor
 from .base import OnePassTransform, event_constraint, module_reference, tensor_version
 
 
@@ -227,5 +227,3 @@ class ConditionedFlow(_Evaluated, OnePassTransform, Transform):
         if name.startswith("_") or "module" not in self.__dict__ or "context" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
         return getattr(self.transform(), name)
-
-

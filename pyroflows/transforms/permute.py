@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import torch
 from pyro.distributions import TransformModule
 
-from ..validation import check_tensor
 from ..shapes import batch_shape_of
+from ..validation import check_tensor
 from .base import OnePassTransform, event_constraint
 
 
@@ -79,7 +79,9 @@ def block_permutations(num_features: int, permutation, num_blocks: int, generato
     if permutation is None or isinstance(permutation, str):
         if permutation not in (None, "random", "reverse"):
             raise ValueError(f"permutation: expected 'random', 'reverse', None or one permutation per block, got {permutation!r}")
-        return (None if permutation is None else permute(num_features, permutation, generator=generator).permutation for _ in range(num_blocks))
+        return (
+            None if permutation is None else permute(num_features, permutation, generator=generator).permutation for _ in range(num_blocks)
+        )
     perms = [torch.as_tensor(p, dtype=torch.long) for p in permutation]
     if len(perms) != num_blocks:
         raise ValueError(f"permutation: expected {num_blocks} permutations (one per block), got {len(perms)}")

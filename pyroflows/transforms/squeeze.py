@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 from pyro.distributions import TransformModule
 
-from ..validation import check_tensor
 from ..shapes import batch_shape_of
+from ..validation import check_tensor
 from .base import OnePassTransform, event_constraint
 
 
@@ -38,7 +38,7 @@ def squeeze(v: torch.Tensor, event_dim: int, factor: int = 2) -> torch.Tensor:
     """Space-to-channel on the last ``event_dim`` dims of ``v`` (no checks; see :class:`Squeeze`)."""
     n = event_dim - 1
     batch = v.shape[: v.dim() - event_dim]
-    c, spatial = v.shape[v.dim() - event_dim], v.shape[v.dim() - n:]
+    c, spatial = v.shape[v.dim() - event_dim], v.shape[v.dim() - n :]
     b = len(batch)
     split = []
     for s in spatial:
@@ -54,7 +54,7 @@ def unsqueeze(v: torch.Tensor, event_dim: int, factor: int = 2) -> torch.Tensor:
     """Channel-to-space, the exact inverse of :func:`squeeze` (no checks; see :class:`Unsqueeze`)."""
     n = event_dim - 1
     batch = v.shape[: v.dim() - event_dim]
-    c, spatial = v.shape[v.dim() - event_dim], v.shape[v.dim() - n:]
+    c, spatial = v.shape[v.dim() - event_dim], v.shape[v.dim() - n :]
     b = len(batch)
     v = v.reshape(batch + (c // factor**n,) + (factor,) * n + tuple(spatial))
     # (c, f, f, ..., s1, s2, ...) -> (c, s1, f, s2, f, ...)
@@ -90,7 +90,7 @@ class _Reshuffle(OnePassTransform, TransformModule):
     def _check_fine(self, name, v):
         c = None if self.num_channels is None else (self.num_channels if self._squeezes else self.num_channels // self.block)
         check_tensor(name, v, (c,) + (None,) * (self._edim - 1))
-        spatial = v.shape[v.dim() - self._edim + 1:]
+        spatial = v.shape[v.dim() - self._edim + 1 :]
         if any(s % self.factor for s in spatial):
             raise ValueError(
                 f"{name}: expected shape (..., {_names(self._edim)}) with spatial sizes divisible by {self.factor}, got {tuple(v.shape)}"
@@ -128,16 +128,16 @@ class _Reshuffle(OnePassTransform, TransformModule):
     def _shape_down(self, shape, name):
         shape = torch.Size(shape)
         k = self._edim
-        if len(shape) < k or any(s % self.factor for s in shape[len(shape) - k + 1:]):
+        if len(shape) < k or any(s % self.factor for s in shape[len(shape) - k + 1 :]):
             raise ValueError(f"{name}: expected (..., {_names(k)}) with spatial sizes divisible by {self.factor}, got {tuple(shape)}")
-        return shape[: len(shape) - k] + (shape[-k] * self.block,) + tuple(s // self.factor for s in shape[len(shape) - k + 1:])
+        return shape[: len(shape) - k] + (shape[-k] * self.block,) + tuple(s // self.factor for s in shape[len(shape) - k + 1 :])
 
     def _shape_up(self, shape, name):
         shape = torch.Size(shape)
         k = self._edim
         if len(shape) < k or shape[-k] % self.block:
             raise ValueError(f"{name}: expected (..., {_names(k)}) with C divisible by {self.block}, got {tuple(shape)}")
-        return shape[: len(shape) - k] + (shape[-k] // self.block,) + tuple(s * self.factor for s in shape[len(shape) - k + 1:])
+        return shape[: len(shape) - k] + (shape[-k] // self.block,) + tuple(s * self.factor for s in shape[len(shape) - k + 1 :])
 
     def forward_shape(self, shape):
         return self._shape_down(shape, "shape") if self._squeezes else self._shape_up(shape, "shape")
@@ -146,7 +146,9 @@ class _Reshuffle(OnePassTransform, TransformModule):
         return self._shape_up(shape, "shape") if self._squeezes else self._shape_down(shape, "shape")
 
     def extra_repr(self) -> str:
-        return f"event_dim={self._edim}, factor={self.factor}" + ("" if self.num_channels is None else f", num_channels={self.num_channels}")
+        return f"event_dim={self._edim}, factor={self.factor}" + (
+            "" if self.num_channels is None else f", num_channels={self.num_channels}"
+        )
 
 
 class Squeeze(_Reshuffle):

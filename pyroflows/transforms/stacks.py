@@ -19,8 +19,8 @@ import torch
 from pyro.distributions.conditional import ConditionalComposeTransformModule
 from pyro.distributions.transforms import ComposeTransformModule
 
-from .actnorm import ActNorm
 from ..validation import check_size
+from .actnorm import ActNorm
 from .base import OnePassCompose
 from .coupling import affine_coupling, conditional_affine_coupling
 from .permute import Permute, block_permutations
@@ -72,7 +72,9 @@ def check_split_dim(dim: int) -> int:
     return dim
 
 
-def two_sided_blocks(dim: int, num_blocks: int, make_coupling, permutations: Iterator, actnorm: bool = False, two_sided: bool = True) -> list:
+def two_sided_blocks(
+    dim: int, num_blocks: int, make_coupling, permutations: Iterator, actnorm: bool = False, two_sided: bool = True
+) -> list:
     """The parts of a stack of coupling blocks: per block an optional ActNorm, a coupling of the last
     ``dim - dim // 2`` features given the first, then (two-sided) a swap of the halves and a coupling of
     the others given those, and the block's permutation (a tensor, or None for none).
@@ -118,7 +120,9 @@ def coupling_flow(
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     num_blocks = check_size("num_blocks", num_blocks)
     perms = block_permutations(dim, permutation, num_blocks, generator)
-    return FlowSequence(two_sided_blocks(dim, num_blocks, lambda s: affine_coupling(dim, hidden, split=s, clamp=clamp), perms, actnorm, two_sided))
+    return FlowSequence(
+        two_sided_blocks(dim, num_blocks, lambda s: affine_coupling(dim, hidden, split=s, clamp=clamp), perms, actnorm, two_sided)
+    )
 
 
 def conditional_coupling_flow(
@@ -149,7 +153,9 @@ def conditional_coupling_flow(
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     num_blocks = check_size("num_blocks", num_blocks)
     perms = block_permutations(dim, permutation, num_blocks, generator)
-    parts = two_sided_blocks(dim, num_blocks, lambda s: conditional_affine_coupling(dim, context_dim, hidden, split=s, clamp=clamp), perms, actnorm, two_sided)
+    parts = two_sided_blocks(
+        dim, num_blocks, lambda s: conditional_affine_coupling(dim, context_dim, hidden, split=s, clamp=clamp), perms, actnorm, two_sided
+    )
     flow = ConditionalFlowSequence(parts, cache_size=1)
     flow.context_shape = (context_dim,)
     return flow

@@ -358,7 +358,9 @@ def _check_sylvester_args(dim: int, num_hidden: int | None = None, num_household
 
 
 def _orthonormal_tol(tol: float | None, bjorck_steps, bjorck_max_steps, bjorck_tol) -> float | None:
-    given = [n for n, v in (("bjorck_steps", bjorck_steps), ("bjorck_max_steps", bjorck_max_steps), ("bjorck_tol", bjorck_tol)) if v is not None]
+    given = [
+        n for n, v in (("bjorck_steps", bjorck_steps), ("bjorck_max_steps", bjorck_max_steps), ("bjorck_tol", bjorck_tol)) if v is not None
+    ]
     if given:
         warnings.warn(
             f"{', '.join(given)}: deprecated; Q is orthonormalised in a fixed number of steps, and its tolerance is orthonormal_tol",

@@ -2,5 +2,8 @@
 
 Import the submodule you need, e.g. ``from models.common.data.gaussian_mixture import octagon_mixture``.
 """
-from . import energies  # noqa: F401  (Rezende & Mohamed 2015, Table 1)
-from . import toy2d  # noqa: F401  (FFJORD's 2-D toy distributions)
+
+from . import (
+    energies,  # noqa: F401  (Rezende & Mohamed 2015, Table 1)
+    toy2d,  # noqa: F401  (FFJORD's 2-D toy distributions)
+)

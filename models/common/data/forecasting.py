@@ -187,19 +187,30 @@ def load(
     split = round(frames * (1 - test_fraction))
     length = context + horizon
     if split < length + 1 or frames - split < horizon:
-        raise ValueError(f"context, horizon: windows of {length} frames do not fit the {split} training and {frames - split} test frames of {name!r}")
+        raise ValueError(
+            f"context, horizon: windows of {length} frames do not fit the {split} training and {frames - split} test frames of {name!r}"
+        )
     train_starts = torch.arange(0, split - length + 1, train_stride)
     test_origins = torch.arange(split, frames - horizon + 1, test_stride)
     train = _windows(series, train_starts, length)
     test = _windows(series, test_origins - context, length)
-    train_last, test_last = train[:, context - 1: context, :], test[:, context - 1: context, :]
+    train_last, test_last = train[:, context - 1 : context, :], test[:, context - 1 : context, :]
     scale = (train[:, context:, :] - train_last).pow(2).mean((0, 1)).sqrt()
     train_n, test_n = (train - train_last) / scale, (test - test_last) / scale
     data = ForecastData(
-        name=name, columns=spec.columns, season=spec.season, series=series.to(dtype), split=split, scale=scale.to(dtype),
-        train_context=train_n[:, :context].to(dtype), train_future=train_n[:, context:].to(dtype),
-        test_context=test_n[:, :context].to(dtype), test_future=test_n[:, context:].to(dtype),
-        train_series=(series[:split] / scale).to(dtype), test_origin=test_origins,
-        train_last=train_last.to(dtype), test_last=test_last.to(dtype),
+        name=name,
+        columns=spec.columns,
+        season=spec.season,
+        series=series.to(dtype),
+        split=split,
+        scale=scale.to(dtype),
+        train_context=train_n[:, :context].to(dtype),
+        train_future=train_n[:, context:].to(dtype),
+        test_context=test_n[:, :context].to(dtype),
+        test_future=test_n[:, context:].to(dtype),
+        train_series=(series[:split] / scale).to(dtype),
+        test_origin=test_origins,
+        train_last=train_last.to(dtype),
+        test_last=test_last.to(dtype),
     )
     return data

@@ -117,7 +117,9 @@ def _rotation(axis: str, angle: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack(r, -1) for r in rows], -2)
 
 
-def forward_kinematics(angles: torch.Tensor, root: torch.Tensor, heading: torch.Tensor | None = None, size: torch.Tensor | None = None) -> torch.Tensor:
+def forward_kinematics(
+    angles: torch.Tensor, root: torch.Tensor, heading: torch.Tensor | None = None, size: torch.Tensor | None = None
+) -> torch.Tensor:
     r"""Joint positions from joint angles (see the module docstring).
 
     Args:
