@@ -31,7 +31,7 @@ the Pyro peers keep them, about 1 ms of a 10 ms step here; normflows has none).
 
 ``pyroflows_amortized_{orthogonal_m8,householder_h8,triangular}``
     4 x ``ConditionedOrthogonalSylvester`` / ``ConditionedHouseholderSylvester`` /
-    ``ConditionedTriangularSylvester`` whose ``params_fn`` returns per-sample leaf tensors with the
+    ``ConditionedTriangularSylvester`` on per-sample leaf tensors with the
     element counts of the harness's ``sylvflows_*`` leaves: per layer ``r (B, M, M)``,
     ``d1, d2, b (B, M)`` and ``q`` = ``(B, 64, 8)`` columns (orthogonal) or ``(B, 8, 64)`` reflection
     vectors (Householder). Same initial scales as the harness (``r`` 0.05, diagonals 0.5, ``b`` 0.1,
@@ -107,7 +107,7 @@ def build_sylvester(kind):
             what = f"{cfg.householder} Householder reflections per layer (one Q per call)"
         elif kind == "orthogonal":
             ts = [sylvester(cfg.D, "orthogonal", num_ortho_vecs=cfg.ortho_vecs) for _ in range(cfg.k_sylv)]
-            what = f"M={cfg.ortho_vecs} orthonormal columns (Bjorck)"
+            what = f"M={cfg.ortho_vecs} orthonormal columns (polar factor)"
         else:
             ts = [sylvester(cfg.D, "triangular", flip=k % 2 == 1) for k in range(cfg.k_sylv)]
             what = "Q alternates identity / reversal"
@@ -125,7 +125,7 @@ def build_planar_amortized(cfg):
 
     B, D = cfg.batch, cfg.D
     leaves = [(_leaf(B, D, scale=0.1), _leaf(B, D, scale=0.1), _leaf(B, 1, scale=0.1)) for _ in range(cfg.k_planar)]
-    ts = [ConditionedPlanar(lambda p=p: p, D) for p in leaves]
+    ts = [ConditionedPlanar(*p) for p in leaves]
     params = [t for p in leaves for t in p]
     note = (
         f"K={cfg.k_planar}; ConditionedPlanar on per-sample leaves u, w (B, D), b (B, 1) (sylvflows_planar's "
@@ -154,20 +154,16 @@ def build_amortized(kind):
                 q = None
             raw = (q, _leaf(B, M, M, scale=0.05), _leaf(B, M, scale=0.5), _leaf(B, M, scale=0.5), _leaf(B, M, scale=0.1))
             params += [p for p in raw if p is not None]
-
-            def fn(raw=raw):
-                return raw
-
             if kind == "orthogonal":
-                ts.append(ConditionedOrthogonalSylvester(fn, D, M))
+                ts.append(ConditionedOrthogonalSylvester(*raw))
             elif kind == "householder":
-                ts.append(ConditionedHouseholderSylvester(fn, D, D))
+                ts.append(ConditionedHouseholderSylvester(*raw))
             else:
-                ts.append(ConditionedTriangularSylvester(fn, D, flip=k % 2 == 1))
+                ts.append(ConditionedTriangularSylvester(*raw[1:], flip=k % 2 == 1))
         notes = [
             f"K={K}; per-sample leaves per layer: r (B, M, M), d1, d2, b (B, M)"
             + {
-                "orthogonal": f", q (B, D, {M}) orthonormalised by pyroflows' Bjorck (8 fixed steps + convergence check)",
+                "orthogonal": f", q (B, D, {M}) orthonormalised as its polar factor (QR and 8 Newton steps)",
                 "householder": f", {cfg.householder} reflection vectors (B, {cfg.householder}, D) applied as reflections (Q never formed)",
                 "triangular": "; Q alternates identity / reversal",
             }[kind]

@@ -141,7 +141,9 @@ class _ReLUMLP(torch.autograd.Function):
             if i > 0 or needs[0]:
                 g = mm_narrow(g, params[2 * i])
                 if i > 0:
-                    g = g.masked_fill_(acts[i] <= 0, 0.0)  # ReLU's backward, in place on a fresh tensor
+                    # ReLU's backward, the kernel autograd itself uses (masked_fill_ or a product with
+                    # the mask run 10x slower on CPU)
+                    g = torch.ops.aten.threshold_backward(g, acts[i], 0.0)
         return (g if needs[0] else None, *out)
 
 

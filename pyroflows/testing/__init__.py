@@ -47,6 +47,9 @@ class TransformCase:
         inverse_atol: float64 round-trip tolerance (numerical inverses need a looser one).
         logdet_atol: float64 tolerance of log|det J| against the autograd Jacobian.
         input_scale: scale of the random inputs.
+        hessian_rtol: relative tolerance of second derivatives against finite differences.
+        tags: labels of special behaviour (``"first_order"``: refuses second derivatives, with an
+            error that says why).
     """
 
     name: str
@@ -57,6 +60,7 @@ class TransformCase:
     logdet_atol: float = 1e-5
     input_scale: float = 1.0
     tags: tuple = field(default_factory=tuple)
+    hessian_rtol: float = 1e-6
 
     @property
     def conditional(self) -> bool:
@@ -413,6 +417,96 @@ def check_gradcheck(case: TransformCase) -> None:
         assert ok, f"{case.name}: torch.autograd.gradcheck fails on the {label} map"
 
 
+def pytest_raises(exception: type[Exception], match: str):
+    """``pytest.raises``, imported only when a check needs it (pytest is a test dependency)."""
+    import pytest
+
+    return pytest.raises(exception, match=match)
+
+
+def _log_density(case: TransformCase, module, c):
+    """``x -> log p(x)`` of a standard Normal pushed through the case's transform."""
+    t = bind(module, c)
+    zeros = torch.zeros(case.event_shape, dtype=torch.float64)
+    base = torch.distributions.Independent(torch.distributions.Normal(zeros, torch.ones_like(zeros)), len(case.event_shape))
+
+    def log_p(x):
+        z = t.inv(x)
+        return base.log_prob(z) - t.log_abs_det_jacobian(z, x)
+
+    return log_p
+
+
+def check_hessian(case: TransformCase, perturb: float = 0.3, num_directions: int = 2) -> None:
+    """Second derivatives of ``log p(x)`` (base Normal through the case's transform) are exact: the
+    Hessian-vector product by double backward, through the inverse (numerical or not), matches
+    central finite differences of the gradient to ``case.hessian_rtol``, in float64 at parameters
+    perturbed by ``perturb``."""
+    module = instantiate(case, perturb=perturb)
+    x, c = random_inputs(case, (2,))
+    log_p = _log_density(case, module, c)
+    if "first_order" in case.tags:  # refuses a graph of the gradient, with an error that says why
+        v = x.detach().requires_grad_(True)
+        with pytest_raises(RuntimeError, r"second derivatives"):
+            torch.autograd.grad(log_p(v).sum(), v, create_graph=True)
+        return
+
+    def grad(v):
+        v = v.detach().requires_grad_(True)
+        return torch.autograd.grad(log_p(v).sum(), v)[0]
+
+    g = _generator(7)
+    for _ in range(num_directions):
+        d = torch.randn(x.shape, generator=g, dtype=x.dtype)
+        d = d / d.norm()
+        v = x.detach().requires_grad_(True)
+        (gv,) = torch.autograd.grad(log_p(v).sum(), v, create_graph=True)
+        (hvp,) = torch.autograd.grad((gv * d).sum(), v)
+        eps = 1e-5
+        fd = (grad(x + eps * d) - grad(x - eps * d)) / (2 * eps)
+        err = ((hvp - fd).norm() / fd.norm().clamp_min(1e-12)).item()
+        assert err < case.hessian_rtol, f"{case.name}: the Hessian of log p differs from finite differences by {err:.3g} (relative)"
+
+
+def check_gradgradcheck(case: TransformCase) -> None:
+    """``torch.autograd.gradgradcheck`` passes on the inverse map (the direction ``log_prob`` takes)
+    with respect to the input, in float64."""
+    if "first_order" in case.tags:
+        return  # check_hessian checks the refusal
+    module = instantiate(case)
+    x, c = random_inputs(case, (1,))
+    x.requires_grad_(True)
+
+    def inverse(v):
+        t = bind(module, c)
+        u = t.inv(v)
+        return u, t.log_abs_det_jacobian(u, v)
+
+    ok = torch.autograd.gradgradcheck(inverse, (x,), atol=1e-5, rtol=1e-4, fast_mode=True, raise_exception=False)
+    assert ok, f"{case.name}: torch.autograd.gradgradcheck fails on the inverse map"
+
+
+def check_pickle(case: TransformCase) -> None:
+    """The module and the transform it conditions to pickle (after a call, with a kept pass) and
+    deep-copy, and the copies compute the same values."""
+    import copy
+    import pickle
+
+    module = instantiate(case)
+    x, c = random_inputs(case, (3,))
+    t = bind(module, c)
+    y = t(x)
+    for label, obj in (("module", module), ("transform", t)):
+        for how, clone in (("pickle", lambda o: pickle.loads(pickle.dumps(o))), ("deepcopy", copy.deepcopy)):
+            try:
+                other = clone(obj)
+            except Exception as err:  # report which object and how
+                raise AssertionError(f"{case.name}: the {label} does not {how}: {type(err).__name__}: {err}") from err
+            with torch.no_grad():
+                got = other(x) if label == "transform" else bind(other, c)(x)
+            assert torch.allclose(got, y.detach(), atol=1e-10), f"{case.name}: the {how}d {label} computes other values"
+
+
 ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
     check_round_trip,
     check_log_det,
@@ -425,6 +519,9 @@ ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
     check_in_place_input,
     check_empty_batch,
     check_gradcheck,
+    check_hessian,
+    check_gradgradcheck,
+    check_pickle,
 )
 
 

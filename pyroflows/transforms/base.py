@@ -39,6 +39,14 @@ def tensor_version(t: torch.Tensor) -> int | None:
     return None if t.is_inference() else t._version
 
 
+def drop_kept_pass(state: dict | None) -> dict:
+    """An object's pickled state without its kept pass and cache stamp."""
+    state = dict(state or {})
+    state.pop("_last", None)
+    state.pop("_cache_stamp", None)
+    return state
+
+
 class LastPass:
     """The last ``(x, y, ladj)`` of a transform, the direction it was computed in, and the in-place
     versions of ``x`` and ``y`` at that time.
@@ -92,6 +100,11 @@ class OnePassTransform:
     value_without_ladj: bool = False
     _last = None
     _cache_stamp = None
+
+    def __getstate__(self) -> dict:
+        # the kept pass (tensors with their graph) is a cache, not state: pickles and deep copies
+        # leave it behind
+        return drop_kept_pass(super().__getstate__())
 
     def _stamp_module(self) -> torch.nn.Module | None:
         """The module whose parameters define the map, if any."""
@@ -243,6 +256,9 @@ class OnePassCompose:
 
     _last = None
     _cache_stamp = None
+
+    def __getstate__(self) -> dict:
+        return drop_kept_pass(super().__getstate__())
 
     @property
     def domain(self):

@@ -70,6 +70,24 @@ def _max_norm(state) -> torch.Tensor:
     return torch.stack([v.abs().max() for v in state]).max()
 
 
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity on the adjoint solve's outputs whose backward refuses to be differentiated: the
+    adjoint method's backward solve has no graph, so a second derivative would silently be wrong."""
+
+    @staticmethod
+    def forward(ctx, *outputs):
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    @staticmethod
+    def backward(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "CNF(adjoint=True): second derivatives (create_graph=True: Hessians, gradgradcheck, "
+                "Laplace) need the solver's graph; use adjoint=False"
+            )
+        return grads
+
+
 @dataclasses.dataclass(frozen=True)
 class ODESolver:
     r"""How a continuous flow's ODE is solved and its log-det estimated (a frozen configuration).
@@ -252,6 +270,8 @@ class ConditionedCNF(OnePassTransform, Transform):
             if solver.adjoint and torch.is_grad_enabled():
                 params = tuple(m.dynamics.parameters()) + (time,) + (() if c is None else (c,))
                 out = odeint_adjoint(func, state, s, adjoint_params=params, **kwargs)
+                out = _FirstOrderOnly.apply(*out)
+                out = out if isinstance(out, tuple) else (out,)
             else:
                 kwargs.pop("adjoint_options", None)  # no gradients to take: a plain solve
                 out = odeint(func, state, s, **kwargs)

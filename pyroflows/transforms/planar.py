@@ -54,9 +54,12 @@ def solve_tanh_equation(kappa: torch.Tensor, s: torch.Tensor, steps: int = NEWTO
     of the root, so the iterates rise monotonically to it) and at :math:`t_0 = s - \kappa\,
     \mathrm{sign}(s)` when :math:`\kappa < 0` (convex on that side, the iterates fall monotonically to
     it): no bracketing, no divergence, no data-dependent stopping. ``steps`` iterations run without
-    gradient tracking; one final Newton step with gradients gives the implicit-function derivatives
-    :math:`\partial t/\partial s = 1/(1 + \kappa\,\mathrm{sech}^2 t)` and
-    :math:`\partial t/\partial\kappa = -\tanh t/(1 + \kappa\,\mathrm{sech}^2 t)`.
+    gradient tracking; then two Newton steps with gradients, from that root, give the derivatives of
+    the implicit function :math:`t(\kappa, s)`, :math:`\partial t/\partial s = 1/(1 + \kappa\,
+    \mathrm{sech}^2 t)`, :math:`\partial t/\partial\kappa = -\tanh t/(1 + \kappa\,\mathrm{sech}^2 t)`,
+    and the higher ones: Newton's error is squared at each step, so after one step the map from
+    :math:`(\kappa, s)` agrees with :math:`t(\kappa, s)` to first order (exact gradients) and after two
+    to third order (exact Hessians, as in a Laplace approximation or HMC).
 
     Example::
 
@@ -81,7 +84,7 @@ def solve_tanh_equation(kappa: torch.Tensor, s: torch.Tensor, steps: int = NEWTO
         t = torch.where(k >= 0, torch.zeros_like(v), v - k * torch.sign(v))
         for _ in range(steps):
             t = newton(t, k, v)
-    return newton(t, kappa, s)
+    return newton(newton(t, kappa, s), kappa, s)
 
 
 def tanh_log_slope(kappa: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
