@@ -30,8 +30,9 @@ def set_validation(enabled: bool) -> None:
 
 
 def is_validation_enabled() -> bool:
-    """Whether NaN / inf checks run: both pyroflows' switch and Pyro's validation are on."""
-    return _VALIDATE and pyro_validation_enabled()
+    """Whether NaN / inf checks run: both pyroflows' switch and Pyro's validation are on, and
+    ``torch.compile`` is not tracing (a check reads the device, which a graph cannot)."""
+    return _VALIDATE and pyro_validation_enabled() and not torch.compiler.is_compiling()
 
 
 @contextlib.contextmanager
@@ -76,7 +77,7 @@ def check_tensor(
         raise TypeError(f"{name}: expected dtype {dtype} (that of the parameters), got {value.dtype}")
     if device is not None and value.device != device:
         raise RuntimeError(f"{name}: expected a tensor on device {device} (that of the parameters), got {value.device}")
-    if finite and is_validation_enabled() and value.device.type != "meta" and value.is_floating_point():
+    if finite and is_validation_enabled() and value.device.type != "meta" and value.is_floating_point() and not transformed(value):
         if not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise ValueError(f"{name}: expected finite values, got {bad} NaN or inf entries in a tensor of shape {tuple(value.shape)}")
@@ -128,6 +129,12 @@ def check_positive(name: str, value, allow_none: bool = False) -> float | None:
     if isinstance(value, bool) or number is None or not math.isfinite(number) or number <= 0:
         raise ValueError(f"{name}: expected a positive number{' or None' if allow_none else ''}, got {value!r}")
     return number
+
+
+def transformed(value: torch.Tensor) -> bool:
+    """Whether ``value`` is wrapped by a ``torch.func`` transform (vmap, grad, jacrev): its values
+    cannot be read, so the finiteness checks step aside."""
+    return torch.func.debug_unwrap(value, recurse=False) is not value
 
 
 def check_broadcast(name: str, batch: Sequence[int], other_name: str, other_batch: Sequence[int]) -> None:

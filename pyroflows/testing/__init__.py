@@ -507,6 +507,26 @@ def check_pickle(case: TransformCase) -> None:
             assert torch.allclose(got, y.detach(), atol=1e-10), f"{case.name}: the {how}d {label} computes other values"
 
 
+def check_pyro_module(case: TransformCase) -> None:
+    """``pyro.module`` registers the module's own parameters: Pyro's param store holds the very
+    tensors the transform computes with (it copies non-contiguous ones, which would leave the
+    module's untrained)."""
+    import pyro
+
+    module = case.make()
+    store = pyro.get_param_store()
+    names = [n for n in store.keys() if n.startswith("pyroflows_check$$$")]
+    for n in names:
+        del store[n]
+    pyro.module("pyroflows_check", module)
+    held = dict(store.named_parameters())
+    copied = [n for n, p in module.named_parameters() if held.get(f"pyroflows_check$$${n}") is not p]
+    for n in list(store.keys()):
+        if n.startswith("pyroflows_check$$$"):
+            del store[n]
+    assert not copied, f"{case.name}: Pyro's param store holds copies of {copied}, which SVI would train instead of the module's"
+
+
 ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
     check_round_trip,
     check_log_det,
@@ -522,6 +542,7 @@ ALL_CHECKS: Sequence[Callable[[TransformCase], None]] = (
     check_hessian,
     check_gradgradcheck,
     check_pickle,
+    check_pyro_module,
 )
 
 

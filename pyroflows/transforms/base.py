@@ -22,7 +22,7 @@ import torch
 from torch.distributions import ComposeTransform, Transform, constraints
 
 from ..shapes import broadcast_shapes, sum_event
-from ..validation import check_tensor, is_validation_enabled, non_finite_parameters
+from ..validation import check_tensor, is_validation_enabled, non_finite_parameters, transformed
 
 
 def event_constraint(event_dim: int):
@@ -34,17 +34,64 @@ def soft_clamp(s: torch.Tensor, bound: float | None) -> torch.Tensor:
     return s if bound is None else bound * torch.tanh(s / bound)
 
 
+def compiling() -> bool:
+    """Whether ``torch.compile`` is tracing: the kept pass and the finiteness checks, which live
+    outside the graph, step aside."""
+    return torch.compiler.is_compiling()
+
+
 def tensor_version(t: torch.Tensor) -> int | None:
     """``t``'s in-place version counter, or ``None`` for tensors that keep none (inference tensors)."""
     return None if t.is_inference() else t._version
 
 
 def drop_kept_pass(state: dict | None) -> dict:
-    """An object's pickled state without its kept pass and cache stamp."""
+    """An object's pickled state without its kept pass, cache stamp and inverse."""
     state = dict(state or {})
-    state.pop("_last", None)
-    state.pop("_cache_stamp", None)
+    for name in ("_last", "_cache_stamp", "_inverse"):
+        state.pop(name, None)
     return state
+
+
+class InverseOf(Transform):
+    """The inverse of a transform, calling back into its ``_inv_call`` (so that its kept pass
+    serves both directions), as ``Transform.inv`` does."""
+
+    def __init__(self, transform: Transform):
+        super().__init__(cache_size=0)
+        self._inv = transform
+
+    @property
+    def domain(self):
+        return self._inv.codomain
+
+    @property
+    def codomain(self):
+        return self._inv.domain
+
+    @property
+    def bijective(self) -> bool:
+        return self._inv.bijective
+
+    @property
+    def sign(self):
+        return self._inv.sign
+
+    @property
+    def inv(self) -> Transform:
+        return self._inv
+
+    def __call__(self, x):
+        return self._inv._inv_call(x)
+
+    def log_abs_det_jacobian(self, x, y):
+        return -self._inv.log_abs_det_jacobian(y, x)
+
+    def forward_shape(self, shape):
+        return self._inv.inverse_shape(shape)
+
+    def inverse_shape(self, shape):
+        return self._inv.forward_shape(shape)
 
 
 class LastPass:
@@ -126,11 +173,15 @@ class OnePassTransform:
             self._cache_stamp = stamp
 
     def __call__(self, x):
+        if compiling():  # no kept pass while torch.compile traces: every call computes
+            return self._call(x, keep=False)
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.forward_of(x)
         return self._call(x) if kept is None else kept
 
     def _inv_call(self, y):
+        if compiling():
+            return self._inverse(y, keep=False)
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.inverse_of(y)
         return self._inverse(y) if kept is None else kept
@@ -157,7 +208,7 @@ class OnePassTransform:
     def check_output(self, direction: str, *values: torch.Tensor) -> None:
         """While validation is on, raise instead of returning NaN or inf from finite inputs: naming
         the parameters that hold them, or the overflow when every parameter is finite."""
-        if not is_validation_enabled() or values[0].device.type == "meta":
+        if not is_validation_enabled() or values[0].device.type == "meta" or transformed(values[0]):
             return
         if all(bool(torch.isfinite(v).all()) for v in values if v.is_floating_point()):
             return
@@ -175,28 +226,33 @@ class OnePassTransform:
             f"their usual range, or inputs far out in the tails)"
         )
 
-    def _call(self, x):
+    def _call(self, x, keep: bool = True):
         self.check_input("x", x)
         if self.value_without_ladj and not torch.is_grad_enabled():
-            self._last = None
+            if keep:
+                self._last = None
             y = self.forward_value(x)
             self.check_output("forward", y)
             return y
         y, ladj = self.forward_and_ladj(x)
         self.check_output("forward", y, ladj)
-        self._last = LastPass(x, y, ladj, inverse=False)
+        if keep:
+            self._last = LastPass(x, y, ladj, inverse=False)
         return y
 
-    def _inverse(self, y):
+    def _inverse(self, y, keep: bool = True):
         self.check_input("y", y)
         x, ladj = self.inverse_and_ladj(y)
         self.check_output("inverse", x, ladj)
-        self._last = LastPass(x, y, ladj, inverse=True)
+        if keep:
+            self._last = LastPass(x, y, ladj, inverse=True)
         return x
 
     def log_abs_det_jacobian(self, x, y):
-        self._drop_stale_cache()
-        kept = None if self._last is None else self._last.ladj_of(x, y)
+        kept = None
+        if not compiling():
+            self._drop_stale_cache()
+            kept = None if self._last is None else self._last.ladj_of(x, y)
         if kept is not None:
             return kept
         self.check_input("x", x)
@@ -212,9 +268,11 @@ class OnePassTransform:
         return self.inverse_and_ladj(y)[0]
 
     def forward_shape(self, shape):
-        if not self.context_batch_shape:
-            return torch.Size(shape)
         k = len(self.event_shape_spec)
+        # an unbatched shape is a base distribution's draw, which Pyro pairs row by row with the
+        # contexts (sample(sample_shape=context batch)); only batched inputs broadcast with them
+        if not self.context_batch_shape or len(shape) <= k:
+            return torch.Size(shape)
         batch = broadcast_shapes(shape[: len(shape) - k], self.context_batch_shape)
         return batch + torch.Size(shape[len(shape) - k :])
 
@@ -236,6 +294,22 @@ def parameter_versions(module: torch.nn.Module) -> tuple:
         out.extend(p._version for p in m._parameters.values() if p is not None)
         stack.extend(c for c in m._modules.values() if c is not None)
     return tuple(out)
+
+
+def _compose_constraint(parts, which: str):
+    """The domain (or codomain) of ``parts`` composed: the first part's domain (last part's
+    codomain), reinterpreted over the largest number of event dims any part needs (as
+    ``ComposeTransform`` computes it)."""
+    if not parts:
+        return constraints.real
+    forward = which == "domain"
+    ends = list(reversed(parts)) if forward else list(parts)
+    event_dim = ends[0].codomain.event_dim if forward else ends[0].domain.event_dim
+    for part in ends:
+        inner, outer = (part.domain, part.codomain) if forward else (part.codomain, part.domain)
+        event_dim = max(event_dim + inner.event_dim - outer.event_dim, inner.event_dim)
+    base = parts[0].domain if forward else parts[-1].codomain
+    return constraints.independent(base, event_dim - base.event_dim) if event_dim > base.event_dim else base
 
 
 class OnePassCompose:
@@ -264,23 +338,28 @@ class OnePassCompose:
     def domain(self):
         d = self.__dict__.get("_domain")
         if d is None:
-            d = self.__dict__["_domain"] = ComposeTransform.domain.fget(self)
+            d = self.__dict__["_domain"] = _compose_constraint(self.parts, "domain")
         return d
 
     @property
     def codomain(self):
         d = self.__dict__.get("_codomain")
         if d is None:
-            d = self.__dict__["_codomain"] = ComposeTransform.codomain.fget(self)
+            d = self.__dict__["_codomain"] = _compose_constraint(self.parts, "codomain")
         return d
 
     @property
     def inv(self):
-        return Transform.inv.fget(self)
+        # an inverse that calls back into this compose's one-pass _inv_call, not ComposeTransform's
+        # stack of inverted parts
+        inverse = self.__dict__.get("_inverse")
+        if inverse is None:
+            inverse = self.__dict__["_inverse"] = InverseOf(self)
+        return inverse
 
     def _plan(self):
-        """(per part: part, one-pass?, volume-preserving?, event dims of its log-det to sum),
-        the parts' modules, and those of their submodules that hold parameters."""
+        """(per part: part, one-pass?, volume-preserving?, event dims of its log-det to sum) and the
+        parts' modules."""
         plan = self.__dict__.get("_plan_cache")
         if plan is None:
             steps, modules, event_dim = [], [], self.domain.event_dim
@@ -291,14 +370,22 @@ class OnePassCompose:
                 m = part._stamp_module() if one_pass else (part if isinstance(part, torch.nn.Module) else None)
                 if m is not None and all(m is not k for k in modules):
                     modules.append(m)
-            owners = []
-            for m in modules:
-                owners += [sub for sub in m.modules() if sub._parameters and all(sub is not k for k in owners)]
-            plan = self.__dict__["_plan_cache"] = (steps, modules, owners)
+            plan = self.__dict__["_plan_cache"] = (steps, modules)
         return plan
 
+    def _owners(self) -> list:
+        """The submodules of the parts' modules that hold parameters (listed once: a flow's
+        structure is fixed once built)."""
+        owners = self.__dict__.get("_owners_cache")
+        if owners is None:
+            owners = []
+            for m in self._plan()[1]:
+                owners += [sub for sub in m.modules() if sub._parameters and all(sub is not k for k in owners)]
+            self.__dict__["_owners_cache"] = owners
+        return owners
+
     def _drop_stale_cache(self) -> None:
-        _, modules, owners = self._plan()
+        modules, owners = self._plan()[1], self._owners()
         # the parameter-holding submodules are listed once (a flow's structure is fixed once built); their
         # ``_parameters`` are read on every call, so a replaced parameter is seen as well as an updated one
         versions = tuple(p._version for m in owners for p in m._parameters.values() if p is not None)
@@ -308,6 +395,8 @@ class OnePassCompose:
             self._cache_stamp = stamp
 
     def __call__(self, x):
+        if compiling():
+            return self._run(x, inverse=False)[0]
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.forward_of(x)
         if kept is not None:
@@ -317,6 +406,8 @@ class OnePassCompose:
         return y
 
     def _inv_call(self, y):
+        if compiling():
+            return self._run(y, inverse=True)[0]
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.inverse_of(y)
         if kept is not None:
@@ -326,6 +417,8 @@ class OnePassCompose:
         return x
 
     def log_abs_det_jacobian(self, x, y):
+        if compiling():
+            return self._run(x, inverse=False)[1]
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.ladj_of(x, y)
         return self._run(x, inverse=False)[1] if kept is None else kept
@@ -411,7 +504,11 @@ class Chain(OnePassCompose, ComposeTransform):
     def __init__(self, parts):
         super().__init__(list(parts), cache_size=0)
         self.event_shape_spec = getattr(self.parts[0], "event_shape_spec", ())
-        self.context_batch_shape = max((getattr(p, "context_batch_shape", torch.Size()) for p in self.parts), key=len)
+        longest = torch.Size()
+        for part in self.parts:
+            shape = getattr(part, "context_batch_shape", torch.Size())
+            longest = shape if len(shape) > len(longest) else longest
+        self.context_batch_shape = longest
 
     def forward_and_ladj(self, x):
         return self._run(x, inverse=False)

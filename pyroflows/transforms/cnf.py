@@ -246,7 +246,17 @@ class ConditionedCNF(OnePassTransform, Transform):
     def held_tensors(self) -> tuple:
         return () if self.context is None else (self.context,)
 
+    @torch.compiler.disable(
+        reason="torchdiffeq's solvers check their inputs by reading tensor values, which torch.compile cannot trace: "
+        "the solve runs eagerly (a graph break), so fullgraph=True is not possible with a CNF"
+    )
     def _solve(self, v: torch.Tensor, direction: int, with_ladj: bool = True):
+        if torch.jit.is_tracing():
+            raise RuntimeError(
+                "CNF: torch.jit.trace (and so Pyro's JitTrace_ELBO and the other Jit* ELBOs) cannot trace an ODE "
+                "solve: torchdiffeq reads tensor values to choose its steps, and the exact trace calls "
+                "torch.autograd.grad; use the non-JIT ELBO"
+            )
         m, solver = self.flow, self.flow.solver
         v, c = broadcast_batch(v, 1, self.context, 1)
         flat, batch = flatten_batch(v, 1)

@@ -61,7 +61,10 @@ class ContextParameters(nn.Module):
         super().__init__()
         self.names = tuple(initial)
         for name, value in initial.items():
-            self.register_parameter(name, nn.Parameter(torch.as_tensor(value, dtype=torch.get_default_dtype()).clone()))
+            # contiguous: Pyro's param store keeps a contiguous copy of anything else, and pyro.module
+            # would then train that copy, not the tensor this module computes with
+            value = torch.as_tensor(value, dtype=torch.get_default_dtype()).clone(memory_format=torch.contiguous_format)
+            self.register_parameter(name, nn.Parameter(value))
         self.context_shape = None if context_shape is None else tuple(int(s) for s in context_shape)
         self.sizes = [getattr(self, n).numel() for n in self.names]
         if self.context_shape is None:

@@ -21,7 +21,7 @@ from pyro.distributions.transforms import ComposeTransformModule
 
 from ..validation import check_size
 from .actnorm import ActNorm
-from .base import OnePassCompose
+from .base import OnePassCompose, compiling, tensor_version
 from .coupling import affine_coupling, conditional_affine_coupling
 from .permute import Permute, block_permutations
 
@@ -48,12 +48,14 @@ class ConditionalFlowSequence(ConditionalComposeTransformModule):
     _last_condition = None  # (context, its version counter, the conditioned FlowSequence)
 
     def condition(self, context: torch.Tensor) -> FlowSequence:
+        if compiling():
+            return FlowSequence([t.condition(context) for t in self.transforms], cache_size=self._cache_size)
         last = self._last_condition
-        if last is not None and last[0] is context and last[1] == context._version:
+        if last is not None and last[0] is context and last[1] == tensor_version(context):
             return last[2]
         flow = FlowSequence([t.condition(context) for t in self.transforms], cache_size=self._cache_size)
         if isinstance(context, torch.Tensor):
-            self._last_condition = (context, context._version, flow)
+            self._last_condition = (context, tensor_version(context), flow)
         return flow
 
     def forward(self, *args, **kwargs):
