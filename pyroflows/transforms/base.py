@@ -18,6 +18,8 @@ sync.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import torch
 from torch.distributions import ComposeTransform, Transform, constraints
 
@@ -25,7 +27,7 @@ from ..shapes import broadcast_shapes, sum_event
 from ..validation import check_tensor, is_validation_enabled, non_finite_parameters
 
 
-def event_constraint(event_dim: int):
+def event_constraint(event_dim: int) -> constraints.Constraint:
     return constraints.independent(constraints.real, event_dim) if event_dim else constraints.real
 
 
@@ -52,22 +54,22 @@ class LastPass:
 
     __slots__ = ("x", "y", "ladj", "inverse", "x_version", "y_version")
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, ladj: torch.Tensor, inverse: bool):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, ladj: torch.Tensor, inverse: bool) -> None:
         self.x, self.y, self.ladj, self.inverse = x, y, ladj, inverse
         self.x_version, self.y_version = tensor_version(x), tensor_version(y)
 
-    def _holds(self, v, kept, version) -> bool:
+    def _holds(self, v: torch.Tensor, kept: torch.Tensor, version: int | None) -> bool:
         return v is kept and version is not None and tensor_version(v) == version
 
-    def forward_of(self, x) -> torch.Tensor | None:
+    def forward_of(self, x: torch.Tensor) -> torch.Tensor | None:
         """The kept ``y`` if ``x`` is the unmodified output of the kept inverse pass."""
         return self.y if self.inverse and self._holds(x, self.x, self.x_version) else None
 
-    def inverse_of(self, y) -> torch.Tensor | None:
+    def inverse_of(self, y: torch.Tensor) -> torch.Tensor | None:
         """The kept ``x`` if ``y`` is the unmodified output of the kept forward pass."""
         return self.x if not self.inverse and self._holds(y, self.y, self.y_version) else None
 
-    def ladj_of(self, x, y) -> torch.Tensor | None:
+    def ladj_of(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         """The kept log-det if ``(x, y)`` is the kept, unmodified pair."""
         if self._holds(x, self.x, self.x_version) and self._holds(y, self.y, self.y_version):
             return self.ladj
@@ -112,12 +114,12 @@ class OnePassTransform:
             self.clear_cache()
             self._cache_stamp = stamp
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.forward_of(x)
         return self._call(x) if kept is None else kept
 
-    def _inv_call(self, y):
+    def _inv_call(self, y: torch.Tensor) -> torch.Tensor:
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.inverse_of(y)
         return self._inverse(y) if kept is None else kept
@@ -162,7 +164,7 @@ class OnePassTransform:
             f"their usual range, or inputs far out in the tails)"
         )
 
-    def _call(self, x):
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input("x", x)
         if self.value_without_ladj and not torch.is_grad_enabled():
             self._last = None
@@ -174,14 +176,14 @@ class OnePassTransform:
         self._last = LastPass(x, y, ladj, inverse=False)
         return y
 
-    def _inverse(self, y):
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         self.check_input("y", y)
         x, ladj = self.inverse_and_ladj(y)
         self.check_output("inverse", x, ladj)
         self._last = LastPass(x, y, ladj, inverse=True)
         return x
 
-    def log_abs_det_jacobian(self, x, y):
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.ladj_of(x, y)
         if kept is not None:
@@ -192,13 +194,13 @@ class OnePassTransform:
         return ladj
 
     # the value alone (OnePassCompose uses these for volume-preserving parts); override to skip the log-det
-    def forward_value(self, x):
+    def forward_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_and_ladj(x)[0]
 
-    def inverse_value(self, y):
+    def inverse_value(self, y: torch.Tensor) -> torch.Tensor:
         return self.inverse_and_ladj(y)[0]
 
-    def forward_shape(self, shape):
+    def forward_shape(self, shape: Sequence[int]) -> torch.Size:
         if not self.context_batch_shape:
             return torch.Size(shape)
         k = len(self.event_shape_spec)
@@ -207,7 +209,7 @@ class OnePassTransform:
 
     inverse_shape = forward_shape
 
-    def clear_cache(self):
+    def clear_cache(self) -> None:
         self._last = None
         self._cached_x_y = None, None
 
@@ -245,24 +247,24 @@ class OnePassCompose:
     _cache_stamp = None
 
     @property
-    def domain(self):
+    def domain(self) -> constraints.Constraint:
         d = self.__dict__.get("_domain")
         if d is None:
             d = self.__dict__["_domain"] = ComposeTransform.domain.fget(self)
         return d
 
     @property
-    def codomain(self):
+    def codomain(self) -> constraints.Constraint:
         d = self.__dict__.get("_codomain")
         if d is None:
             d = self.__dict__["_codomain"] = ComposeTransform.codomain.fget(self)
         return d
 
     @property
-    def inv(self):
+    def inv(self) -> Transform:
         return Transform.inv.fget(self)
 
-    def _plan(self):
+    def _plan(self) -> tuple[list[tuple[Transform, bool, bool, int]], list[torch.nn.Module], list[torch.nn.Module]]:
         """(per part: part, one-pass?, volume-preserving?, event dims of its log-det to sum),
         the parts' modules, and those of their submodules that hold parameters."""
         plan = self.__dict__.get("_plan_cache")
@@ -291,7 +293,7 @@ class OnePassCompose:
             self._last = None
             self._cache_stamp = stamp
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.forward_of(x)
         if kept is not None:
@@ -300,7 +302,7 @@ class OnePassCompose:
         self._last = LastPass(x, y, total, inverse=False)
         return y
 
-    def _inv_call(self, y):
+    def _inv_call(self, y: torch.Tensor) -> torch.Tensor:
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.inverse_of(y)
         if kept is not None:
@@ -309,12 +311,12 @@ class OnePassCompose:
         self._last = LastPass(x, y, total, inverse=True)
         return x
 
-    def log_abs_det_jacobian(self, x, y):
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.ladj_of(x, y)
         return self._run(x, inverse=False)[1] if kept is None else kept
 
-    def _run(self, v, inverse: bool):
+    def _run(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(value, ladj)``: the parts applied to ``v`` (in reverse order, inverted, if ``inverse``);
         ``ladj`` is ``log|det J|`` of the forward map."""
         steps = self._plan()[0]
@@ -341,17 +343,17 @@ class OnePassCompose:
             total = v.new_zeros(batch)
         return v, total
 
-    def _call(self, x):
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, inverse=False)[0]
 
-    def _inverse(self, y):
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         return self._run(y, inverse=True)[0]
 
     def reference(self) -> torch.Tensor | None:
         """The first floating-point parameter or buffer of the parts (inputs must share its dtype)."""
         return next((r for m in self._plan()[1] if (r := module_reference(m)) is not None), None)
 
-    def _check_first(self, part, name: str, v: torch.Tensor) -> None:
+    def _check_first(self, part: OnePassTransform, name: str, v: torch.Tensor) -> None:
         """The first part's input checks, and the dtype and device of every part's parameters
         (a parameter-free first part takes any dtype; the later parts do not)."""
         part.check_input(name, v)
@@ -359,7 +361,7 @@ class OnePassCompose:
         if ref is not None:
             check_tensor(name, v, dtype=ref.dtype, device=ref.device, finite=False)
 
-    def clear_cache(self):
+    def clear_cache(self) -> None:
         self._last = None
         self._cached_x_y = None, None
 
@@ -392,13 +394,13 @@ class Chain(OnePassCompose, ComposeTransform):
     """Given transforms applied in order (the last one last), in one loop per call with the summed
     log-det: the math of a composite step whose parts are modules or transforms on given tensors."""
 
-    def __init__(self, parts):
+    def __init__(self, parts: Iterable[Transform]) -> None:
         super().__init__(list(parts), cache_size=0)
         self.event_shape_spec = getattr(self.parts[0], "event_shape_spec", ())
         self.context_batch_shape = max((getattr(p, "context_batch_shape", torch.Size()) for p in self.parts), key=len)
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._run(x, inverse=False)
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._run(y, inverse=True)
