@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 from pyro.distributions.conditional import ConditionalTransform
+from torch.distributions import Transform
 
 from ..transforms.base import module_reference
 
@@ -81,7 +82,14 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def random_inputs(case: TransformCase, batch_shape=(3,), context_batch_shape=None, dtype=torch.float64, device="cpu", seed=1):
+def random_inputs(
+    case: TransformCase,
+    batch_shape: Sequence[int] = (3,),
+    context_batch_shape: Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    seed: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random ``x`` (and ``context``) for ``case``; the context's batch shape defaults to ``batch_shape``."""
     g = _generator(seed)
     x = case.input_scale * torch.randn(tuple(batch_shape) + tuple(case.event_shape), generator=g, dtype=dtype)
@@ -93,7 +101,7 @@ def random_inputs(case: TransformCase, batch_shape=(3,), context_batch_shape=Non
     return x.to(device), c
 
 
-def instantiate(case: TransformCase, dtype=torch.float64, seed: int = 0, perturb: float = 0.1):
+def instantiate(case: TransformCase, dtype: torch.dtype = torch.float64, seed: int = 0, perturb: float = 0.1) -> torch.nn.Module:
     """Build the module, run one batch through it (data-dependent init), then perturb every parameter.
 
     Zero-initialised conditioners make a fresh flow the identity, where many bugs hide; the
@@ -118,21 +126,21 @@ def perturb_parameters(module: torch.nn.Module, scale: float = 0.1, seed: int = 
     return module
 
 
-def bind(module, context):
+def bind(module: Transform | ConditionalTransform, context: torch.Tensor | None) -> Transform:
     """``module.condition(context)`` for a conditional transform, ``module`` itself otherwise."""
     if isinstance(module, ConditionalTransform):
         return module.condition(context)
     return module
 
 
-def _flat(v, event_shape):
+def _flat(v: torch.Tensor, event_shape: Sequence[int]) -> torch.Tensor:
     return v.reshape(v.shape[: v.dim() - len(event_shape)] + (-1,))
 
 
 # ----------------------------------------------------------------------------- the checks
 
 
-def check_round_trip(case: TransformCase, batch_shape=(4,)) -> None:
+def check_round_trip(case: TransformCase, batch_shape: Sequence[int] = (4,)) -> None:
     """``inverse(forward(x)) == x`` and ``forward(inverse(y)) == y`` in float64, without the cache."""
     module = instantiate(case)
     x, c = random_inputs(case, batch_shape)
@@ -162,7 +170,7 @@ def check_log_det(case: TransformCase, num_samples: int = 2) -> None:
     for i in range(num_samples):
         ci = None if c is None else c[i]
 
-        def f(v, ci=ci):
+        def f(v: torch.Tensor, ci: torch.Tensor | None = ci) -> torch.Tensor:
             return _flat(bind(module, ci)(v.reshape(case.event_shape)), case.event_shape)
 
         jac = torch.autograd.functional.jacobian(f, x[i].reshape(-1))
@@ -264,7 +272,7 @@ def check_state_dict(case: TransformCase) -> None:
     assert torch.allclose(a, b, atol=1e-12), f"{case.name}: the reloaded module computes other outputs"
 
 
-def check_device(case: TransformCase, device) -> None:
+def check_device(case: TransformCase, device: str | torch.device) -> None:
     """Run forward, inverse and log-det on ``device`` (e.g. ``"meta"`` or ``"cuda"``): every output
     follows the input's device."""
     device = torch.device(device)
@@ -369,7 +377,7 @@ def check_empty_batch(case: TransformCase) -> None:
     """A batch of zero inputs gives zero outputs and a zero-length log-det in both directions, with
     and without gradients, and leaves data-dependent initialisation for a batch that has data."""
 
-    def fresh():
+    def fresh() -> torch.nn.Module:
         torch.manual_seed(0)
         return case.make().to(torch.float64)  # in training mode, not yet initialised
 
@@ -400,12 +408,12 @@ def check_gradcheck(case: TransformCase) -> None:
     x, c = random_inputs(case, (1,))
     x.requires_grad_(True)
 
-    def forward(v):
+    def forward(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = bind(module, c)
         y = t(v)
         return y, t.log_abs_det_jacobian(v, y)
 
-    def inverse(v):
+    def inverse(v: torch.Tensor) -> torch.Tensor:
         return bind(module, c).inv(v)
 
     for label, fn in (("forward", forward), ("inverse", inverse)):
@@ -435,7 +443,7 @@ def covered_classes(case: TransformCase) -> set[type]:
     x, c = random_inputs(case, (1,), dtype=torch.float32)
     seen: set[type] = set()
 
-    def visit(t):
+    def visit(t: object) -> None:
         if type(t) in seen:
             return
         seen.add(type(t))
