@@ -38,8 +38,9 @@ Outputs under ``--out`` (default ``results/crow_longitudinal``): ``table1_signif
 (long format: one row per covariate, contrast, group size, model), ``table1_paper_layout.csv``
 (the paper's layout, "count (controlled count)"), ``table2_cohens_d.csv`` (with each fit's best
 step, held-out and test NLL), ``roi_tests.csv`` (every ROI's d, t, p and flags), ``bars.csv``,
-``learning_curves.csv`` (training loss and held-out NLL every ``eval_every`` steps) and ``roi_means.png`` (mean SUVR over the visits, affected and
-unaffected ROIs, per model and the real reference, under CN->MCI->AD and CN->CN->CN).
+``learning_curves.csv`` (training loss and held-out NLL every ``eval_every`` steps) and
+``roi_means.png`` (mean SUVR over the visits, affected and unaffected ROIs, per model and the real
+reference, under CN->MCI->AD and CN->CN->CN).
 
 Run::
 
@@ -431,7 +432,7 @@ def figure(means: pd.DataFrame, path: Path) -> None:
     groups = list(dict.fromkeys(means.rois))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
     colours = {"real": "black", "cinn": "tab:blue", "crow": "tab:orange", "crow_tcg": "tab:green"}
-    for ax, g in zip(axes[0], groups):
+    for ax, g in zip(axes[0], groups, strict=True):
         for (model, contrast), part in means[means.rois == g].groupby(["model", "path"]):
             ax.plot(part.visit, part.mean_suvr, "-" if contrast == "progression" else "--", marker="o", color=colours.get(model, "grey"),
                     label=f"{LABELS.get(model, model)}, {'CN-MCI-AD' if contrast == 'progression' else 'CN-CN-CN'}")  # fmt: skip

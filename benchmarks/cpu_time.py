@@ -33,8 +33,8 @@ PEERS = os.environ.get("BENCH_PEERS", os.path.join(os.path.dirname(ROOT), "share
 sys.path.insert(0, PEERS)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common
-from summarize import OURS, fastest, is_peer, peers_for
+import common  # noqa: E402 - the harness's helpers, importable only once PEERS is on sys.path
+from summarize import OURS, fastest, is_peer, peers_for  # noqa: E402 - as above
 
 # ----------------------------------------------------------------------------- the benchmarks' configurations
 # Each returns [(label, cfg, names)]: the groups of cases timed together, with the harness's own

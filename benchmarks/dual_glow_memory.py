@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         runs[mode] = json.loads(res.stdout.strip().splitlines()[-1])
     base = runs["baseline"]["peak_mib"]
-    diff = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(runs["plain"].pop("grad"), runs["checkpoint"].pop("grad")))
+    diff = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(runs["plain"].pop("grad"), runs["checkpoint"].pop("grad"), strict=True))
     result = {
         "config": {"size": args.size, "batch": args.batch, "threads": 1, "torch": torch.__version__},
         "baseline_peak_mib": base,

@@ -120,7 +120,7 @@ def run(args) -> dict:
         params = list(f.parameters())
         d = f.distribution()
         times, saved, peak = [], None, None
-        for rep in range(args.repeats):
+        for _ in range(args.repeats):
             f.zero_grad(set_to_none=True)
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -143,7 +143,7 @@ def run(args) -> dict:
             "loss": loss.item(),
         }
     rows[True]["recompute_mib"] = _mib(_unit_recompute_bytes(flows[True], x))
-    max_grad_diff = max((a - b).abs().max().item() for a, b in zip(grads[False], grads[True]))
+    max_grad_diff = max((a - b).abs().max().item() for a, b in zip(grads[False], grads[True], strict=True))
     config = {"shape": shape, "batch": args.batch, "levels": args.levels, "steps": args.steps, "hidden": args.hidden}
     config.update(device=str(device), threads=args.threads)
     return {
@@ -160,8 +160,14 @@ def run(args) -> dict:
 
 def table(r: dict) -> str:
     c, p, k = r["config"], r["plain"], r["checkpoint"]
-    head = f"`glow{tuple(c['shape'])}`, batch {c['batch']}, L={c['levels']}, K={c['steps']}, hidden {c['hidden']}, {c['device']}, {c['threads']} thread(s)"
-    peak = lambda row: "n/a (CPU)" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}"
+    head = (
+        f"`glow{tuple(c['shape'])}`, batch {c['batch']}, L={c['levels']}, K={c['steps']}, hidden {c['hidden']}, "
+        f"{c['device']}, {c['threads']} thread(s)"
+    )
+
+    def peak(row: dict) -> str:
+        return "n/a (CPU)" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}"
+
     lines = [
         head,
         "",

@@ -152,13 +152,18 @@ class Settings:
 
     def ae_tag(self) -> str:
         """Checkpoint name of the autoencoder: every setting that changes it."""
-        return f"{self.space}_n{self.n_train}_d{self.digits[0]}{self.digits[1]}_l{self.latent_dim}{f'_c{self.crop}' if self.space == 'glyph' else ''}_f{self.ae_frames}_e{self.ae_epochs}"
+        return (
+            f"{self.space}_n{self.n_train}_d{self.digits[0]}{self.digits[1]}_l{self.latent_dim}"
+            f"{f'_c{self.crop}' if self.space == 'glyph' else ''}_f{self.ae_frames}_e{self.ae_epochs}"
+        )
 
     def tag(self, name: str) -> str:
         """Checkpoint name: every setting that changes the fit of model ``name``."""
         return (
-            f"{name}_{self.space}{self.latent_dim if self.space != 'pixels' else ''}{f'c{self.crop}' if self.space == 'glyph' else ''}_n{self.n_train}_d{self.digits[0]}{self.digits[1]}_b{self.num_blocks}_h{self.hidden_size}"
-            f"_f{self.hidden_features}x{self.res_blocks}_eps{self.eps:g}{'_ctx' if self.context else ''}_xn{self.x_noise:g}_it{self.steps}_bs{self.batch}_lr{self.lr:g}-{self.lr_final:g}"
+            f"{name}_{self.space}{self.latent_dim if self.space != 'pixels' else ''}{f'c{self.crop}' if self.space == 'glyph' else ''}"
+            f"_n{self.n_train}_d{self.digits[0]}{self.digits[1]}_b{self.num_blocks}_h{self.hidden_size}"
+            f"_f{self.hidden_features}x{self.res_blocks}_eps{self.eps:g}{'_ctx' if self.context else ''}_xn{self.x_noise:g}"
+            f"_it{self.steps}_bs{self.batch}_lr{self.lr:g}-{self.lr_final:g}"
         )
 
 
@@ -479,7 +484,10 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         densities += [
             {"model": name, "frame": t + 1, "generated_log_density": v, "test_nll": nll[t]} for t, v in enumerate(m["density_by_frame"])
         ]
-        path = f"{settings.digits[0]}->{settings.digits[1]} and back, switch at frame {settings.switch + 1}, {settings.n_generate} sequences each, tau {settings.temperature:g}"
+        path = (
+            f"{settings.digits[0]}->{settings.digits[1]} and back, switch at frame {settings.switch + 1}, "
+            f"{settings.n_generate} sequences each, tau {settings.temperature:g}"
+        )
         rows += [
             _row(name, "agreement_away", m["agreement_away"], BAR_AGREEMENT, f"bar >= {BAR_AGREEMENT}; {path}; switch frame excluded"),
             _row(name, "agreement_switch", m["agreement_switch"], None, "at the switch frame"),

@@ -126,8 +126,8 @@ QUICK = Settings(size=16, train_subjects=160, test_subjects=60, levels=2, steps=
 def make_dual(settings: Settings) -> DualGlow:
     shape = (1, settings.size, settings.size, settings.size)
     return DualGlow(shape, num_levels=settings.levels, num_steps=settings.steps, hidden_channels=settings.hidden,
-                    relation_hidden=settings.relation_hidden, side_features=1, source_top=settings.source_top, side_weight=settings.side_weight,
-                    checkpoint=settings.checkpoint)  # fmt: skip
+                    relation_hidden=settings.relation_hidden, side_features=1, source_top=settings.source_top,
+                    side_weight=settings.side_weight, checkpoint=settings.checkpoint)  # fmt: skip
 
 
 def features(pet: torch.Tensor, rois: torch.Tensor) -> np.ndarray:
@@ -176,7 +176,7 @@ def roi_age_sweep(dual: DualGlow, mri, rois, disease, settings: Settings, seed: 
 def plot_fig7(sweep: pd.DataFrame, path: Path) -> None:
     plt = plt_agg()
     fig, axes = plt.subplots(1, len(ROI_NAMES), figsize=(3.2 * len(ROI_NAMES), 2.8), sharey=True)
-    for ax, name in zip(axes, ROI_NAMES):
+    for ax, name in zip(axes, ROI_NAMES, strict=True):
         part = sweep[sweep.roi == name]
         for status, colour, label in ((0, "tab:blue", "CN"), (1, "tab:red", "AD")):
             grp = part[part.disease == status].groupby("age").generated
@@ -226,8 +226,8 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         torch.manual_seed(seed)
         dual = make_dual(settings)
         t0 = time.perf_counter()
-        hist = train_dual_glow(dual, ph.mri[tr], ph.pet[tr], ph.age[tr].unsqueeze(-1), settings.iterations, settings.batch, settings.lr, seed, progress,
-                               f"DUAL-GLOW {settings.size}^3")  # fmt: skip
+        hist = train_dual_glow(dual, ph.mri[tr], ph.pet[tr], ph.age[tr].unsqueeze(-1), settings.iterations, settings.batch, settings.lr,
+                               seed, progress, f"DUAL-GLOW {settings.size}^3")  # fmt: skip
         train_seconds = time.perf_counter() - t0
         dual.eval()
         perm = torch.roll(torch.arange(len(mri_te)), 1)

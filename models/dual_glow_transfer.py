@@ -435,7 +435,7 @@ def plot_age_sweep(sweep: pd.DataFrame, dual: DualGlow, xs, settings: Settings, 
     axes[0].set_xlabel("age (side information)")
     axes[0].set_ylabel("mean intensity")
     axes[0].legend(fontsize=7)
-    for ax, a in zip(axes[1:], ages):
+    for ax, a in zip(axes[1:], ages, strict=True):
         img = conditional_samples(dual, xs[:1], torch.full((1, 1), a), 1, settings.temperature, seed)[0, 0, 0]
         ax.imshow(img.numpy(), cmap="magma", vmin=0, vmax=1)
         ax.set_title(f"age {a:.1f}", fontsize=8)

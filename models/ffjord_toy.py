@@ -179,7 +179,7 @@ def solver(flow: torch.nn.Module, method: str, tol: float):
     try:
         yield flow
     finally:
-        for m, (method_, atol, rtol) in zip(cnfs(flow), saved):
+        for m, (method_, atol, rtol) in zip(cnfs(flow), saved, strict=True):
             m.method, m.atol, m.rtol = method_, atol, rtol
 
 
@@ -454,7 +454,8 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
             histories.append(history.assign(toy=toy, fit="pyro_svi"))
             rows.append(
                 _row(toy, "svi_test_nll", m["nll"], toy2d.ENTROPY[toy],
-                     f"Pyro likelihood pyro.sample('x', q, obs=x) under SVI, {settings.svi_iterations} steps; s.e. {m['nll_se']:.4f}; {evaluation}")
+                     f"Pyro likelihood pyro.sample('x', q, obs=x) under SVI, {settings.svi_iterations} steps; "
+                     f"s.e. {m['nll_se']:.4f}; {evaluation}")
             )  # fmt: skip
             # the Pyro likelihood and the plain log_prob agree on the test points
             x = test_points(toy, settings, seed)[:2000]

@@ -129,7 +129,7 @@ def evaluate_dataset(name: str, settings: Settings, seed: int, progress: bool):
         f"VAR({lags}{', differences' if difference else ''})": (var.mean(0), var),
     }
     scores = {}
-    for model, (point, samples) in forecasts.items():
+    for model, (_, samples) in forecasts.items():
         mean = samples.mean(0)
         scores[model] = {"mse": float(mse(mean, target)), "crps_sum": float(crps_sum(samples, target))}
     snaive = scores[f"seasonal-naive ({data.season})"]["crps_sum"]
@@ -161,7 +161,7 @@ def save_figure(panels, path: Path, window: int = 0) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
-    for ax, (data, forecasts) in zip(axes[0], panels):
+    for ax, (data, forecasts) in zip(axes[0], panels, strict=True):
         i = min(window, len(data.test_context) - 1)
         c, h = data.test_context.shape[1], data.test_future.shape[1]
         past, future = torch.arange(-c + 1, 1), torch.arange(1, h + 1)

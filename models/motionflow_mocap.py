@@ -188,7 +188,7 @@ def mpjpe_by_horizon(prediction: torch.Tensor, truth: torch.Tensor, labels: torc
     for k, action in enumerate(skeleton.ACTIONS):
         sel = labels == k
         err = mpjpe(prediction[sel], truth[sel], reduce_dims=(0,))  # (V,)
-        per_frame[action] = {ms: float(err[f - 1]) for ms, f in zip(HORIZONS_MS, frames)}
+        per_frame[action] = {ms: float(err[f - 1]) for ms, f in zip(HORIZONS_MS, frames, strict=True)}
     return per_frame
 
 
@@ -264,7 +264,7 @@ def save_figure(test: torch.Tensor, prediction: torch.Tensor, labels: torch.Tens
     fig, axes = plt.subplots(len(skeleton.ACTIONS), len(frames), figsize=(2 * len(frames), 2.4 * len(skeleton.ACTIONS)), squeeze=False)
     for k, action in enumerate(skeleton.ACTIONS):
         i = int((labels == k).nonzero()[0])
-        for c, (ms, f) in enumerate(zip(HORIZONS_MS, frames)):
+        for c, (ms, f) in enumerate(zip(HORIZONS_MS, frames, strict=True)):
             ax = axes[k][c]
             for pose, colour in ((test[i, observed + f - 1], "g"), (prediction[i, f - 1], "r")):
                 for j, parent in enumerate(skeleton.PARENTS):

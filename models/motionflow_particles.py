@@ -249,7 +249,10 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     train_norm, test_norm, test_raw, norm = load_data(settings, seed)
-    tag = f"seed{seed}_{settings.layout}_it{settings.iterations}_k{settings.num_steps}_h{settings.hidden_channels}_n{settings.noise:g}_c{settings.grad_clamp:g}"
+    tag = (
+        f"seed{seed}_{settings.layout}_it{settings.iterations}_k{settings.num_steps}_h{settings.hidden_channels}"
+        f"_n{settings.noise:g}_c{settings.grad_clamp:g}"
+    )
     checkpoint = None if settings == QUICK else out_dir / "checkpoints" / f"{tag}.pt"
     mf, history = train(settings, train_norm, seed, progress, checkpoint)
     train_time = time.perf_counter() - start

@@ -121,7 +121,10 @@ class Settings:
 
     def tag(self, K: int) -> str:
         """Checkpoint name part: every setting that changes the fit of ``K`` layers."""
-        return f"K{K}_it{self.steps}_b{self.batch}_lr{self.lr:g}-{self.lr_final:g}_an{self.anneal_fraction:g}-{self.beta0:g}_clip{self.clip_norm:g}"
+        return (
+            f"K{K}_it{self.steps}_b{self.batch}_lr{self.lr:g}-{self.lr_final:g}"
+            f"_an{self.anneal_fraction:g}-{self.beta0:g}_clip{self.clip_norm:g}"
+        )
 
 
 FULL = Settings()
@@ -413,7 +416,8 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
                 )  # fmt: skip
                 rows.append(
                     {**row, "metric": f"is_logz_K{K}", "value": m["is_log_z"], "reference": log_z,
-                     "source": f"quadrature log Z; IS from {settings.is_samples} samples, s.e. {m['is_se']:.4f}, ESS {100 * m['ess_share']:.0f}%{wall_note}"}
+                     "source": f"quadrature log Z; IS from {settings.is_samples} samples, s.e. {m['is_se']:.4f}, "
+                               f"ESS {100 * m['ess_share']:.0f}%{wall_note}"}
                 )  # fmt: skip
                 if name == "U1" and K == 32:
                     rows.append(
@@ -432,7 +436,8 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
             results[("U1", f"svi_K{settings.svi_K}")] = m
             histories.append(history.assign(energy="U1", K=settings.svi_K, fit="pyro_svi"))
             rows.append(
-                {"experiment": EXPERIMENT, "setting": "U1", "metric": f"svi_elbo_K{settings.svi_K}", "value": m["elbo"], "reference": m["log_z"],
+                {"experiment": EXPERIMENT, "setting": "U1", "metric": f"svi_elbo_K{settings.svi_K}", "value": m["elbo"],
+                 "reference": m["log_z"],
                  "source": f"Pyro SVI (factor model, planar guide), {settings.svi_steps} steps; MC s.e. {m['elbo_se']:.4f}"}
             )  # fmt: skip
     finally:

@@ -401,7 +401,10 @@ def default_frey_path() -> Path:
 
 def run_one(kind: str, seed: int, s: Settings, out_dir: Path, progress: bool = True, frey_path=None) -> dict:
     """Train and evaluate one (posterior kind, seed); cached in ``out_dir/runs``."""
-    tag = f"{s.dataset}{'_het' if s.heterogeneous else ''}_{kind}_s{seed}_z{s.latent_dim}_k{s.num_flows}_e{s.epochs}_h{'-'.join(map(str, s.hidden))}"
+    tag = (
+        f"{s.dataset}{'_het' if s.heterogeneous else ''}_{kind}_s{seed}_z{s.latent_dim}_k{s.num_flows}_e{s.epochs}"
+        f"_h{'-'.join(map(str, s.hidden))}"
+    )
     done = out_dir / "runs" / f"{tag}.json"
     if done.exists():
         return json.loads(done.read_text())

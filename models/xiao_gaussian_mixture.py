@@ -330,7 +330,7 @@ def result_rows(variant: str, mapping: str, metrics: dict) -> list[dict]:
         ),
     ]
     if "mode_shares" in metrics:
-        for mode, share in zip(modes_of_label(mapping, 0), metrics["mode_shares"]):
+        for mode, share in zip(modes_of_label(mapping, 0), metrics["mode_shares"], strict=True):
             rows.append(row(f"label0_share_mode{mode}", share, BARS["mode_share"], f"{BARS['mode_share']} +- {BARS['mode_share_tol']}"))
         rows.append(
             row("label0_share_elsewhere", metrics["elsewhere"], BARS["elsewhere"], f"< {BARS['elsewhere']} (true posterior: 0.011)")

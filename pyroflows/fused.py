@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import FunctionCtx
 
 _ENABLED = True
 
@@ -65,7 +66,7 @@ def applicable(*tensors: torch.Tensor | None) -> bool:
     return all(t.device.type == "cpu" for t in present) and any(t.requires_grad for t in present)
 
 
-def _apply(fn: type[torch.autograd.Function], reference: Callable, *args):
+def _apply(fn: type[torch.autograd.Function], reference: Callable, *args: object) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """``fn.apply(*args)``, or ``reference(*args)`` under a ``torch.func`` transform or forward-mode
     AD, which the hand-written nodes do not support (torch refuses them before any work is done)."""
     try:
@@ -80,12 +81,12 @@ def _apply(fn: type[torch.autograd.Function], reference: Callable, *args):
 def _differentiable_backward(reference: Callable, inputs: Sequence, needs: Sequence[bool], grads: Sequence) -> tuple:
     """The backward of ``reference`` at ``inputs`` with a graph (double backward): gradients of the
     inputs that need one, None for the others."""
-    wanted = [t for t, need in zip(inputs, needs) if need and torch.is_tensor(t)]
+    wanted = [t for t, need in zip(inputs, needs, strict=True) if need and torch.is_tensor(t)]
     with torch.enable_grad():
         outs = reference(*inputs)
     outs = outs if isinstance(outs, tuple) else (outs,)
     got = iter(torch.autograd.grad(outs, wanted, grads, create_graph=True, allow_unused=True, materialize_grads=True))
-    return tuple(next(got) if need and torch.is_tensor(t) else None for t, need in zip(inputs, needs))
+    return tuple(next(got) if need and torch.is_tensor(t) else None for t, need in zip(inputs, needs, strict=True))
 
 
 def mm_narrow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -112,7 +113,7 @@ def relu_mlp_reference(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
 
 class _ReLUMLP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, *params):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         n = len(params) // 2
         acts, h = [x], x
         for i in range(n):
@@ -125,7 +126,7 @@ class _ReLUMLP(torch.autograd.Function):
         return h
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         saved, n = ctx.saved_tensors, ctx.n
         acts, params = saved[:n], saved[n:]
         needs = ctx.needs_input_grad
@@ -180,7 +181,9 @@ def relu_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 class _Planar(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, reference, parameters, x, u, w, b):
+    def forward(
+        ctx: FunctionCtx, reference: Callable, parameters: Callable, x: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         shared = w.dim() == 1
         u_hat, kappa = parameters(u, w)
         pre = torch.addmv(b, x, w) if shared else (x * w).sum(-1) + b[:, 0]
@@ -193,7 +196,7 @@ class _Planar(torch.autograd.Function):
         return y, torch.log(slope)
 
     @staticmethod
-    def backward(ctx, g_y, g_l):
+    def backward(ctx: FunctionCtx, g_y: torch.Tensor, g_l: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, u, w, b, th, slope, u_hat, kappa = ctx.saved_tensors
         needs = ctx.needs_input_grad[2:]
         if torch.is_grad_enabled():
@@ -223,7 +226,9 @@ class _Planar(torch.autograd.Function):
         return None, None, g_x, (g_u if needs[1] else None), (g_w if needs[2] else None), g_b
 
 
-def planar(reference: Callable, parameters: Callable, x: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor):
+def planar(
+    reference: Callable, parameters: Callable, x: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     r"""``(y, log|det J|)`` of the forward planar map :math:`y = x + \hat u \tanh(w^\top x + b)` as one
     node, or None where it does not apply (then call ``reference``).
 

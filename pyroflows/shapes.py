@@ -29,7 +29,9 @@ def broadcast_shapes(a: Sequence[int], b: Sequence[int]) -> torch.Size:
     return torch.Size(out)
 
 
-def broadcast_batch(x: torch.Tensor, x_event_dim: int, c: torch.Tensor | None, c_event_dim: int):
+def broadcast_batch(
+    x: torch.Tensor, x_event_dim: int, c: torch.Tensor | None, c_event_dim: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Expand ``x`` and ``c`` to their common batch shape (trailing event dims untouched)."""
     if c is None:
         return x, c
@@ -44,7 +46,7 @@ def broadcast_batch(x: torch.Tensor, x_event_dim: int, c: torch.Tensor | None, c
     return x, c
 
 
-def flatten_batch(x: torch.Tensor, event_dim: int):
+def flatten_batch(x: torch.Tensor, event_dim: int) -> tuple[torch.Tensor, torch.Size]:
     """Reshape ``batch + event`` to ``(N,) + event``; returns the tensor and the batch shape."""
     batch = batch_shape_of(x, event_dim)
     return x.reshape((-1,) + x.shape[x.dim() - event_dim :]), batch

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from pyro.infer.util import is_validation_enabled as pyro_validation_enabled
@@ -36,7 +36,7 @@ def is_validation_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def validation(enabled: bool):
+def validation(enabled: bool) -> Iterator[None]:
     """Context manager that sets :func:`set_validation` for the duration of a block."""
     previous = _VALIDATE
     set_validation(enabled)
@@ -52,7 +52,7 @@ def _fmt_shape(shape: Sequence[int | None]) -> str:
 
 def check_tensor(
     name: str,
-    value,
+    value: object,
     event_shape: Sequence[int | None] | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | None = None,
@@ -68,7 +68,7 @@ def check_tensor(
     if event_shape is not None:
         k = len(event_shape)
         trailing = tuple(value.shape[value.dim() - k :]) if value.dim() >= k else None
-        if trailing is None or any(e is not None and e != s for e, s in zip(event_shape, trailing)):
+        if trailing is None or any(e is not None and e != s for e, s in zip(event_shape, trailing, strict=True)):
             raise ValueError(
                 f"{name}: expected shape (..., {_fmt_shape(event_shape)[1:-1].rstrip(',')}) with event shape "
                 f"{_fmt_shape(event_shape)}, got {tuple(value.shape)}"
@@ -83,7 +83,7 @@ def check_tensor(
             raise ValueError(f"{name}: expected finite values, got {bad} NaN or inf entries in a tensor of shape {tuple(value.shape)}")
 
 
-def check_size(name: str, value, minimum: int = 1) -> int:
+def check_size(name: str, value: object, minimum: int = 1) -> int:
     """``value`` as an int, or a ``ValueError`` naming ``name`` unless it is an integer ``>= minimum``
     (a size, width, count or number of steps)."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):
@@ -94,7 +94,7 @@ def check_size(name: str, value, minimum: int = 1) -> int:
     return value
 
 
-def check_sizes(name: str, values, minimum: int = 1) -> tuple[int, ...]:
+def check_sizes(name: str, values: object, minimum: int = 1) -> tuple[int, ...]:
     """A sequence of sizes (hidden widths) as a tuple of ints, each checked as by :func:`check_size`."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise ValueError(f"{name}: expected a sequence of integers >= {minimum}, got {values!r}")
@@ -109,7 +109,7 @@ def check_sizes(name: str, values, minimum: int = 1) -> tuple[int, ...]:
 EVENT_KINDS = {1: "vectors", 2: "sequences (T, D)", 3: "images (C, H, W)", 4: "volumes (C, D, H, W)"}
 
 
-def check_event_dim(event_dim, allowed=(1, 2, 3, 4)) -> int:
+def check_event_dim(event_dim: object, allowed: Sequence[int] = (1, 2, 3, 4)) -> int:
     """``event_dim`` as an int, or a ``ValueError`` naming the allowed values and what they mean."""
     if isinstance(event_dim, bool) or not hasattr(event_dim, "__index__") or operator.index(event_dim) not in allowed:
         kinds = ", ".join(f"{k} ({EVENT_KINDS[k]})" for k in allowed)
@@ -117,7 +117,7 @@ def check_event_dim(event_dim, allowed=(1, 2, 3, 4)) -> int:
     return operator.index(event_dim)
 
 
-def check_positive(name: str, value, allow_none: bool = False) -> float | None:
+def check_positive(name: str, value: object, allow_none: bool = False) -> float | None:
     """``value`` as a float, or a ``ValueError`` naming ``name`` unless it is a finite number ``> 0``
     (or None where ``allow_none``)."""
     if value is None and allow_none:
@@ -139,7 +139,8 @@ def transformed(value: torch.Tensor) -> bool:
 
 def check_broadcast(name: str, batch: Sequence[int], other_name: str, other_batch: Sequence[int]) -> None:
     """Raise naming ``name`` when the batch shape ``batch`` does not broadcast with ``other_batch``."""
-    for a, b in zip(reversed(tuple(batch)), reversed(tuple(other_batch))):
+    # the shapes align on the right; the longer one's extra leading dims broadcast with anything
+    for a, b in zip(reversed(tuple(batch)), reversed(tuple(other_batch)), strict=False):
         if a != b and a != 1 and b != 1:
             raise ValueError(
                 f"{name}: batch shape {tuple(batch)} does not broadcast with the batch shape {tuple(other_batch)} of {other_name}"

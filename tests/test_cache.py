@@ -41,7 +41,7 @@ def test_a_batch_buffer_refilled_in_place_gets_its_own_log_prob(name):
     batches = [3.0 * torch.randn(8, 3, dtype=F64, generator=g) for _ in range(3)]
     want = [d.log_prob(batch) for batch in batches]
     buf = torch.empty(8, 3, dtype=F64)
-    for batch, w in zip(batches, want):
+    for batch, w in zip(batches, want, strict=True):
         buf.copy_(batch)
         got = d.log_prob(buf)
         assert torch.allclose(got, w, atol=1e-10), f"{name}: {(got - w).abs().max():.3g} nats off"

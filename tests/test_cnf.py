@@ -210,7 +210,7 @@ def test_adjoint_gradients_match_backpropagation():
         loss.backward()
         grads.append([x.grad, c.grad] + [p.grad for p in flow.parameters()])
         assert (flow.nfe_backward > 0) == adjoint
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
 
 

@@ -20,6 +20,7 @@ import pkgutil
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,10 @@ def test_docs_have_pages():
 
 @pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=_rel)
 def test_page_examples_run(page, clean_state):
-    namespace = {"__name__": f"docs_example_{page.stem}"}
+    # a module of its own, as a script's __main__ is, so that classes a page defines pickle
+    module = types.ModuleType(f"docs_example_{page.stem}")
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
     for line, code in _blocks(page):
         if code.lstrip().startswith(_SKIP):
             continue

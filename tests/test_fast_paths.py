@@ -105,7 +105,7 @@ def test_mlp_matches_plain_modules(context, hidden):
     assert torch.allclose(y, y_ref)
     g = torch.autograd.grad(y.square().sum(), [x, *net.parameters()])
     g_ref = torch.autograd.grad(y_ref.square().sum(), [x, *net.parameters()])
-    for a, b in zip(g, g_ref):
+    for a, b in zip(g, g_ref, strict=True):
         assert torch.allclose(a, b)
 
 

@@ -276,7 +276,7 @@ def test_svi_step_is_the_plain_step():
     torch.manual_seed(3)
     start = ft.make_flow(settings).state_dict()  # the fits' initial flow (same seed)
     moved = 0.0
-    for (name, a), b in zip(svi_flow.named_parameters(), plain_flow.parameters()):
+    for (name, a), b in zip(svi_flow.named_parameters(), plain_flow.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
         moved = max(moved, float((a.detach() - start[name]).abs().max()))
     assert moved > 1e-3  # the steps did move the flow
@@ -292,7 +292,7 @@ def test_checkpoint_reloads_a_finished_fit(tmp_path):
     flow, history = ft.fit_flow("moons", settings, seed=0, checkpoint=path, progress=False)
     assert path.exists()
     again, history2 = ft.fit_flow("moons", settings, seed=5, checkpoint=path, progress=False)  # state from the file
-    for a, b in zip(flow.parameters(), again.parameters()):
+    for a, b in zip(flow.parameters(), again.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     assert history.equals(history2)
 

@@ -98,7 +98,7 @@ def _simulate_var(a, c, chol, steps, generator):
     v = torch.zeros(steps + 100, dim, dtype=torch.float64)
     noise = torch.randn(steps + 100, dim, generator=generator, dtype=torch.float64) @ chol.T
     for t in range(lags, steps + 100):
-        v[t] = c + sum(a[l] @ v[t - 1 - l] for l in range(lags)) + noise[t]
+        v[t] = c + sum(a[lag] @ v[t - 1 - lag] for lag in range(lags)) + noise[t]
     return v[100:]
 
 

@@ -128,11 +128,11 @@ def test_packed_latent_layout_and_glow_likelihood(shape):
     parts, logp = _encode_by_hand(flow, x)
     got = flow.unpack(z)
     assert [p.shape for p in got] == [p.shape for p in parts]
-    for a, b in zip(got, parts):
+    for a, b in zip(got, parts, strict=True):
         assert torch.allclose(a, b, atol=1e-10)
     # packing is a fixed rearrangement: exact both ways
     assert torch.equal(flow.pack(got), z)
-    assert all(torch.equal(a, b) for a, b in zip(flow.unpack(flow.pack(parts)), parts))
+    assert all(torch.equal(a, b) for a, b in zip(flow.unpack(flow.pack(parts)), parts, strict=True))
     # a standard Normal over the packed latent gives Glow's likelihood with its learned priors
     assert torch.allclose(flow.distribution().log_prob(x), logp, atol=1e-9)
     # the whole multi-scale map round-trips
@@ -204,15 +204,21 @@ class _Saved:
 def test_checkpoint_gives_the_same_gradients(kind):
     if kind == "image":
         shape, ctx = (2, 8, 8), None
-        make = lambda ck: glow(shape, 2, 2, 8, checkpoint=ck)
+
+        def make(ck):
+            return glow(shape, 2, 2, 8, checkpoint=ck)
+
     else:
         shape, ctx = (1, 4, 4, 4), (2, 4, 4, 4)
-        make = lambda ck: conditional_glow(shape, ctx, 2, 2, 4, checkpoint=ck)
+
+        def make(ck):
+            return conditional_glow(shape, ctx, 2, 2, 4, checkpoint=ck)
+
     torch.manual_seed(0)
     plain = make(False).double()
     torch.manual_seed(0)
     ckpt = make(True).double()
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), ckpt.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), ckpt.state_dict().values(), strict=True))
     g = torch.Generator().manual_seed(1)
     x = torch.randn((3,) + shape, generator=g, dtype=torch.float64)
     c = None if ctx is None else torch.randn((3,) + ctx, generator=g, dtype=torch.float64)
@@ -232,7 +238,7 @@ def test_checkpoint_gives_the_same_gradients(kind):
         loss.backward()
         saved[name] = rec.bytes
         grads[name] = [p.grad for p in flow.parameters()] + [xi.grad] + ([] if ci is None else [ci.grad])
-    for a, b in zip(grads["plain"], grads["checkpoint"]):
+    for a, b in zip(grads["plain"], grads["checkpoint"], strict=True):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)
     # the second half of the loss (after initialisation) ran checkpointed: less was stored
     assert saved["checkpoint"] < saved["plain"]

@@ -64,8 +64,13 @@ def test_the_generated_paths_bounce():
 def test_test_split_uses_other_glyphs():
     train = moving_digits(300, split="train", seed=0)
     test = moving_digits(300, split="test", seed=0)
-    corner = lambda d: np.rint(d.positions[:, 0]).astype(int)
-    crops = lambda d: {d.images[i, 0, r : r + 8, c : c + 8].tobytes() for i, (r, c) in enumerate(corner(d))}
+
+    def corner(d):
+        return np.rint(d.positions[:, 0]).astype(int)
+
+    def crops(d):
+        return {d.images[i, 0, r : r + 8, c : c + 8].tobytes() for i, (r, c) in enumerate(corner(d))}
+
     assert not crops(train) & crops(test)
 
 

@@ -234,7 +234,7 @@ def test_fit_checkpoint_reloads_a_finished_fit(tmp_path):
     flow, history = pe.fit_flow(U, 2, settings, seed=0, checkpoint=path, progress=False)
     assert path.exists()
     again, history2 = pe.fit_flow(U, 2, settings, seed=5, checkpoint=path, progress=False)  # other seed: state comes from the file
-    for a, b in zip(flow.parameters(), again.parameters()):
+    for a, b in zip(flow.parameters(), again.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     assert history.equals(history2)
 

@@ -1,7 +1,8 @@
 """Planar, radial and Sylvester flows: what the shared suite does not check.
 
-The orthonormal polar factor (and that validation never changes it), the invertibility constraints at random parameters, the numerical inverses
-far from initialisation, log-dets away from initialisation, and agreement of each Sylvester kind
+The orthonormal polar factor (and that validation never changes it), the invertibility constraints
+at random parameters, the numerical inverses far from initialisation, log-dets away from
+initialisation, and agreement of each Sylvester kind
 with the formula written out with an explicit ``Q``.
 """
 
@@ -337,7 +338,7 @@ def test_conditional_householder_matches_per_sample_explicit_q():
                 q = q @ (torch.eye(3, dtype=F64) - 2 * torch.outer(vk, vk) / vk.dot(vk))
             assert torch.allclose(q_matrices[i], q, atol=1e-12)
             single = T.sylvester(3, "householder", num_householder=2).double()
-            for name, value in zip(["q", "r", "d1", "d2", "b"], [v[i], r[i], d1[i], d2[i], b[i]]):
+            for name, value in zip(["q", "r", "d1", "d2", "b"], [v[i], r[i], d1[i], d2[i], b[i]], strict=True):
                 getattr(single.params, name).copy_(value)
             r1, r2 = _explicit_triangles(single.params)
             assert torch.allclose(y[i], _formula(x[i : i + 1], q, r1, r2, b[i])[0], atol=1e-12)
@@ -447,7 +448,7 @@ def test_fused_planar_matches_reference_with_exact_derivatives(shared):
     b = torch.randn((1,) if shared else (n, 1), dtype=torch.float64, requires_grad=True)
     out = fast(x, u, w, b)
     assert out[0].grad_fn.next_functions[0][0].name().endswith("_PlanarBackward")  # the hand-written node ran
-    for got, want in zip(out, planar_map(x, u, w, b)):
+    for got, want in zip(out, planar_map(x, u, w, b), strict=True):
         assert torch.allclose(got, want, atol=1e-12)
     assert torch.autograd.gradcheck(fast, (x, u, w, b))
     assert torch.autograd.gradgradcheck(fast, (x, u, w, b))

@@ -55,7 +55,10 @@ def test_actions_differ_in_what_moves():
     assert bool((wave[:, :, wrist, 1] > wave[:, :, head, 1] - 200).float().mean() > 0.9)
     # running is faster than walking: more motion per frame
     run = skeleton.simulate("running", 20, 50, noise=0.0)
-    speed = lambda x: float(x.diff(dim=1).norm(dim=-1).mean())
+
+    def speed(x):
+        return float(x.diff(dim=1).norm(dim=-1).mean())
+
     assert speed(run) > 1.5 * speed(walk)
 
 

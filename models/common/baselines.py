@@ -99,7 +99,7 @@ class GaussianVAR:
     def _design(self, v: torch.Tensor) -> torch.Tensor:
         """Rows :math:`(1, v_{t-1}, \\dots, v_{t-p})` for every t with a full lag window, shape ``(N, 1 + pD)``."""
         n = v.shape[-2] - self.lags
-        lagged = [v[..., self.lags - l : self.lags - l + n, :] for l in range(1, self.lags + 1)]
+        lagged = [v[..., self.lags - lag : self.lags - lag + n, :] for lag in range(1, self.lags + 1)]
         ones = torch.ones(v.shape[:-2] + (n, 1), dtype=v.dtype, device=v.device)
         return torch.cat([ones] + lagged, -1)
 

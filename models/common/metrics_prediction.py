@@ -65,7 +65,8 @@ def _check_samples(samples: torch.Tensor, target: torch.Tensor, sample_dim: int)
         fits = False
     if not fits:
         raise ValueError(
-            f"target: expected a shape that broadcasts to {tuple(rest)} (samples {tuple(samples.shape)} without dim {dim}), got {tuple(target.shape)}"
+            f"target: expected a shape that broadcasts to {tuple(rest)} (samples {tuple(samples.shape)} without dim {dim}), "
+            f"got {tuple(target.shape)}"
         )
     return dim
 
@@ -128,7 +129,8 @@ def crps_sum(samples: torch.Tensor, target: torch.Tensor, normalize: bool = Fals
     """
     if samples.dim() < 2 or target.dim() < 1 or samples.shape[-1] != target.shape[-1]:
         raise ValueError(
-            f"samples, target: expected shapes (S, ..., D) and (..., D) with the same D, got {tuple(samples.shape)} and {tuple(target.shape)}"
+            f"samples, target: expected shapes (S, ..., D) and (..., D) with the same D, "
+            f"got {tuple(samples.shape)} and {tuple(target.shape)}"
         )
     total = target.sum(-1)
     score = crps(samples.sum(-1), total, 0, fair).mean()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import arviz as az
 import numpy as np
@@ -68,7 +69,9 @@ def _plates_of(site: dict) -> dict[int, str]:
     return {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None and f.name != PARTICLE_PLATE}
 
 
-def _split(site: dict, value: torch.Tensor, event_dim: int, particle_dim: int | None, num: int | None = None):
+def _split(
+    site: dict, value: torch.Tensor, event_dim: int, particle_dim: int | None, num: int | None = None
+) -> tuple[np.ndarray, list[tuple[str, str | None]]]:
     """Drop the singleton batch dims that belong to no plate of the site. Returns the array (``num``
     draws first when ``particle_dim`` is given) and one spec per remaining non-draw dim."""
     value = value.detach()
@@ -104,7 +107,7 @@ def _split(site: dict, value: torch.Tensor, event_dim: int, particle_dim: int | 
 class _Group:
     """Arrays of one InferenceData group, gathered chunk by chunk."""
 
-    def __init__(self, with_draws: bool = True):
+    def __init__(self, with_draws: bool = True) -> None:
         self.parts: dict[str, list[np.ndarray]] = {}
         self.specs: dict[str, list] = {}
         self.with_draws = with_draws
@@ -123,7 +126,7 @@ class _Group:
         return out
 
 
-def _check_mapping(name: str, value, expected: str):
+def _check_mapping(name: str, value: object, expected: str) -> dict:
     if value is not None and not isinstance(value, Mapping):
         raise TypeError(f"{name}: expected {expected} or None, got {type(value).__name__}")
     return dict(value or {})
@@ -132,7 +135,7 @@ def _check_mapping(name: str, value, expected: str):
 def to_inference_data(
     model: Callable,
     guide: Callable,
-    *args,
+    *args: Any,
     num_samples: int = 1000,
     num_chains: int = 1,
     dims: Mapping[str, Sequence[str]] | None = None,
@@ -143,7 +146,7 @@ def to_inference_data(
     chunk_size: int | None = None,
     max_plate_nesting: int | None = None,
     vectorize: bool = True,
-    **kwargs,
+    **kwargs: Any,
 ) -> az.InferenceData:
     r"""Draws of a fitted guide, with the model's densities, as an ``arviz.InferenceData``.
 
@@ -268,7 +271,7 @@ def _dim_names(groups: dict[str, _Group], dims: dict) -> dict[str, dict[str, lis
     return out
 
 
-def _assemble(groups, num_chains, dims, coords, data_plate, total) -> az.InferenceData:
+def _assemble(groups: dict[str, _Group], num_chains: int, dims: dict, coords: dict, data_plate: str | None, total: int) -> az.InferenceData:
     names = _dim_names(groups, dims)
     datasets = {}
     for key, group in groups.items():

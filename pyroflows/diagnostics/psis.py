@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import arviz as az
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ..infer.importance import log_importance_weights
@@ -59,7 +61,7 @@ def good_k_threshold(num_samples: int) -> float:
     return min(1.0 - 1.0 / math.log10(num_samples), K_OK)
 
 
-def k_category(k):
+def k_category(k: npt.ArrayLike) -> str | np.ndarray:
     """The label of each :math:`\\hat k`: ``"good"``, ``"ok"``, ``"bad"`` or ``"very bad"``.
 
     Example::
@@ -72,7 +74,7 @@ def k_category(k):
     return str(labels) if labels.ndim == 0 else labels
 
 
-def pareto_k_from_log_weights(log_weights, axis: int = 0):
+def pareto_k_from_log_weights(log_weights: torch.Tensor | npt.ArrayLike, axis: int = 0) -> float | np.ndarray:
     r"""PSIS :math:`\hat k` of log importance weights, computed with ``arviz.psislw`` (``reff=1``:
     the draws are independent).
 
@@ -116,13 +118,13 @@ def pareto_k_from_log_weights(log_weights, axis: int = 0):
 def pareto_k(
     model: Callable,
     guide: Callable,
-    *args,
+    *args: Any,
     num_samples: int = 1000,
     chunk_size: int | None = None,
     data_plate: str | None = None,
     max_plate_nesting: int | None = None,
-    **kwargs,
-):
+    **kwargs: Any,
+) -> float | np.ndarray:
     r"""PSIS :math:`\hat k` of a guide's importance weights for a model.
 
     One :math:`\hat k` for the joint weights of a guide over global latents; with ``data_plate``

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from pyro.distributions import TransformedDistribution
-from pyro.distributions.conditional import ConditionalTransformedDistribution
+from pyro.distributions.conditional import ConditionalDistribution, ConditionalTransform, ConditionalTransformedDistribution
+from torch.distributions import Distribution, Transform
 
 
 class ConditionalFlowDistribution(ConditionalTransformedDistribution):
@@ -30,7 +33,12 @@ class ConditionalFlowDistribution(ConditionalTransformedDistribution):
         torch.Size([4, 5, 2])
     """
 
-    def __init__(self, base_dist, transforms, context_event_dim: int = 1):
+    def __init__(
+        self,
+        base_dist: Distribution | ConditionalDistribution,
+        transforms: Iterable[Transform | ConditionalTransform],
+        context_event_dim: int = 1,
+    ) -> None:
         super().__init__(base_dist, transforms)
         self.context_event_dim = context_event_dim
 

@@ -34,14 +34,20 @@ Y. Amit, "A method to model conditional distributions with normalizing flows", 2
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 import torch.nn as nn
 from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.conditional import ConditionalDistribution
 
 from ..flows.crow_blocks import ConditionalCRowTransform, CRowArchitecture, CRowTransform, crow_architecture
+from ..transforms.parameterized import ConditionedFlow
 from ..validation import check_tensor
 from .relaxed_conditional_flow import RelaxedLatent
+
+_EMPTY_SHAPE = torch.Size()  # the default sample shape (a torch.Size is immutable: one shared instance)
 
 
 class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
@@ -98,8 +104,8 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
         architecture: CRowArchitecture | None = None,
         context: bool = False,
         flow: CRowTransform | ConditionalCRowTransform | None = None,
-        **fields,
-    ):
+        **fields: Any,
+    ) -> None:
         super().__init__()
         self._set_sizes(x_dim, y_dim, z_dim, eps, pad_noise)
         if flow is None:
@@ -120,20 +126,24 @@ class CRow(RelaxedLatent, nn.Module, ConditionalDistribution):
         if steps is not None and value.shape[-2] != steps:
             raise ValueError(f"{name}: expected {steps} time steps (those of y), got {value.shape[-2]} in shape {tuple(value.shape)}")
 
-    def _transform(self, y: torch.Tensor | None):
+    def _transform(self, y: torch.Tensor | None) -> CRowTransform | ConditionedFlow:
         if not self.context:
             return self.flow
         if y is None:
             raise ValueError("y: a CRow with context=True feeds y to its subnetworks, so encode/decode need y")
         return self.flow.condition(y)
 
-    def encode(self, x_hat: torch.Tensor, state=None, y: torch.Tensor | None = None):
+    def encode(
+        self, x_hat: torch.Tensor, state: Sequence[tuple[torch.Tensor, ...] | None] | None = None, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]] | None]:
         r"""The paper's forward map on padded sequences ``(..., T, dim)``: ``(latent [z_t, c_t],
         per-step log|det df_t/dx_t| of shape batch + (T,), final hidden states)``; ``y`` is needed
         (and only used) with ``context``."""
         return self._transform(y).encode(x_hat, state)
 
-    def decode(self, latent: torch.Tensor, state=None, y: torch.Tensor | None = None):
+    def decode(
+        self, latent: torch.Tensor, state: Sequence[tuple[torch.Tensor, ...] | None] | None = None, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]] | None]:
         r"""The inverse, forward in time: ``(padded sequence, per-step log-dets, final hidden states)``."""
         return self._transform(y).decode(latent, state)
 
@@ -181,11 +191,11 @@ class CRowConditional(TorchDistribution):
     support = constraints.independent(constraints.real, 2)
     has_rsample = True
 
-    def __init__(self, parent: CRow, y: torch.Tensor, pad_noise: bool, validate_args=None):
+    def __init__(self, parent: CRow, y: torch.Tensor, pad_noise: bool, validate_args: bool | None = None) -> None:
         self.parent, self.y, self.pad_noise = parent, y, pad_noise
         super().__init__(y.shape[:-2], torch.Size((y.shape[-2], parent.x_dim)), validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: Sequence[int], _instance: CRowConditional | None = None) -> CRowConditional:
         batch_shape = torch.Size(batch_shape)
         return CRowConditional(self.parent, self.y.expand(batch_shape + self.y.shape[-2:]), self.pad_noise)
 
@@ -197,14 +207,14 @@ class CRowConditional(TorchDistribution):
         """The sequence log-density, the sum of :meth:`step_log_prob` over time."""
         return self.step_log_prob(x).sum(-1)
 
-    def _latent(self, sample_shape):
+    def _latent(self, sample_shape: Sequence[int]) -> torch.Tensor:
         p, y = self.parent, self.y
         shape = torch.Size(sample_shape) + y.shape[:-1]
         z = torch.randn(shape + (p.z_dim,), dtype=y.dtype, device=y.device)
         c = y + p.eps * torch.randn(shape + (p.y_dim,), dtype=y.dtype, device=y.device)
         return torch.cat([z, c], dim=-1)
 
-    def rsample_with_step_log_prob(self, sample_shape=torch.Size()):
+    def rsample_with_step_log_prob(self, sample_shape: Sequence[int] = _EMPTY_SHAPE) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``(x, step_log_prob)``: sequences generated forward in time and, from the same pass, the
         per-step :math:`\log p(\hat x_t \mid \hat x_{<t}, y_{\le t})` of the generated (padded) frames
         (the density the paper shows above each generated frame)."""
@@ -212,6 +222,6 @@ class CRowConditional(TorchDistribution):
         x_hat, logdet, _ = self.parent.decode(latent, y=self.y)
         return x_hat[..., : self.parent.x_dim], self.parent.relaxed_log_prob(latent, logdet, self.y)
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: Sequence[int] = _EMPTY_SHAPE) -> torch.Tensor:
         x_hat, _, _ = self.parent.decode(self._latent(sample_shape), y=self.y)
         return x_hat[..., : self.parent.x_dim]

@@ -100,7 +100,7 @@ class SideDiscriminator(nn.Module):
         alpha: float = 1.0,
         event_dim: int = 3,
         bound: float = 3.0,
-    ):
+    ) -> None:
         super().__init__()
         self.event_dim, self.bound = int(event_dim), float(bound)
         self.reversal = GradientReversal(alpha) if reverse else None
@@ -155,7 +155,7 @@ class DualGlow(nn.Module, ConditionalDistribution):
         clamp: float | None = 3.0,
         prior_clamp: float | None = 5.0,
         checkpoint: bool = False,
-    ):
+    ) -> None:
         super().__init__()
         self.source_shape = as_shape(source_shape)
         self.target_shape = self.source_shape if target_shape is None else as_shape(target_shape)
@@ -230,7 +230,8 @@ class DualGlow(nn.Module, ConditionalDistribution):
             raise ValueError("side_features: this model has no discriminators (side_features=0)")
         parts = self.source.unpack(self.source.inv(x_m))
         top_p = self.target.unpack(self.target.inv(x_p))[-1]
-        preds = [disc(part) for disc, part in zip(self.discriminators, parts)]
+        # one discriminator per level of f_m, and one more (the last) for the top of f_p
+        preds = [disc(part) for disc, part in zip(self.discriminators, parts, strict=False)]
         return preds + [self.discriminators[-1](top_p)]
 
     def side_loss(self, x_m: torch.Tensor, x_p: torch.Tensor, side: torch.Tensor) -> torch.Tensor:

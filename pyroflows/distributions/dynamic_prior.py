@@ -23,6 +23,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn as nn
 from pyro.distributions.conditional import ConditionalDistribution
+from torch.distributions import Transform
 
 from ..flows.latent_dynamics import ConditionalLatentDynamics
 from ..validation import check_size
@@ -36,7 +37,9 @@ def check_temperature(temperature: float) -> float:
     return t
 
 
-def noise_distribution(ref: torch.Tensor, shape, temperature: float, transform):
+def noise_distribution(
+    ref: torch.Tensor, shape: Sequence[int], temperature: float, transform: Transform
+) -> dist.Delta | dist.TransformedDistribution:
     r"""``TransformedDistribution`` of :math:`\mathcal N(0, T^2 I)` over ``shape`` (the context's batch
     shape plus the event shape, created like ``ref``) through ``transform``; for :math:`T = 0` the
     ``Delta`` at the image of zero noise."""
@@ -80,13 +83,13 @@ class DynamicPrior(nn.Module, ConditionalDistribution):
         dilations: Sequence[int] = (1, 2, 4),
         clamp: float | None = 5.0,
         dynamics: ConditionalLatentDynamics | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.num_frames = check_size("num_frames", num_frames)
         self.dynamics = ConditionalLatentDynamics(frame_shape, hidden_channels, dilations, clamp) if dynamics is None else dynamics
         self.frame_shape = self.dynamics.frame_shape
 
-    def condition(self, history: torch.Tensor, temperature: float = 1.0):
+    def condition(self, history: torch.Tensor, temperature: float = 1.0) -> dist.Delta | dist.TransformedDistribution:
         t = check_temperature(temperature)
         transform = self.dynamics.condition(history)
         shape = history.shape[:-4] + (self.num_frames,) + self.frame_shape

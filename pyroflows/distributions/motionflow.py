@@ -28,7 +28,9 @@ Dynamics" (MotionFlow), Sec. 4, eq. (15).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import pyro.distributions as dist
 import torch
 import torch.nn as nn
 from pyro.distributions.conditional import ConditionalDistribution
@@ -75,8 +77,8 @@ class MotionFlow(nn.Module, ConditionalDistribution):
         num_future: int,
         residual: bool = False,
         transform: ConditionalMotionFlowTransform | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
         num_future = check_size("num_future", num_future)
         if transform is None:
@@ -94,7 +96,7 @@ class MotionFlow(nn.Module, ConditionalDistribution):
     def event_shape(self) -> torch.Size:
         return torch.Size((self.num_future,) + self.frame_shape)
 
-    def condition(self, observed: torch.Tensor, temperature: float = 1.0):
+    def condition(self, observed: torch.Tensor, temperature: float = 1.0) -> dist.Delta | dist.TransformedDistribution:
         """:math:`p(y \\mid x)` given observed frames ``batch + (U, *frame)``; ``temperature`` scales the noise."""
         t = check_temperature(temperature)
         transform = self.transform.condition(observed)

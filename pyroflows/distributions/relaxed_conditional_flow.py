@@ -33,6 +33,7 @@ from ..transforms.stacks import coupling_flow
 from ..validation import check_positive, check_size, check_tensor
 
 _LOG_2PI = math.log(2 * math.pi)
+_EMPTY_SHAPE = torch.Size()  # the default sample shape (a torch.Size is immutable: one shared instance)
 
 
 def _std_normal_log_prob(v: torch.Tensor) -> torch.Tensor:
@@ -125,7 +126,7 @@ class RelaxedConditionalFlow(RelaxedLatent, nn.Module, ConditionalDistribution):
         clamp: float | None = 3.0,
         seed: int | None = None,
         flow: nn.Module | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self._set_sizes(x_dim, y_dim, z_dim, eps, pad_noise)
         self.flow = coupling_flow(self.dim, num_blocks, hidden, clamp=clamp, seed=seed) if flow is None else flow
@@ -137,7 +138,7 @@ class RelaxedConditionalFlow(RelaxedLatent, nn.Module, ConditionalDistribution):
         ref = self.reference()
         check_tensor(name, value, (size,), ref.dtype, ref.device)
 
-    def encode(self, x_hat: torch.Tensor):
+    def encode(self, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""The forward pass :math:`f(\hat x) = [z, c]` and :math:`\log|\det \partial f / \partial \hat x|`."""
         inverse = self.flow.inv
         latent = inverse(x_hat)
@@ -176,18 +177,18 @@ class RelaxedConditional(TorchDistribution):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, parent: RelaxedConditionalFlow, y: torch.Tensor, pad_noise: bool, validate_args=None):
+    def __init__(self, parent: RelaxedConditionalFlow, y: torch.Tensor, pad_noise: bool, validate_args: bool | None = None) -> None:
         self.parent, self.y, self.pad_noise = parent, y, pad_noise
         super().__init__(y.shape[:-1], torch.Size((parent.x_dim,)), validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: Sequence[int], _instance: RelaxedConditional | None = None) -> RelaxedConditional:
         batch_shape = torch.Size(batch_shape)
         return RelaxedConditional(self.parent, self.y.expand(batch_shape + self.y.shape[-1:]), self.pad_noise)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         return self.parent.joint_log_prob(x, self.y, self.pad_noise)
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: Sequence[int] = _EMPTY_SHAPE) -> torch.Tensor:
         p = self.parent
         shape = torch.Size(sample_shape) + self.batch_shape
         z = torch.randn(shape + (p.z_dim,), dtype=self.y.dtype, device=self.y.device)

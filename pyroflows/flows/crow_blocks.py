@@ -49,6 +49,8 @@ Generation of Longitudinal Samples with Applications to Neuroimaging", ICCV 2019
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -127,7 +129,7 @@ class _CRowBlock(nn.Module):
     """Two complementary (recurrent) affine couplings, an optional temporal context gate and a
     fixed feature permutation. States are ``(h_a, h_b)`` of shape ``(N, hidden_size)`` each."""
 
-    def __init__(self, dim: int, arch: CRowArchitecture, context_dim: int, permutation: torch.Tensor | None):
+    def __init__(self, dim: int, arch: CRowArchitecture, context_dim: int, permutation: torch.Tensor | None) -> None:
         super().__init__()
         self.dim, self.d1, self.d2 = dim, dim // 2, dim - dim // 2
         self.recurrent = arch.recurrent
@@ -147,15 +149,17 @@ class _CRowBlock(nn.Module):
         self.register_buffer("perm", permutation)
         self.register_buffer("inv_perm", None if permutation is None else torch.argsort(permutation))
 
-    def initial_state(self, n: int, like: torch.Tensor):
+    def initial_state(self, n: int, like: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
         if not self.recurrent:
             return None
         return self.qa.initial_state((n,), like), self.qb.initial_state((n,), like)
 
-    def _log_gate(self, h_prev):
+    def _log_gate(self, h_prev: torch.Tensor) -> torch.Tensor:
         return F.logsigmoid(self.gate(h_prev) + _GATE_OFFSET)
 
-    def encode(self, u, state, c):
+    def encode(
+        self, u: torch.Tensor, state: tuple[torch.Tensor, ...] | None, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Data side to latent side on whole sequences ``(N, T, D)``: ``(v, log-det (N, T), final state)``."""
         u1, u2 = u.split([self.d1, self.d2], dim=-1)
         if self.recurrent:
@@ -179,7 +183,9 @@ class _CRowBlock(nn.Module):
             v = v.index_select(-1, self.perm)
         return v, logdet + ladj_b, state
 
-    def decode(self, v, state, c):
+    def decode(
+        self, v: torch.Tensor, state: tuple[torch.Tensor, ...] | None, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Latent side to data side on one frame ``(N, D)`` (or, without recurrence, a whole
         sequence): ``(u, log|det dv/du|, new state)``."""
         if self.perm is not None:
@@ -223,7 +229,7 @@ class ConditionedCRow(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, blocks: nn.ModuleList, dim: int, context: torch.Tensor | None = None):
+    def __init__(self, blocks: nn.ModuleList, dim: int, context: torch.Tensor | None = None) -> None:
         super().__init__(cache_size=1)
         self.blocks, self.dim, self.context = blocks, dim, context
         self.event_shape_spec = (None, dim)
@@ -234,18 +240,20 @@ class ConditionedCRow(OnePassTransform, Transform):
     def recurrent(self) -> bool:
         return self.blocks[0].recurrent
 
-    def _stamp_module(self):
+    def _stamp_module(self) -> nn.ModuleList:
         return self.blocks
 
     def held_tensors(self) -> tuple:
         return () if self.context is None else (self.context,)
 
-    def reference(self):
+    def reference(self) -> torch.Tensor | None:
         return module_reference(self.blocks)
 
     # ------------------------------------------------------------------ shapes
 
-    def _prepare(self, v: torch.Tensor, name: str, state):
+    def _prepare(
+        self, v: torch.Tensor, name: str, state: Sequence[tuple[torch.Tensor, ...] | None] | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Size, Sequence[tuple[torch.Tensor, ...] | None]]:
         """Broadcast ``v`` and the context, flatten the batch: ``(v (N, T, D), context (N, T, K) or None, batch, state)``."""
         T = v.shape[-2]
         if T == 0:
@@ -270,29 +278,33 @@ class ConditionedCRow(OnePassTransform, Transform):
         return v, c, batch, state
 
     @staticmethod
-    def _flat_state(h, batch, n):
+    def _flat_state(h: torch.Tensor, batch: torch.Size, n: int) -> torch.Tensor:
         if h.shape[:-1] != batch:
             h = h.expand(batch + h.shape[-1:])
         return h.reshape(n, h.shape[-1])
 
     @staticmethod
-    def _unflat_state(state, batch):
+    def _unflat_state(state: Sequence[tuple[torch.Tensor, ...] | None], batch: torch.Size) -> list[tuple[torch.Tensor, ...]] | None:
         if state[0] is None:
             return None
         return [tuple(h.reshape(batch + h.shape[-1:]) for h in s) for s in state]
 
     # ------------------------------------------------------------------ the two directions
 
-    def _encode(self, x, state=None):
+    def _encode(
+        self, x: torch.Tensor, state: Sequence[tuple[torch.Tensor, ...] | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]] | None]:
         x, c, batch, state = self._prepare(x, "x", state)
         v, logdet, out_state = x, 0.0, []
-        for block, s in zip(self.blocks, state):
+        for block, s in zip(self.blocks, state, strict=True):
             v, ld, s = block.encode(v, s, c)
             logdet = logdet + ld
             out_state.append(s)
         return v.reshape(batch + v.shape[-2:]), logdet.reshape(batch + v.shape[-2:-1]), self._unflat_state(out_state, batch)
 
-    def _decode(self, v, state=None):
+    def _decode(
+        self, v: torch.Tensor, state: Sequence[tuple[torch.Tensor, ...] | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]] | None]:
         v, c, batch, state = self._prepare(v, "v", state)
         if not self.recurrent:  # frames are independent: all steps at once
             x, logdet = v, 0.0
@@ -311,7 +323,9 @@ class ConditionedCRow(OnePassTransform, Transform):
         x, logdet = torch.stack(frames, dim=1), torch.stack(logdets, dim=1)
         return x.reshape(batch + x.shape[-2:]), logdet.reshape(batch + x.shape[-2:-1]), self._unflat_state(state, batch)
 
-    def encode(self, x: torch.Tensor, state=None):
+    def encode(
+        self, x: torch.Tensor, state: Sequence[tuple[torch.Tensor, ...] | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]] | None]:
         r"""The paper's :math:`f` (data to latent) on ``x`` ``(..., T, D)``.
 
         Returns ``(v, log_det, state)``: the latent sequence, the per-step
@@ -324,7 +338,9 @@ class ConditionedCRow(OnePassTransform, Transform):
         self.check_input("x", x)
         return self._encode(x, state)
 
-    def decode(self, v: torch.Tensor, state=None):
+    def decode(
+        self, v: torch.Tensor, state: Sequence[tuple[torch.Tensor, ...] | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]] | None]:
         r"""The paper's :math:`f^{-1}` (latent to data), step by step forward in time.
 
         Returns ``(x, log_det, state)`` with the per-step :math:`\log|\det \partial v_t / \partial
@@ -333,11 +349,11 @@ class ConditionedCRow(OnePassTransform, Transform):
         self.check_input("v", v)
         return self._decode(v, state)
 
-    def forward_and_ladj(self, v):
+    def forward_and_ladj(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, logdet, _ = self._decode(v)
         return x, -logdet.sum(-1)
 
-    def inverse_and_ladj(self, x):
+    def inverse_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v, logdet, _ = self._encode(x)
         return v, -logdet.sum(-1)
 
@@ -363,7 +379,7 @@ class CRowTransform(FlowModule):
         True
     """
 
-    def __init__(self, dim: int, architecture: CRowArchitecture | None = None, **fields):
+    def __init__(self, dim: int, architecture: CRowArchitecture | None = None, **fields: Any) -> None:
         super().__init__()
         self.architecture = crow_architecture(architecture, fields)
         self.blocks = _make_blocks(dim, self.architecture, 0)
@@ -373,11 +389,15 @@ class CRowTransform(FlowModule):
     def transform(self) -> ConditionedCRow:
         return ConditionedCRow(self.blocks, self.dim)
 
-    def encode(self, x: torch.Tensor, state=None):
+    def encode(
+        self, x: torch.Tensor, state: Sequence[tuple[torch.Tensor, ...] | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]] | None]:
         """As :meth:`ConditionedCRow.encode`."""
         return self.transform().encode(x, state)
 
-    def decode(self, v: torch.Tensor, state=None):
+    def decode(
+        self, v: torch.Tensor, state: Sequence[tuple[torch.Tensor, ...] | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]] | None]:
         """As :meth:`ConditionedCRow.decode`."""
         return self.transform().decode(v, state)
 
@@ -402,7 +422,7 @@ class ConditionalCRowTransform(ConditionalFlowModule):
         True
     """
 
-    def __init__(self, dim: int, context_dim: int, architecture: CRowArchitecture | None = None, **fields):
+    def __init__(self, dim: int, context_dim: int, architecture: CRowArchitecture | None = None, **fields: Any) -> None:
         super().__init__()
         self.architecture = crow_architecture(architecture, fields)
         self.dim, self.context_dim = int(dim), check_size("context_dim", context_dim)
@@ -414,12 +434,12 @@ class ConditionalCRowTransform(ConditionalFlowModule):
         return ConditionedCRow(self.blocks, self.dim, context)
 
 
-def crow(dim: int, architecture: CRowArchitecture | None = None, **fields) -> CRowTransform:
+def crow(dim: int, architecture: CRowArchitecture | None = None, **fields: Any) -> CRowTransform:
     """A :class:`CRowTransform` (the paper's architecture: GRU subnetworks with residual read-outs,
     temporal context gating); ``recurrent=False`` gives the cINN baseline."""
     return CRowTransform(dim, architecture, **fields)
 
 
-def conditional_crow(dim: int, context_dim: int, architecture: CRowArchitecture | None = None, **fields) -> ConditionalCRowTransform:
+def conditional_crow(dim: int, context_dim: int, architecture: CRowArchitecture | None = None, **fields: Any) -> ConditionalCRowTransform:
     """A :class:`ConditionalCRowTransform` whose subnetworks see a per-step context ``(T, context_dim)``."""
     return ConditionalCRowTransform(dim, context_dim, architecture, **fields)

@@ -72,7 +72,7 @@ NeurIPS 2018; Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP",
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyro.distributions as dist
 import torch
@@ -111,7 +111,7 @@ class ConditionedGlowStep(Chain):
     ``actnorm(conv(coupling(z)))``, inverse is ``coupling^-1(conv^-1(actnorm^-1(x)))``, and the
     log-det is the sum of the parts' log-dets."""
 
-    def __init__(self, coupling, conv, actnorm):
+    def __init__(self, coupling: Transform, conv: Transform, actnorm: Transform) -> None:
         super().__init__([coupling, conv, actnorm])
 
 
@@ -149,7 +149,7 @@ class GlowStep(FlowModule):
         clamp: float | None = 3.0,
         split: int | None = None,
         conditioner: nn.Module | None = None,
-    ):
+    ) -> None:
         super().__init__()
         event_dim = _check_image_event_dim(event_dim)
         split = check_split(num_channels, split)
@@ -199,7 +199,7 @@ class ConditionalGlowStep(ConditionalFlowModule):
         clamp: float | None = 3.0,
         split: int | None = None,
         conditioner: nn.Module | None = None,
-    ):
+    ) -> None:
         super().__init__()
         event_dim = _check_image_event_dim(event_dim)
         split = check_split(num_channels, split)
@@ -235,7 +235,7 @@ class TopPrior(nn.Module):
     channel, plus a zero-initialised linear map of a vector context or 3x3 convolution of a
     (pooled) map context."""
 
-    def __init__(self, channels: int, spatial_dims: int, context_channels: int = 0, context_is_map: bool = False):
+    def __init__(self, channels: int, spatial_dims: int, context_channels: int = 0, context_is_map: bool = False) -> None:
         super().__init__()
         self.channels, self.spatial_dims, self.context_is_map = channels, spatial_dims, context_is_map
         self.bias = nn.Parameter(torch.zeros(2 * channels))
@@ -248,7 +248,7 @@ class TopPrior(nn.Module):
             nn.init.zeros_(self.net.weight)
             nn.init.zeros_(self.net.bias)
 
-    def forward(self, context: torch.Tensor | None = None):
+    def forward(self, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log sigma, mu)``, each ``context_batch + (C,) + (1,) * spatial_dims`` (vector context or
         none) or ``context_batch + (C, *spatial)`` (map context)."""
         n = self.spatial_dims
@@ -288,14 +288,15 @@ class MultiscaleLayout:
         [(2, 4, 4), (8, 2, 2)]
     """
 
-    def __init__(self, event_shape: Sequence[int], num_levels: int):
+    def __init__(self, event_shape: Sequence[int], num_levels: int) -> None:
         event_shape = as_shape(event_shape)
         self.event_dim = edim = _check_image_event_dim(len(event_shape))
         self.num_levels = check_size("num_levels", num_levels)
         grid = 2**num_levels
         if any(s % grid for s in event_shape[1:]):
             raise ValueError(
-                f"event_shape: {num_levels} levels halve the spatial sizes {num_levels} times, so they must be divisible by {grid}, got {event_shape}"
+                f"event_shape: {num_levels} levels halve the spatial sizes {num_levels} times, "
+                f"so they must be divisible by {grid}, got {event_shape}"
             )
         self.event_shape = event_shape
         channels, spatial = event_shape[0], list(event_shape[1:])
@@ -337,7 +338,18 @@ class _MultiscaleGlow:
     """What :class:`Glow` and :class:`ConditionalGlow` share: the levels' steps, split priors and
     top prior, built once here, and the layout."""
 
-    def _build(self, event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint, context_shape) -> None:
+    def _build(
+        self,
+        event_shape: Sequence[int],
+        num_levels: int,
+        num_steps: int,
+        hidden_channels: int | Sequence[int],
+        scale: str,
+        clamp: float | None,
+        prior_clamp: float | None,
+        checkpoint: bool,
+        context_shape: int | Sequence[int] | None,
+    ) -> None:
         self.layout = layout = MultiscaleLayout(event_shape, num_levels)
         event_dim, n = layout.event_dim, layout.event_dim - 1
         num_steps = check_size("num_steps", num_steps)
@@ -397,7 +409,7 @@ class ConditionedGlow(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, glow: _MultiscaleGlow, context: torch.Tensor | None = None):
+    def __init__(self, glow: _MultiscaleGlow, context: torch.Tensor | None = None) -> None:
         super().__init__(cache_size=1)
         self.glow, self.context = glow, context
         self._edim = glow.layout.event_dim
@@ -405,10 +417,10 @@ class ConditionedGlow(OnePassTransform, Transform):
         self.domain = self.codomain = event_constraint(self._edim)
         self.context_batch_shape = torch.Size() if context is None else batch_shape_of(context, glow.context_event_dim)
 
-    def reference(self):
+    def reference(self) -> torch.Tensor | None:
         return module_reference(self.glow)
 
-    def _levels(self):
+    def _levels(self) -> tuple[list[tuple[list[GlowStep | ConditionedFlow], AffineCoupling | ConditionedFlow | None]], torch.Tensor | None]:
         """Per level: (its steps, its split prior or None), conditioned on the level's context."""
         glow, context = self.glow, self.context
         is_map = context is not None and glow.context_event_dim > 1
@@ -423,23 +435,25 @@ class ConditionedGlow(OnePassTransform, Transform):
             out.append((steps, prior))
         return out, context
 
-    def _top(self, top_context):
+    def _top(self, top_context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         log_scale, loc = self.glow.top(top_context)
         return soft_clamp(log_scale, self.glow.prior_clamp), loc
 
-    def _run_part(self, fn, v):
+    def _run_part(
+        self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``fn(v)``, recomputed in the backward pass in memory-saving mode while gradients are
         recorded (after ActNorm's data-dependent initialisation, which must not run twice)."""
         if self.glow.checkpoint and torch.is_grad_enabled() and v.device.type != "meta" and self.glow.actnorms_initialized():
             return recompute(fn, v, use_reentrant=False, preserve_rng_state=False)
         return fn(v)
 
-    def _broadcast(self, v):
+    def _broadcast(self, v: torch.Tensor) -> torch.Tensor:
         if self.context is None:
             return v
         return broadcast_batch(v, self._edim, self.context, self.glow.context_event_dim)[0]
 
-    def inverse_and_ladj(self, x):
+    def inverse_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data -> packed latent (Glow's encoder)."""
         edim, glow = self._edim, self.glow
         levels, top_context = self._levels()
@@ -460,7 +474,7 @@ class ConditionedGlow(OnePassTransform, Transform):
         factored.append(v)
         return glow.layout.pack(factored), total + ladj
 
-    def forward_and_ladj(self, z):
+    def forward_and_ladj(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed latent -> data (sampling)."""
         edim, glow = self._edim, self.glow
         levels, top_context = self._levels()
@@ -487,7 +501,7 @@ class ConditionedGlow(OnePassTransform, Transform):
         return self.glow.layout.pack(parts)
 
 
-def _standard_normal_base(ref: torch.Tensor, event_shape, temperature: float):
+def _standard_normal_base(ref: torch.Tensor, event_shape: Sequence[int], temperature: float) -> dist.Independent:
     temperature = check_positive("temperature", temperature)
     loc = ref.new_zeros(event_shape)
     return dist.Normal(loc, torch.full_like(loc, temperature)).to_event(len(event_shape))
@@ -532,7 +546,7 @@ class Glow(_MultiscaleGlow, FlowModule):
         clamp: float | None = 3.0,
         prior_clamp: float | None = 5.0,
         checkpoint: bool = False,
-    ):
+    ) -> None:
         super().__init__()
         self._build(event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint, None)
         self.context_shape = None
@@ -581,7 +595,7 @@ class ConditionalGlow(_MultiscaleGlow, ConditionalFlowModule):
         clamp: float | None = 3.0,
         prior_clamp: float | None = 5.0,
         checkpoint: bool = False,
-    ):
+    ) -> None:
         super().__init__()
         self._build(event_shape, num_levels, num_steps, hidden_channels, scale, clamp, prior_clamp, checkpoint, context_shape)
         self.context_shape = as_shape(context_shape)
@@ -595,11 +609,12 @@ class ConditionalGlow(_MultiscaleGlow, ConditionalFlowModule):
         is the model (:math:`T = 1`) or its reduced-temperature version."""
         return _standard_normal_base(module_reference(self), self.event_shape, temperature)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> torch.Tensor | nn.Module:
         if name == "distribution":
             raise AttributeError(
                 "ConditionalGlow.distribution was removed (the transforms do not build distributions): use "
-                "pyroflows.distributions.ConditionalFlowDistribution(flow.base(temperature), [flow], context_event_dim=flow.context_event_dim)"
+                "pyroflows.distributions.ConditionalFlowDistribution(flow.base(temperature), [flow], "
+                "context_event_dim=flow.context_event_dim)"
             )
         return super().__getattr__(name)
 

@@ -54,7 +54,7 @@ class ConditionedLatentDynamics(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, net, history: torch.Tensor, clamp: float | None = 5.0):
+    def __init__(self, net: torch.nn.Module, history: torch.Tensor, clamp: float | None = 5.0) -> None:
         super().__init__(cache_size=1)
         self.net, self.history, self.clamp = net, history, clamp
         self.event_shape_spec = (None,) + tuple(history.shape[-3:])
@@ -64,27 +64,27 @@ class ConditionedLatentDynamics(OnePassTransform, Transform):
     def held_tensors(self) -> tuple:
         return (self.history,)
 
-    def reference(self):
+    def reference(self) -> torch.Tensor:
         return self.history
 
-    def params(self, seq: torch.Tensor):
+    def params(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`(\mu, \log\sigma)` of the frame after each prefix of ``seq`` ``batch + (L, C, H, W)``:
         entry ``j`` is for the frame following ``seq[..., :j + 1]``."""
         delta, log_sigma = self.net(seq).chunk(2, dim=-3)
         return delta + seq, soft_clamp(log_sigma, self.clamp)
 
-    def next_params(self, seq: torch.Tensor):
+    def next_params(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`(\mu_t, \log\sigma_t)` of the next frame after ``seq`` (history and frames so far)."""
         mu, log_sigma = self.params(seq)
         return mu[..., -1, :, :, :], log_sigma[..., -1, :, :, :]
 
-    def inverse_and_ladj(self, z):
+    def inverse_and_ladj(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z, history = broadcast_batch(z, 4, self.history, 4)
         k = history.shape[-4]
         mu, log_sigma = self.params(torch.cat([history, z[..., :-1, :, :, :]], dim=-4))
         return elementwise_affine(z, log_sigma[..., k - 1 :, :, :, :], mu[..., k - 1 :, :, :, :], 4, inverse=True)
 
-    def forward_and_ladj(self, eps):
+    def forward_and_ladj(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         eps, seq = broadcast_batch(eps, 4, self.history, 4)
         frames, total = [], eps.new_zeros(eps.shape[:-4])
         for t in range(eps.shape[-4]):
@@ -126,7 +126,7 @@ class ConditionalLatentDynamics(ConditionalFlowModule):
         dilations: Sequence[int] = (1, 2, 4),
         clamp: float | None = 5.0,
         net: torch.nn.Module | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.frame_shape = as_shape(frame_shape)
         if len(self.frame_shape) != 3:
@@ -137,7 +137,7 @@ class ConditionalLatentDynamics(ConditionalFlowModule):
         self.context_shape = (None,) + self.frame_shape
         self.set_event((None,) + self.frame_shape)
 
-    def check_context(self, context) -> None:
+    def check_context(self, context: torch.Tensor) -> None:
         super().check_context(context)
         if context.shape[-4] < 1:
             raise ValueError(f"context: expected at least one frame, got shape {tuple(context.shape)}")

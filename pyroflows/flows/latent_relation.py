@@ -90,7 +90,7 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, relation: LatentRelation, source_latent: torch.Tensor, side: torch.Tensor | None = None):
+    def __init__(self, relation: LatentRelation, source_latent: torch.Tensor, side: torch.Tensor | None = None) -> None:
         super().__init__(cache_size=1)
         self.relation, self.source_latent, self.side = relation, source_latent, side
         self._edim = relation.event_dim
@@ -98,7 +98,7 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
         self.domain = self.codomain = event_constraint(self._edim)
         self.context_batch_shape = batch_shape_of(source_latent, self._edim)
 
-    def _stamp_module(self):
+    def _stamp_module(self) -> LatentRelation:
         return self.relation
 
     def check_input(self, name: str, value: torch.Tensor) -> None:
@@ -108,12 +108,12 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
     def held_tensors(self) -> tuple:
         return (self.source_latent,) if self.side is None else (self.source_latent, self.side)
 
-    def _params(self):
+    def _params(self) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
         """``[(log sigma_l or None, mu_l)]`` per level, batch shape that of the context."""
         relation = self.relation
         parts = relation.source_layout.unpack(self.source_latent)
         out = []
-        for level, (net, part) in enumerate(zip(relation.nets, parts)):
+        for level, (net, part) in enumerate(zip(relation.nets, parts, strict=True)):
             if level == relation.num_levels - 1 and not relation.source_top:
                 part = _top_input(parts, self._edim)
             p = net(part, self.side if relation.side_levels[level] else None)
@@ -124,19 +124,19 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
                 out.append((None, p))
         return out
 
-    def _map(self, v, inverse):
+    def _map(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         layout = self.relation.target_layout
         total, new = 0, []
-        for part, (log_scale, loc) in zip(layout.unpack(v), self._params()):
+        for part, (log_scale, loc) in zip(layout.unpack(v), self._params(), strict=True):
             y, ladj = elementwise_affine(part, log_scale, loc, self._edim, inverse)
             new.append(y)
             total = total + ladj
         return layout.pack(new), total
 
-    def forward_and_ladj(self, u):
+    def forward_and_ladj(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._map(u, inverse=False)
 
-    def inverse_and_ladj(self, z):
+    def inverse_and_ladj(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._map(z, inverse=True)
 
 
@@ -175,7 +175,7 @@ class LatentRelation(ConditionalFlowModule):
         source_top: bool = True,
         learn_scale: bool = True,
         clamp: float | None = 3.0,
-    ):
+    ) -> None:
         super().__init__()
         self.target_shape = as_shape(target_shape)
         self.source_shape = self.target_shape if source_shape is None else as_shape(source_shape)
@@ -194,7 +194,7 @@ class LatentRelation(ConditionalFlowModule):
         self.set_event(self.target_shape)
         self.side_levels = [bool(side_features) and (side_levels == "all" or level == num_levels - 1) for level in range(num_levels)]
         self.nets = nn.ModuleList()
-        for level, (src, tgt) in enumerate(zip(self.source_layout.part_shapes, self.target_layout.part_shapes)):
+        for level, (src, tgt) in enumerate(zip(self.source_layout.part_shapes, self.target_layout.part_shapes, strict=True)):
             in_channels = (
                 src[0] if (level < num_levels - 1 or source_top) else (self.source_layout.part_shapes[-2][0] if num_levels > 1 else 1)
             )

@@ -59,6 +59,7 @@ Dynamics" (MotionFlow), Sec. 4; Kingma, Dhariwal, "Glow", NeurIPS 2018.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -113,7 +114,7 @@ class ConditionalMotionFlowStep(ConditionalFlowModule):
         context_features: int = 8,
         clamp: float | None = 3.0,
         split: int | None = None,
-    ):
+    ) -> None:
         super().__init__()
         cs = as_shape(context_shape)
         if len(cs) not in (1, 3):
@@ -154,7 +155,7 @@ class ConditionedMotionFlow(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, motionflow, observed: torch.Tensor):
+    def __init__(self, motionflow: ConditionalMotionFlowTransform, observed: torch.Tensor) -> None:
         super().__init__(cache_size=1)
         self.motionflow, self.observed = motionflow, observed
         self._edim = 1 + len(motionflow.frame_shape)
@@ -162,10 +163,10 @@ class ConditionedMotionFlow(OnePassTransform, Transform):
         self.domain = self.codomain = event_constraint(self._edim)
         self.context_batch_shape = batch_shape_of(observed, self._edim)
 
-    def reference(self):
+    def reference(self) -> torch.Tensor | None:
         return module_reference(self.motionflow)
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Future frames -> noise, every frame at once (teacher forcing)."""
         o = self.motionflow
         y, x = broadcast_batch(y, self._edim, self.observed, self._edim)
@@ -178,7 +179,7 @@ class ConditionedMotionFlow(OnePassTransform, Transform):
         eps, ladj_prior = o.dynamics.transform(z[..., :k, :, :, :]).inverse_and_ladj(z[..., k:, :, :, :])
         return o._unimage(eps), ladj[..., k:].sum(-1) + ladj_prior
 
-    def forward_and_ladj(self, eps):
+    def forward_and_ladj(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise -> future frames, generated one frame at a time."""
         o = self.motionflow
         eps, x = broadcast_batch(eps, self._edim, self.observed, self._edim)
@@ -249,7 +250,7 @@ class ConditionalMotionFlowTransform(ConditionalFlowModule):
         prior_dilations: Sequence[int] = (1, 2, 4),
         prior_clamp: float | None = 5.0,
         residual: bool = False,
-    ):
+    ) -> None:
         super().__init__()
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.image_shape = _frame_image_shape(self.frame_shape)
@@ -303,7 +304,7 @@ class ConditionalMotionFlowTransform(ConditionalFlowModule):
         windows = windows[..., windows.shape[-5] - n :, :, :, :, :].movedim(-1, -4)
         return self._context(windows)
 
-    def _encode(self, frames: torch.Tensor, contexts: torch.Tensor):
+    def _encode(self, frames: torch.Tensor, contexts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames -> latents through every step (data -> latent), with per-frame log|det d frame / d z|."""
         v, total = frames, 0
         for step in reversed(self.steps):
@@ -311,7 +312,7 @@ class ConditionalMotionFlowTransform(ConditionalFlowModule):
             total = total + ladj
         return v, total
 
-    def _decode(self, z: torch.Tensor, contexts: torch.Tensor):
+    def _decode(self, z: torch.Tensor, contexts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents -> frames (latent -> data), with log|det d frame / d z|."""
         v, total = z, 0
         for step in self.steps:
@@ -338,7 +339,7 @@ def conditional_motionflow(
     history: int = 1,
     hidden_channels: int = 64,
     residual: bool = False,
-    **kwargs,
+    **kwargs: Any,
 ) -> ConditionalMotionFlowTransform:
     """A :class:`ConditionalMotionFlowTransform` (other arguments as there).
 

@@ -8,9 +8,10 @@ r"""Amortized flow posteriors for VAEs: an encoder gives the base Normal and the
 
 where every parameter of the conditional layer :math:`f_k` is computed from the encoder's context
 :math:`h(x)` (planar, radial, orthogonal / Householder / triangular Sylvester, or Pyro's conditional
-IAF for comparison, or FFJORD's continuous flow with the context in its dynamics). This is the posterior family of Rezende & Mohamed (2015) and of van den Berg et
-al. (2018); the Sylvester reference code computes the flow parameters from the encoder's last hidden
-layer, which is the default here.
+IAF for comparison, or FFJORD's continuous flow with the context in its dynamics). This is the
+posterior family of Rezende & Mohamed (2015) and of van den Berg et al. (2018); the Sylvester
+reference code computes the flow parameters from the encoder's last hidden layer, which is the
+default here.
 
 References: Rezende, Mohamed, "Variational inference with normalizing flows", ICML 2015;
 van den Berg, Hasenclever, Tomczak, Welling, "Sylvester normalizing flows for variational
@@ -56,7 +57,7 @@ class AmortizedFlowPosterior(nn.Module, ConditionalDistribution):
         torch.Size([10, 4])
     """
 
-    def __init__(self, encoder: nn.Module, flows: Sequence[nn.Module] = ()):
+    def __init__(self, encoder: nn.Module, flows: Sequence[nn.Module] = ()) -> None:
         super().__init__()
         self.encoder = encoder
         self.flows = nn.ModuleList(flows)
@@ -72,7 +73,16 @@ class AmortizedFlowPosterior(nn.Module, ConditionalDistribution):
         return dist.TransformedDistribution(base, transforms)
 
 
-def _flow_layers(kind: str, latent_dim: int, context_dim: int, num_flows: int, num_ortho_vecs, num_householder, iaf_hidden, cnf_options):
+def _flow_layers(
+    kind: str,
+    latent_dim: int,
+    context_dim: int,
+    num_flows: int,
+    num_ortho_vecs: int | None,
+    num_householder: int | None,
+    iaf_hidden: Sequence[int] | None,
+    cnf_options: dict | None,
+) -> list[nn.Module]:
     if kind == "ffjord":
         options = {"hidden": (4 * latent_dim, 4 * latent_dim), "eval_exact_trace": True, **(cnf_options or {})}
         return [conditional_cnf(latent_dim, context_dim, **options) for _ in range(num_flows)]

@@ -19,8 +19,9 @@ import math
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,7 +108,7 @@ def _writer_lock(path: Path) -> Iterator[None]:
 # ----------------------------------------------------------------------------- plain data and digests
 
 
-def _check_plain(value, where: str) -> None:
+def _check_plain(value: object, where: str) -> None:
     """Raise naming the place of anything a ``weights_only`` load would refuse."""
     if value is None or isinstance(value, (bool, int, float, str, torch.Tensor, torch.dtype, torch.Size)):
         return
@@ -124,7 +125,7 @@ def _check_plain(value, where: str) -> None:
     raise TypeError(f"{where}: checkpoints hold tensors and plain data (numbers, strings, lists, dicts) only, got {type(value).__name__}")
 
 
-def _digest(value, h) -> None:
+def _digest(value: object, h: hashlib._Hash) -> None:
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
@@ -142,14 +143,14 @@ def _digest(value, h) -> None:
         h.update(f"V{value!r}".encode())
 
 
-def content_digest(value) -> str:
+def content_digest(value: object) -> str:
     """SHA-256 of a nest of tensors and plain data (tensors by dtype, shape and bytes)."""
     h = hashlib.sha256()
     _digest(value, h)
     return h.hexdigest()
 
 
-def _non_finite(value, where: str) -> list[str]:
+def _non_finite(value: object, where: str) -> list[str]:
     """Places of floating-point tensors holding NaN or inf (one host sync per tensor)."""
     if isinstance(value, torch.Tensor):
         if value.is_floating_point() and value.device.type != "meta" and not bool(torch.isfinite(value).all()):
@@ -210,7 +211,7 @@ def _named_constraints() -> dict:
     return named
 
 
-def _encode_constraint(c, where: str):
+def _encode_constraint(c: torch_constraints.Constraint, where: str) -> list[object]:
     if isinstance(c, torch_constraints.independent):
         return ["independent", _encode_constraint(c.base_constraint, where), int(c.reinterpreted_batch_ndims)]
     bounds = {
@@ -229,7 +230,7 @@ def _encode_constraint(c, where: str):
     return [named[0]]
 
 
-def _decode_constraint(code):
+def _decode_constraint(code: Sequence[object]) -> torch_constraints.Constraint:
     import pyro.distributions.constraints as pyro_constraints
 
     name, *args = code
@@ -303,15 +304,15 @@ class RegisteredParamStore:
     """Pyro's param store in a run that registers every module before it restores a checkpoint (as
     :func:`fit_svi` does): module parameters are then in the store, restored in place."""
 
-    def __init__(self, store: ParamStoreDict):
+    def __init__(self, store: ParamStoreDict) -> None:
         self.store = store
 
 
-def _is_store(obj) -> bool:
+def _is_store(obj: object) -> bool:
     return isinstance(obj, (ParamStoreDict, RegisteredParamStore))
 
 
-def _state_of(obj, where: str, state: Mapping[str, object]):
+def _state_of(obj: object, where: str, state: Mapping[str, object]) -> dict | torch.Tensor:
     if _is_store(obj):
         return _param_store_state(getattr(obj, "store", obj), where, state)
     if hasattr(obj, "state_dict"):
@@ -321,7 +322,7 @@ def _state_of(obj, where: str, state: Mapping[str, object]):
     raise TypeError(f"{where}: cannot save an object of type {type(obj).__name__} (it needs state_dict or get_state)")
 
 
-def _load_into(obj, saved, where: str, state: Mapping[str, object]) -> None:
+def _load_into(obj: object, saved: dict | torch.Tensor, where: str, state: Mapping[str, object]) -> None:
     if _is_store(obj):
         _load_param_store(getattr(obj, "store", obj), saved, where, state)
     elif hasattr(obj, "load_state_dict"):
@@ -339,14 +340,14 @@ def _unowned_module_params(state: Mapping[str, object], saved: Mapping[str, obje
     return out
 
 
-def _describe(obj) -> object:
+def _describe(obj: object) -> object:
     """What must match between the run that wrote a checkpoint and the run that resumes from it."""
     if isinstance(obj, torch.nn.Module):
         return {k: [str(v.dtype), list(v.shape)] for k, v in obj.state_dict().items() if isinstance(v, torch.Tensor)}
     return type(obj).__name__
 
 
-def _run_identity(state: Mapping[str, object], config) -> dict:
+def _run_identity(state: Mapping[str, object], config: object) -> dict:
     return {"state": {k: _describe(v) for k, v in state.items()}, "config": config}
 
 
@@ -361,7 +362,7 @@ def _identity_mismatch(saved: dict, current: dict) -> str:
     return "; ".join(lines)
 
 
-def _summary(description) -> str:
+def _summary(description: object) -> str:
     if description is None:
         return "absent"
     if isinstance(description, dict):
@@ -390,7 +391,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # ----------------------------------------------------------------------------- the loop
 
 
-def _check_count(name: str, value, minimum: int) -> int:
+def _check_count(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -406,7 +407,7 @@ def fit(
     progress: bool = True,
     desc: str = "fit",
     check_finite: bool = True,
-    config=None,
+    config: object = None,
 ) -> pd.DataFrame:
     """Run ``step(i)`` for ``i`` in ``range(num_steps)`` and return the loss history.
 
@@ -455,7 +456,18 @@ def fit(
         return _loop(step, num_steps, state, checkpoint, checkpoint_every, log_every, progress, desc, check_finite, config)
 
 
-def _loop(step, num_steps, state, checkpoint, checkpoint_every, log_every, progress, desc, check_finite, config) -> pd.DataFrame:
+def _loop(
+    step: Callable[[int], float | torch.Tensor],
+    num_steps: int,
+    state: dict[str, object],
+    checkpoint: Path | None,
+    checkpoint_every: int,
+    log_every: int,
+    progress: bool,
+    desc: str,
+    check_finite: bool,
+    config: object,
+) -> pd.DataFrame:
     identity = _run_identity(state, config)
     start, history = 0, []
     if checkpoint is not None and checkpoint.exists():
@@ -531,7 +543,7 @@ def _read_losses(pending: list[tuple[int, object]]) -> list[tuple[int, float]]:
 # ----------------------------------------------------------------------------- SVI
 
 
-def register_parameters(model: Callable, guide: Callable, *args, **kwargs) -> None:
+def register_parameters(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> None:
     """Run ``guide`` and ``model`` once, hidden from any handler, so that every ``pyro.module`` and
     ``pyro.param`` they use is in the param store, and autoguides have built themselves."""
     with poutine.block():
@@ -544,7 +556,7 @@ def fit_svi(
     num_steps: int,
     data: tuple | Callable[[int], tuple] = (),
     state: Mapping[str, object] | None = None,
-    **options,
+    **options: Any,
 ) -> pd.DataFrame:
     """Run ``svi.step`` with :func:`fit`, and resume it exactly from a checkpoint.
 

@@ -44,11 +44,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.runtime import Message
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ..validation import check_size
@@ -91,7 +92,7 @@ def sample_sites(trace: poutine.Trace) -> dict[str, dict]:
 def vectorize(fn: Callable, num_particles: int, particle_dim: int) -> Callable:
     """``fn`` run under ``pyro.plate`` over ``num_particles`` particles at ``particle_dim``."""
 
-    def vectorized(*args, **kwargs):
+    def vectorized(*args: Any, **kwargs: Any) -> object:
         with pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim):
             return fn(*args, **kwargs)
 
@@ -101,7 +102,7 @@ def vectorize(fn: Callable, num_particles: int, particle_dim: int) -> Callable:
 class _Uncondition(poutine.messenger.Messenger):
     """``poutine.uncondition`` that leaves ``pyro.deterministic`` sites as computed."""
 
-    def _pyro_sample(self, msg):
+    def _pyro_sample(self, msg: Message) -> None:
         if msg["is_observed"] and not is_deterministic(msg):
             msg["is_observed"] = False
             msg["infer"] = dict(msg["infer"] or {}, was_observed=True, obs=msg["value"])
@@ -115,7 +116,7 @@ def uncondition(fn: Callable) -> Callable:
     return _Uncondition()(fn)
 
 
-def guess_max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
+def guess_max_plate_nesting(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> int:
     """How many batch dims the model and guide use: traces both once (no particles) and takes the
     deepest plate dim and the longest log-density batch shape."""
     with torch.no_grad(), poutine.block():
@@ -171,11 +172,13 @@ def stack_traces(traces: list[poutine.Trace], max_plate_nesting: int) -> poutine
     return stacked
 
 
-def _draw(model, guide, args, kwargs, n, nesting, vectorized, predictive):
+def _draw(
+    model: Callable, guide: Callable, args: tuple, kwargs: dict, n: int, nesting: int, vectorized: bool, predictive: bool
+) -> tuple[poutine.Trace, poutine.Trace, poutine.Trace | None]:
     """``(guide trace, model trace, posterior-predictive trace or None)`` of ``n`` draws."""
     particle_dim = -(nesting + 1)
 
-    def one(m, g):
+    def one(m: Callable, g: Callable) -> tuple[poutine.Trace, poutine.Trace, poutine.Trace | None]:
         guide_trace = poutine.trace(g).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(m, trace=guide_trace)).get_trace(*args, **kwargs)
         guide_trace.compute_log_prob()
@@ -213,7 +216,17 @@ def _warn_unmatched_guide_sites(model_trace: poutine.Trace, guide_trace: poutine
         )
 
 
-def draw_chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_nesting, vectorized, predictive=False):
+def draw_chunks(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    num_samples: int,
+    chunk_size: int | None,
+    max_plate_nesting: int | None,
+    vectorized: bool,
+    predictive: bool = False,
+) -> Iterator[tuple[ImportanceChunk, poutine.Trace | None]]:
     """``num_samples`` guide draws replayed through the model, in chunks of at most ``chunk_size``:
     yields ``(ImportanceChunk, posterior predictive trace or None)`` per chunk."""
     num_samples = check_size("num_samples", num_samples)
@@ -243,12 +256,12 @@ def draw_chunks(model, guide, args, kwargs, num_samples, chunk_size, max_plate_n
 def vectorized_traces(
     model: Callable,
     guide: Callable,
-    *args,
+    *args: Any,
     num_samples: int = 1000,
     chunk_size: int | None = None,
     max_plate_nesting: int | None = None,
     vectorize: bool = True,
-    **kwargs,
+    **kwargs: Any,
 ) -> Iterator[ImportanceChunk]:
     """Draw ``num_samples`` from the guide in chunks of ``chunk_size`` (all at once when None) and
     yield, per chunk, the guide's trace and the model's trace replayed on it, both with log densities.
@@ -347,13 +360,13 @@ def chunk_log_densities(chunk: ImportanceChunk, data_plate: str | None = None) -
 def log_importance_weights(
     model: Callable,
     guide: Callable,
-    *args,
+    *args: Any,
     num_samples: int = 1000,
     chunk_size: int | None = None,
     data_plate: str | None = None,
     max_plate_nesting: int | None = None,
     vectorize: bool = True,
-    **kwargs,
+    **kwargs: Any,
 ) -> torch.Tensor:
     r"""Log importance weights :math:`\log p(x, z_s) - \log q(z_s)` of ``num_samples`` guide draws.
 
@@ -399,13 +412,13 @@ def log_importance_weights(
 def importance_log_likelihood(
     model: Callable,
     guide: Callable,
-    *args,
+    *args: Any,
     num_samples: int = 5000,
     chunk_size: int | None = 500,
     data_plate: str | None = None,
     max_plate_nesting: int | None = None,
     vectorize: bool = True,
-    **kwargs,
+    **kwargs: Any,
 ) -> torch.Tensor:
     r"""Importance-sampled evidence :math:`\log \hat p(x) = \operatorname{logsumexp}_s \log w_s - \log S`.
 

@@ -34,7 +34,7 @@ def inverse_multiquadric_mmd(a: torch.Tensor, b: torch.Tensor, widths: Sequence[
     if a.shape[-1] != b.shape[-1]:
         raise ValueError(f"b: expected shape (m, {a.shape[-1]}) to match a, got {tuple(b.shape)}")
 
-    def k(u, v):
+    def k(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         d2 = torch.cdist(u, v).pow(2)
         return sum(h * h / (h * h + d2) for h in widths)
 
@@ -74,7 +74,7 @@ class INNLoss:
     def ramp(self, iteration: int) -> float:
         return min(1.0, 2.0 * self.ramp_start ** (1.0 - iteration / max(self.ramp_iters, 1)))
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, iteration: int = 0):
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, iteration: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         m = self.model
         m._check("x", x, m.x_dim)
         m._check("y", y, m.y_dim)

@@ -40,7 +40,7 @@ class ConcatSquashLinear(nn.Module):
     ``u`` must broadcast against ``h`` in its batch dims.
     """
 
-    def __init__(self, in_features: int, out_features: int, cond_features: int = 1):
+    def __init__(self, in_features: int, out_features: int, cond_features: int = 1) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, out_features)
         self.gate = nn.Linear(cond_features, out_features)
@@ -86,7 +86,7 @@ class ConcatSquashNet(nn.Module):
         context_features: int = 0,
         activation: str | type[nn.Module] = "tanh",
         zero_init: bool = True,
-    ):
+    ) -> None:
         super().__init__()
         if isinstance(activation, str):
             if activation not in _ACTIVATIONS:
@@ -95,7 +95,7 @@ class ConcatSquashNet(nn.Module):
         self.features, self.context_features = check_size("features", features), check_size("context_features", context_features, 0)
         widths = [self.features, *check_sizes("hidden_features", hidden_features), self.features]
         cond = 1 + self.context_features
-        self.layers = nn.ModuleList(ConcatSquashLinear(a, b, cond) for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(ConcatSquashLinear(a, b, cond) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.acts = nn.ModuleList(activation() for _ in range(len(self.layers) - 1))
         if zero_init:
             self.layers[-1].zero_()

@@ -16,7 +16,9 @@ from ..validation import check_size
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
-def join_spatial_context(x: torch.Tensor, context: torch.Tensor | None, context_channels: int, spatial_dims: int, context_is_map: bool):
+def join_spatial_context(
+    x: torch.Tensor, context: torch.Tensor | None, context_channels: int, spatial_dims: int, context_is_map: bool
+) -> tuple[torch.Tensor, torch.Size]:
     """Join ``context`` to ``x`` as extra channels; returns ``(N, C + K, *spatial)`` and the batch shape."""
     event_dim = spatial_dims + 1
     if context_channels == 0:
@@ -41,7 +43,9 @@ class PriorConv(nn.Module):
     """One zero-initialised 3x3 (3x3x3) convolution of ``[x, context]``: Glow's split-prior network,
     which returns the standard Normal's ``[log sigma, mu] = 0`` at initialisation."""
 
-    def __init__(self, in_channels: int, out_channels: int, context_channels: int = 0, spatial_dims: int = 2, context_is_map: bool = False):
+    def __init__(
+        self, in_channels: int, out_channels: int, context_channels: int = 0, spatial_dims: int = 2, context_is_map: bool = False
+    ) -> None:
         super().__init__()
         check_size("in_channels", in_channels)
         check_size("out_channels", out_channels)
@@ -86,7 +90,7 @@ class ConvNet(nn.Module):
         context_is_map: bool = False,
         kernel_size: int = 3,
         zero_init: bool = True,
-    ):
+    ) -> None:
         super().__init__()
         check_size("in_channels", in_channels)
         check_size("out_channels", out_channels)
@@ -141,7 +145,9 @@ class ContextCouplingNet(nn.Module):
         torch.Size([5, 4, 3, 1])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, context_channels: int, hidden_channels: int = 64, context_features: int = 8):
+    def __init__(
+        self, in_channels: int, out_channels: int, context_channels: int, hidden_channels: int = 64, context_features: int = 8
+    ) -> None:
         super().__init__()
         if out_channels % 2:
             raise ValueError(f"out_channels: expected an even number (scale and bias), got {out_channels}")

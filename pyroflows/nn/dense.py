@@ -64,7 +64,7 @@ class MLP(nn.Module):
         context_features: int = 0,
         activation: type[nn.Module] = nn.ReLU,
         zero_init: bool = True,
-    ):
+    ) -> None:
         super().__init__()
         check_size("in_features", in_features)
         check_size("out_features", out_features)
@@ -73,7 +73,7 @@ class MLP(nn.Module):
         self.in_features, self.out_features, self.context_features = in_features, out_features, context_features
         widths = [in_features + context_features, *hidden_features]
         layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(a, b), activation()]
         last = nn.Linear(widths[-1], out_features)
         layers.append(_zero_(last) if zero_init else last)
@@ -116,7 +116,7 @@ class ResidualMLP(nn.Module):
         context_features: int = 0,
         activation: type[nn.Module] = nn.ReLU,
         zero_init: bool = True,
-    ):
+    ) -> None:
         super().__init__()
         check_size("in_features", in_features)
         check_size("out_features", out_features)

@@ -45,13 +45,13 @@ class GaussianEncoder(nn.Module):
         context_features: int | None = None,
         activation: type[nn.Module] = nn.ReLU,
         min_scale: float = 1e-4,
-    ):
+    ) -> None:
         super().__init__()
         if not hidden:
             raise ValueError("hidden: expected at least one hidden width, got ()")
         widths = [in_features, *hidden]
         layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(a, b), activation()]
         self.trunk = nn.Sequential(*layers)
         self.in_features, self.latent_dim, self.min_scale = in_features, latent_dim, min_scale

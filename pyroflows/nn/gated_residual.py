@@ -36,7 +36,7 @@ from ..shapes import flatten_batch
 class _CausalConv3d(nn.Conv3d):
     """A ``(2, 3, 3)`` convolution with dilation ``d`` in time, padded ``d`` frames on the left."""
 
-    def __init__(self, in_channels: int, out_channels: int, dilation: int):
+    def __init__(self, in_channels: int, out_channels: int, dilation: int) -> None:
         super().__init__(in_channels, out_channels, (2, 3, 3), padding=(0, 1, 1), dilation=(dilation, 1, 1))
         self.time_pad = dilation
 
@@ -48,7 +48,7 @@ class GatedResidualBlock(nn.Module):
     """One block: causal (2, 3, 3) conv, gated activation unit, zero-initialised causal (2, 3, 3)
     conv, added to the input. Works on ``(N, C, T, H, W)``."""
 
-    def __init__(self, channels: int, dilation: int = 1, init_std: float = 0.05):
+    def __init__(self, channels: int, dilation: int = 1, init_std: float = 0.05) -> None:
         super().__init__()
         self.first = _CausalConv3d(channels, channels, dilation)
         self.gate = nn.Conv3d(channels, 2 * channels, 1)
@@ -81,7 +81,7 @@ class CausalGatedResNet(nn.Module):
         torch.Size([5, 7, 6, 4, 2])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int = 64, dilations: Sequence[int] = (1, 2, 4)):
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int = 64, dilations: Sequence[int] = (1, 2, 4)) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.embed = nn.Conv3d(in_channels, hidden_channels, 1)

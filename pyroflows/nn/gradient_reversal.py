@@ -27,16 +27,17 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import FunctionCtx
 
 
 class _Reverse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, alpha):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, alpha: float) -> torch.Tensor:
         ctx.alpha = alpha
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.alpha * grad, None
 
 
@@ -52,7 +53,7 @@ class GradientReversal(nn.Module):
         alpha: the factor of the reversed gradient (1: an exact sign flip).
     """
 
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
         if not alpha >= 0:
             raise ValueError(f"alpha: expected a number >= 0, got {alpha}")

@@ -21,6 +21,8 @@ rounding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -70,7 +72,7 @@ class GRUConditioner(nn.Module):
         num_blocks: int = 1,
         context_features: int = 0,
         zero_init: bool = True,
-    ):
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = check_size("in_features", in_features), check_size("out_features", out_features)
         self.context_features, self.hidden_size = (
@@ -80,7 +82,7 @@ class GRUConditioner(nn.Module):
         self.cell = nn.GRUCell(in_features + context_features, hidden_size)
         self.net = ResidualMLP(in_features + hidden_size, out_features, hidden_features, num_blocks, context_features, zero_init=zero_init)
 
-    def initial_state(self, batch_shape, like: torch.Tensor) -> torch.Tensor:
+    def initial_state(self, batch_shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
         """The initial state :math:`h_0 = 0` of shape ``batch_shape + (hidden_size,)``, with ``like``'s dtype and device."""
         return like.new_zeros(tuple(batch_shape) + (self.hidden_size,))
 
@@ -101,12 +103,14 @@ class GRUConditioner(nn.Module):
             u = u.expand(h.shape[:-1] + u.shape[-1:])
         return self.net(torch.cat([u, h], dim=-1), context)
 
-    def step(self, u: torch.Tensor, h: torch.Tensor, context: torch.Tensor | None = None):
+    def step(self, u: torch.Tensor, h: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step: ``u`` ``(..., in_features)``, ``h`` ``(..., hidden_size)`` -> ``(out, h_new)``."""
         h_new = self._advance(self._input_gates(u, context), h)
         return self._read_out(u, h_new, context), h_new
 
-    def forward(self, u: torch.Tensor, h: torch.Tensor | None = None, context: torch.Tensor | None = None):
+    def forward(
+        self, u: torch.Tensor, h: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A sequence: ``u`` ``(..., T, in_features)``, initial state ``h`` ``(..., hidden_size)`` (default 0),
         context ``(..., T, context_features)`` -> ``(out (..., T, out_features), states (..., T, hidden_size))``
         where ``states[..., t, :]`` is :math:`h_t` (after step ``t``)."""

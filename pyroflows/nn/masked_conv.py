@@ -132,7 +132,7 @@ class LocallyMaskedConv2d(nn.Module):
         mask_type: str = "B",
         kernel_size: int = 3,
         dilation: int = 1,
-    ):
+    ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.grid, self.kernel_size, self.dilation, self.mask_type = tuple(int(g) for g in grid), kernel_size, dilation, mask_type
@@ -164,7 +164,7 @@ def positional_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 class PositionalNorm(nn.Module):
     """:func:`positional_norm` as a module."""
 
-    def __init__(self, eps: float = 1e-5):
+    def __init__(self, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
 
@@ -199,7 +199,7 @@ class MaskedARN(nn.Module):
         order: str | torch.Tensor = "raster",
         hidden_channels: Sequence[int] = (32, 16),
         dilation: int = 2,
-    ):
+    ) -> None:
         super().__init__()
         h1, h2 = hidden_channels
         self.layers = nn.ModuleList(
@@ -244,7 +244,7 @@ class SpatioTemporalEncoder(nn.Module):
         orders: Sequence[str | torch.Tensor] = ("raster", "temporal"),
         hidden_channels: Sequence[int] = (32, 16),
         dilation: int = 2,
-    ):
+    ) -> None:
         super().__init__()
         if len(orders) != 2:
             raise ValueError(f"orders: expected two orderings (one per network), got {len(orders)}")

@@ -14,6 +14,7 @@ with a ``cases()`` function and naming it in ``CASE_MODULES``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 from pyro.distributions.conditional import ConditionalTransform
+from torch.distributions import Transform
 
 from ..transforms.base import module_reference
 
@@ -85,7 +87,14 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def random_inputs(case: TransformCase, batch_shape=(3,), context_batch_shape=None, dtype=torch.float64, device="cpu", seed=1):
+def random_inputs(
+    case: TransformCase,
+    batch_shape: Sequence[int] = (3,),
+    context_batch_shape: Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    seed: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random ``x`` (and ``context``) for ``case``; the context's batch shape defaults to ``batch_shape``."""
     g = _generator(seed)
     x = case.input_scale * torch.randn(tuple(batch_shape) + tuple(case.event_shape), generator=g, dtype=dtype)
@@ -97,7 +106,7 @@ def random_inputs(case: TransformCase, batch_shape=(3,), context_batch_shape=Non
     return x.to(device), c
 
 
-def instantiate(case: TransformCase, dtype=torch.float64, seed: int = 0, perturb: float = 0.1):
+def instantiate(case: TransformCase, dtype: torch.dtype = torch.float64, seed: int = 0, perturb: float = 0.1) -> torch.nn.Module:
     """Build the module, run one batch through it (data-dependent init), then perturb every parameter.
 
     Zero-initialised conditioners make a fresh flow the identity, where many bugs hide; the
@@ -122,21 +131,21 @@ def perturb_parameters(module: torch.nn.Module, scale: float = 0.1, seed: int = 
     return module
 
 
-def bind(module, context):
+def bind(module: Transform | ConditionalTransform, context: torch.Tensor | None) -> Transform:
     """``module.condition(context)`` for a conditional transform, ``module`` itself otherwise."""
     if isinstance(module, ConditionalTransform):
         return module.condition(context)
     return module
 
 
-def _flat(v, event_shape):
+def _flat(v: torch.Tensor, event_shape: Sequence[int]) -> torch.Tensor:
     return v.reshape(v.shape[: v.dim() - len(event_shape)] + (-1,))
 
 
 # ----------------------------------------------------------------------------- the checks
 
 
-def check_round_trip(case: TransformCase, batch_shape=(4,)) -> None:
+def check_round_trip(case: TransformCase, batch_shape: Sequence[int] = (4,)) -> None:
     """``inverse(forward(x)) == x`` and ``forward(inverse(y)) == y`` in float64, without the cache."""
     module = instantiate(case)
     x, c = random_inputs(case, batch_shape)
@@ -166,7 +175,7 @@ def check_log_det(case: TransformCase, num_samples: int = 2) -> None:
     for i in range(num_samples):
         ci = None if c is None else c[i]
 
-        def f(v, ci=ci):
+        def f(v: torch.Tensor, ci: torch.Tensor | None = ci) -> torch.Tensor:
             return _flat(bind(module, ci)(v.reshape(case.event_shape)), case.event_shape)
 
         jac = torch.autograd.functional.jacobian(f, x[i].reshape(-1))
@@ -268,7 +277,7 @@ def check_state_dict(case: TransformCase) -> None:
     assert torch.allclose(a, b, atol=1e-12), f"{case.name}: the reloaded module computes other outputs"
 
 
-def check_device(case: TransformCase, device) -> None:
+def check_device(case: TransformCase, device: str | torch.device) -> None:
     """Run forward, inverse and log-det on ``device`` (e.g. ``"meta"`` or ``"cuda"``): every output
     follows the input's device."""
     device = torch.device(device)
@@ -373,7 +382,7 @@ def check_empty_batch(case: TransformCase) -> None:
     """A batch of zero inputs gives zero outputs and a zero-length log-det in both directions, with
     and without gradients, and leaves data-dependent initialisation for a batch that has data."""
 
-    def fresh():
+    def fresh() -> torch.nn.Module:
         torch.manual_seed(0)
         return case.make().to(torch.float64)  # in training mode, not yet initialised
 
@@ -404,12 +413,12 @@ def check_gradcheck(case: TransformCase) -> None:
     x, c = random_inputs(case, (1,))
     x.requires_grad_(True)
 
-    def forward(v):
+    def forward(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = bind(module, c)
         y = t(v)
         return y, t.log_abs_det_jacobian(v, y)
 
-    def inverse(v):
+    def inverse(v: torch.Tensor) -> torch.Tensor:
         return bind(module, c).inv(v)
 
     for label, fn in (("forward", forward), ("inverse", inverse)):
@@ -417,20 +426,20 @@ def check_gradcheck(case: TransformCase) -> None:
         assert ok, f"{case.name}: torch.autograd.gradcheck fails on the {label} map"
 
 
-def pytest_raises(exception: type[Exception], match: str):
+def pytest_raises(exception: type[Exception], match: str) -> contextlib.AbstractContextManager:
     """``pytest.raises``, imported only when a check needs it (pytest is a test dependency)."""
     import pytest
 
     return pytest.raises(exception, match=match)
 
 
-def _log_density(case: TransformCase, module, c):
+def _log_density(case: TransformCase, module: object, c: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x -> log p(x)`` of a standard Normal pushed through the case's transform."""
     t = bind(module, c)
     zeros = torch.zeros(case.event_shape, dtype=torch.float64)
     base = torch.distributions.Independent(torch.distributions.Normal(zeros, torch.ones_like(zeros)), len(case.event_shape))
 
-    def log_p(x):
+    def log_p(x: torch.Tensor) -> torch.Tensor:
         z = t.inv(x)
         return base.log_prob(z) - t.log_abs_det_jacobian(z, x)
 
@@ -451,7 +460,7 @@ def check_hessian(case: TransformCase, perturb: float = 0.3, num_directions: int
             torch.autograd.grad(log_p(v).sum(), v, create_graph=True)
         return
 
-    def grad(v):
+    def grad(v: torch.Tensor) -> torch.Tensor:
         v = v.detach().requires_grad_(True)
         return torch.autograd.grad(log_p(v).sum(), v)[0]
 
@@ -477,7 +486,7 @@ def check_gradgradcheck(case: TransformCase) -> None:
     x, c = random_inputs(case, (1,))
     x.requires_grad_(True)
 
-    def inverse(v):
+    def inverse(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = bind(module, c)
         u = t.inv(v)
         return u, t.log_abs_det_jacobian(u, v)
@@ -553,7 +562,7 @@ def covered_classes(case: TransformCase) -> set[type]:
     x, c = random_inputs(case, (1,), dtype=torch.float32)
     seen: set[type] = set()
 
-    def visit(t):
+    def visit(t: object) -> None:
         if type(t) in seen:
             return
         seen.add(type(t))

@@ -11,13 +11,15 @@ conditioned for the float64 round-trip tolerance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .. import flows as FL
 from .. import transforms as T
 from ..transforms.stacks import FlowSequence
 from . import TransformCase
 
 
-def _sandwich(event_dim: int, channels: int):
+def _sandwich(event_dim: int, channels: int) -> Callable[[], FlowSequence]:
     block = 2 ** (event_dim - 1)
     return lambda: FlowSequence(
         [

@@ -2,6 +2,8 @@
 ``ConditionalTransformModule`` faces. The papers' architectures built from them (multi-scale Glow,
 CRow, MotionFlow, DUAL-GLOW's relation and MotionFlow's latent dynamics) are in :mod:`pyroflows.flows`."""
 
+from typing import Any
+
 from .actnorm import ActNorm, ConditionalActNorm, ConditionedActNorm, actnorm, conditional_actnorm
 from .cnf import CNF, ConditionalCNF, ConditionedCNF, cnf, cnf_regularization, conditional_cnf
 from .coupling import (
@@ -135,7 +137,7 @@ _MOVED_TO_FLOWS = (
 )
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - the moved classes and factories, by name
     # the architectures lived here before 0.2; their names still resolve, with a warning
     if name in _MOVED_TO_FLOWS:
         import warnings

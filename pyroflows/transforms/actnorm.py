@@ -16,7 +16,8 @@ Reference: Kingma, Dhariwal, "Glow: generative flow with invertible 1x1 convolut
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -42,7 +43,7 @@ class DataInit(nn.Module):
     """Per-channel ``log_scale`` and ``bias`` with data-dependent initialisation, recorded in the
     buffer ``initialized`` so that a reloaded model is not initialised again."""
 
-    def __init__(self, num_features: int, event_dim: int):
+    def __init__(self, num_features: int, event_dim: int) -> None:
         super().__init__()
         self.num_features, self.event_dim = num_features, event_dim
         self.log_scale = nn.Parameter(torch.zeros(num_features))
@@ -50,7 +51,7 @@ class DataInit(nn.Module):
         self.register_buffer("initialized", torch.tensor(False))
         self._initialized = False  # host mirror of the buffer: no device sync per call
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict: Mapping[str, torch.Tensor], prefix: str, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         flag = state_dict.get(prefix + "initialized")
         self._initialized = bool(flag) if flag is not None and flag.device.type != "meta" else self._initialized
@@ -99,13 +100,13 @@ class ActNorm(FlowModule):
         True
     """
 
-    def __init__(self, num_features: int, event_dim: int = 1):
+    def __init__(self, num_features: int, event_dim: int = 1) -> None:
         super().__init__()
         self.num_features = check_size("num_features", num_features)
         self.params = DataInit(num_features, check_event_dim(event_dim))
         self.set_event((num_features,) + (None,) * (event_dim - 1))
 
-    def prepare(self, v, inverse):
+    def prepare(self, v: torch.Tensor, inverse: bool) -> None:
         self.params.maybe_initialize(v, inverse)
 
     def transform(self) -> ElementwiseAffine:
@@ -137,7 +138,7 @@ class ConditionalActNorm(ConditionalFlowModule):
         hidden: Sequence[int] = (64,),
         net: nn.Module | None = None,
         context_shape: Sequence[int] | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.num_features, self.event_dim = check_size("num_features", num_features), check_event_dim(event_dim)
         self.context_shape = context_event_shape(check_size("context_dim", context_dim), context_shape)
@@ -145,7 +146,7 @@ class ConditionalActNorm(ConditionalFlowModule):
         self.net = context_mlp(self.context_shape, 2 * num_features, hidden) if net is None else net
         self.set_event((num_features,) + (None,) * (event_dim - 1))
 
-    def prepare(self, v, inverse):
+    def prepare(self, v: torch.Tensor, inverse: bool) -> None:
         self.params.maybe_initialize(v, inverse)
 
     def transform(self, context: torch.Tensor) -> ElementwiseAffine:

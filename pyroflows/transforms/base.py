@@ -18,6 +18,8 @@ sync.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import torch
 from torch.distributions import ComposeTransform, Transform, constraints
 
@@ -25,7 +27,7 @@ from ..shapes import broadcast_shapes, sum_event
 from ..validation import check_tensor, is_validation_enabled, non_finite_parameters, transformed
 
 
-def event_constraint(event_dim: int):
+def event_constraint(event_dim: int) -> constraints.Constraint:
     return constraints.independent(constraints.real, event_dim) if event_dim else constraints.real
 
 
@@ -57,16 +59,16 @@ class InverseOf(Transform):
     """The inverse of a transform, calling back into its ``_inv_call`` (so that its kept pass
     serves both directions), as ``Transform.inv`` does."""
 
-    def __init__(self, transform: Transform):
+    def __init__(self, transform: Transform) -> None:
         super().__init__(cache_size=0)
         self._inv = transform
 
     @property
-    def domain(self):
+    def domain(self) -> constraints.Constraint:
         return self._inv.codomain
 
     @property
-    def codomain(self):
+    def codomain(self) -> constraints.Constraint:
         return self._inv.domain
 
     @property
@@ -74,23 +76,23 @@ class InverseOf(Transform):
         return self._inv.bijective
 
     @property
-    def sign(self):
+    def sign(self) -> int | torch.Tensor:
         return self._inv.sign
 
     @property
     def inv(self) -> Transform:
         return self._inv
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._inv._inv_call(x)
 
-    def log_abs_det_jacobian(self, x, y):
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return -self._inv.log_abs_det_jacobian(y, x)
 
-    def forward_shape(self, shape):
+    def forward_shape(self, shape: Sequence[int]) -> torch.Size:
         return self._inv.inverse_shape(shape)
 
-    def inverse_shape(self, shape):
+    def inverse_shape(self, shape: Sequence[int]) -> torch.Size:
         return self._inv.forward_shape(shape)
 
 
@@ -107,22 +109,22 @@ class LastPass:
 
     __slots__ = ("x", "y", "ladj", "inverse", "x_version", "y_version")
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, ladj: torch.Tensor, inverse: bool):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, ladj: torch.Tensor, inverse: bool) -> None:
         self.x, self.y, self.ladj, self.inverse = x, y, ladj, inverse
         self.x_version, self.y_version = tensor_version(x), tensor_version(y)
 
-    def _holds(self, v, kept, version) -> bool:
+    def _holds(self, v: torch.Tensor, kept: torch.Tensor, version: int | None) -> bool:
         return v is kept and version is not None and tensor_version(v) == version
 
-    def forward_of(self, x) -> torch.Tensor | None:
+    def forward_of(self, x: torch.Tensor) -> torch.Tensor | None:
         """The kept ``y`` if ``x`` is the unmodified output of the kept inverse pass."""
         return self.y if self.inverse and self._holds(x, self.x, self.x_version) else None
 
-    def inverse_of(self, y) -> torch.Tensor | None:
+    def inverse_of(self, y: torch.Tensor) -> torch.Tensor | None:
         """The kept ``x`` if ``y`` is the unmodified output of the kept forward pass."""
         return self.x if not self.inverse and self._holds(y, self.y, self.y_version) else None
 
-    def ladj_of(self, x, y) -> torch.Tensor | None:
+    def ladj_of(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         """The kept log-det if ``(x, y)`` is the kept, unmodified pair."""
         if self._holds(x, self.x, self.x_version) and self._holds(y, self.y, self.y_version):
             return self.ladj
@@ -172,14 +174,14 @@ class OnePassTransform:
             self.clear_cache()
             self._cache_stamp = stamp
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if compiling():  # no kept pass while torch.compile traces: every call computes
             return self._call(x, keep=False)
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.forward_of(x)
         return self._call(x) if kept is None else kept
 
-    def _inv_call(self, y):
+    def _inv_call(self, y: torch.Tensor) -> torch.Tensor:
         if compiling():
             return self._inverse(y, keep=False)
         self._drop_stale_cache()
@@ -226,7 +228,7 @@ class OnePassTransform:
             f"their usual range, or inputs far out in the tails)"
         )
 
-    def _call(self, x, keep: bool = True):
+    def _call(self, x: torch.Tensor, keep: bool = True) -> torch.Tensor:
         self.check_input("x", x)
         if self.value_without_ladj and not torch.is_grad_enabled():
             if keep:
@@ -240,7 +242,7 @@ class OnePassTransform:
             self._last = LastPass(x, y, ladj, inverse=False)
         return y
 
-    def _inverse(self, y, keep: bool = True):
+    def _inverse(self, y: torch.Tensor, keep: bool = True) -> torch.Tensor:
         self.check_input("y", y)
         x, ladj = self.inverse_and_ladj(y)
         self.check_output("inverse", x, ladj)
@@ -248,7 +250,7 @@ class OnePassTransform:
             self._last = LastPass(x, y, ladj, inverse=True)
         return x
 
-    def log_abs_det_jacobian(self, x, y):
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         kept = None
         if not compiling():
             self._drop_stale_cache()
@@ -261,13 +263,13 @@ class OnePassTransform:
         return ladj
 
     # the value alone (OnePassCompose uses these for volume-preserving parts); override to skip the log-det
-    def forward_value(self, x):
+    def forward_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_and_ladj(x)[0]
 
-    def inverse_value(self, y):
+    def inverse_value(self, y: torch.Tensor) -> torch.Tensor:
         return self.inverse_and_ladj(y)[0]
 
-    def forward_shape(self, shape):
+    def forward_shape(self, shape: Sequence[int]) -> torch.Size:
         k = len(self.event_shape_spec)
         # an unbatched shape is a base distribution's draw, which Pyro pairs row by row with the
         # contexts (sample(sample_shape=context batch)); only batched inputs broadcast with them
@@ -278,7 +280,7 @@ class OnePassTransform:
 
     inverse_shape = forward_shape
 
-    def clear_cache(self):
+    def clear_cache(self) -> None:
         self._last = None
         self._cached_x_y = None, None
 
@@ -296,7 +298,7 @@ def parameter_versions(module: torch.nn.Module) -> tuple:
     return tuple(out)
 
 
-def _compose_constraint(parts, which: str):
+def _compose_constraint(parts: Sequence[Transform], which: str) -> constraints.Constraint:
     """The domain (or codomain) of ``parts`` composed: the first part's domain (last part's
     codomain), reinterpreted over the largest number of event dims any part needs (as
     ``ComposeTransform`` computes it)."""
@@ -335,29 +337,27 @@ class OnePassCompose:
         return drop_kept_pass(super().__getstate__())
 
     @property
-    def domain(self):
+    def domain(self) -> constraints.Constraint:
         d = self.__dict__.get("_domain")
         if d is None:
             d = self.__dict__["_domain"] = _compose_constraint(self.parts, "domain")
         return d
 
     @property
-    def codomain(self):
+    def codomain(self) -> constraints.Constraint:
         d = self.__dict__.get("_codomain")
         if d is None:
             d = self.__dict__["_codomain"] = _compose_constraint(self.parts, "codomain")
         return d
 
     @property
-    def inv(self):
-        # an inverse that calls back into this compose's one-pass _inv_call, not ComposeTransform's
-        # stack of inverted parts
+    def inv(self) -> Transform:
         inverse = self.__dict__.get("_inverse")
         if inverse is None:
             inverse = self.__dict__["_inverse"] = InverseOf(self)
         return inverse
 
-    def _plan(self):
+    def _plan(self) -> tuple[list[tuple[Transform, bool, bool, int]], list[torch.nn.Module], list[torch.nn.Module]]:
         """(per part: part, one-pass?, volume-preserving?, event dims of its log-det to sum) and the
         parts' modules."""
         plan = self.__dict__.get("_plan_cache")
@@ -394,7 +394,7 @@ class OnePassCompose:
             self._last = None
             self._cache_stamp = stamp
 
-    def __call__(self, x):
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if compiling():
             return self._run(x, inverse=False)[0]
         self._drop_stale_cache()
@@ -405,7 +405,7 @@ class OnePassCompose:
         self._last = LastPass(x, y, total, inverse=False)
         return y
 
-    def _inv_call(self, y):
+    def _inv_call(self, y: torch.Tensor) -> torch.Tensor:
         if compiling():
             return self._run(y, inverse=True)[0]
         self._drop_stale_cache()
@@ -416,14 +416,14 @@ class OnePassCompose:
         self._last = LastPass(x, y, total, inverse=True)
         return x
 
-    def log_abs_det_jacobian(self, x, y):
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if compiling():
             return self._run(x, inverse=False)[1]
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.ladj_of(x, y)
         return self._run(x, inverse=False)[1] if kept is None else kept
 
-    def _run(self, v, inverse: bool):
+    def _run(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(value, ladj)``: the parts applied to ``v`` (in reverse order, inverted, if ``inverse``);
         ``ladj`` is ``log|det J|`` of the forward map."""
         steps = self._plan()[0]
@@ -450,17 +450,17 @@ class OnePassCompose:
             total = v.new_zeros(batch)
         return v, total
 
-    def _call(self, x):
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, inverse=False)[0]
 
-    def _inverse(self, y):
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         return self._run(y, inverse=True)[0]
 
     def reference(self) -> torch.Tensor | None:
         """The first floating-point parameter or buffer of the parts (inputs must share its dtype)."""
         return next((r for m in self._plan()[1] if (r := module_reference(m)) is not None), None)
 
-    def _check_first(self, part, name: str, v: torch.Tensor) -> None:
+    def _check_first(self, part: OnePassTransform, name: str, v: torch.Tensor) -> None:
         """The first part's input checks, and the dtype and device of every part's parameters
         (a parameter-free first part takes any dtype; the later parts do not)."""
         part.check_input(name, v)
@@ -468,7 +468,7 @@ class OnePassCompose:
         if ref is not None:
             check_tensor(name, v, dtype=ref.dtype, device=ref.device, finite=False)
 
-    def clear_cache(self):
+    def clear_cache(self) -> None:
         self._last = None
         self._cached_x_y = None, None
 
@@ -501,7 +501,7 @@ class Chain(OnePassCompose, ComposeTransform):
     """Given transforms applied in order (the last one last), in one loop per call with the summed
     log-det: the math of a composite step whose parts are modules or transforms on given tensors."""
 
-    def __init__(self, parts):
+    def __init__(self, parts: Iterable[Transform]) -> None:
         super().__init__(list(parts), cache_size=0)
         self.event_shape_spec = getattr(self.parts[0], "event_shape_spec", ())
         longest = torch.Size()
@@ -510,8 +510,8 @@ class Chain(OnePassCompose, ComposeTransform):
             longest = shape if len(shape) > len(longest) else longest
         self.context_batch_shape = longest
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._run(x, inverse=False)
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._run(y, inverse=True)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -65,7 +66,7 @@ def _inverse_softplus(value: float) -> float:
     return value + math.log(-math.expm1(-value))
 
 
-def _max_norm(state) -> torch.Tensor:
+def _max_norm(state: Sequence[torch.Tensor]) -> torch.Tensor:
     """Largest absolute entry over the components of a tupled state (per-element error control)."""
     return torch.stack([v.abs().max() for v in state]).max()
 
@@ -75,11 +76,11 @@ class _FirstOrderOnly(torch.autograd.Function):
     adjoint method's backward solve has no graph, so a second derivative would silently be wrong."""
 
     @staticmethod
-    def forward(ctx, *outputs):
+    def forward(ctx: Any, *outputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:  # noqa: ANN401
         return outputs if len(outputs) > 1 else outputs[0]
 
     @staticmethod
-    def backward(ctx, *grads):
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: ANN401
         if torch.is_grad_enabled():
             raise RuntimeError(
                 "CNF(adjoint=True): second derivatives (create_graph=True: Hessians, gradgradcheck, "
@@ -186,12 +187,20 @@ class _Dynamics:
     when regularising, ``T ||f||^2`` and ``T ||df/dz||_F^2``.
     """
 
-    def __init__(self, owner, net, time, context, noise, regularize):
+    def __init__(
+        self,
+        owner: _ODEFlow,
+        net: nn.Module,
+        time: torch.Tensor,
+        context: torch.Tensor | None,
+        noise: torch.Tensor | None,
+        regularize: bool,
+    ) -> None:
         self.owner, self.net, self.time, self.context = owner, net, time, context
         self.noise, self.regularize = noise, regularize
         self.solving = False
 
-    def __call__(self, s, state):
+    def __call__(self, s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         if self.solving:
             self.owner.nfe_forward += 1
             self.owner.last_nfe += 1
@@ -233,14 +242,14 @@ class ConditionedCNF(OnePassTransform, Transform):
     codomain = event_constraint(1)
     value_without_ladj = True
 
-    def __init__(self, flow, context: torch.Tensor | None = None):
+    def __init__(self, flow: CNF | ConditionalCNF, context: torch.Tensor | None = None) -> None:
         super().__init__(cache_size=1)
         self.flow, self.context = flow, context
         self.dim = flow.dim
         self.event_shape_spec = (self.dim,)
         self.context_batch_shape = torch.Size() if context is None else batch_shape_of(context, 1)
 
-    def _stamp_module(self):
+    def _stamp_module(self) -> CNF | ConditionalCNF:
         return self.flow
 
     def held_tensors(self) -> tuple:
@@ -250,7 +259,7 @@ class ConditionedCNF(OnePassTransform, Transform):
         reason="torchdiffeq's solvers check their inputs by reading tensor values, which torch.compile cannot trace: "
         "the solve runs eagerly (a graph break), so fullgraph=True is not possible with a CNF"
     )
-    def _solve(self, v: torch.Tensor, direction: int, with_ladj: bool = True):
+    def _solve(self, v: torch.Tensor, direction: int, with_ladj: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         if torch.jit.is_tracing():
             raise RuntimeError(
                 "CNF: torch.jit.trace (and so Pyro's JitTrace_ELBO and the other Jit* ELBOs) cannot trace an ODE "
@@ -295,13 +304,13 @@ class ConditionedCNF(OnePassTransform, Transform):
             }
         return final[0].reshape(v.shape), (direction * final[1]).reshape(batch) if with_ladj else None
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._solve(x, 1)
 
-    def forward_value(self, x):
+    def forward_value(self, x: torch.Tensor) -> torch.Tensor:
         return self._solve(x, 1, with_ladj=False)[0]
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._solve(y, -1)
 
 
@@ -328,12 +337,12 @@ class _ODEFlow:
         self.reset_nfe()
         self.set_event((self.dim,))
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - a solver option or a module attribute
         if name in _SOLVER_FIELDS:  # the solver's options read as attributes, as in earlier releases
             return getattr(self.__dict__["solver"], name)
         return super().__getattr__(name)
 
-    def __setattr__(self, name: str, value) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         if name in _SOLVER_FIELDS and "solver" in self.__dict__:
             self.__dict__["solver"] = dataclasses.replace(self.__dict__["solver"], **{name: value})
         else:
@@ -404,8 +413,8 @@ class CNF(_ODEFlow, FlowModule):
     """
 
     def __init__(
-        self, dim: int, dynamics: nn.Module, time: float = 1.0, learn_time: bool = True, solver: ODESolver | None = None, **options
-    ):
+        self, dim: int, dynamics: nn.Module, time: float = 1.0, learn_time: bool = True, solver: ODESolver | None = None, **options: Any
+    ) -> None:
         super().__init__()
         self._setup(dim, dynamics, time, learn_time, solver, options)
 
@@ -452,8 +461,8 @@ class ConditionalCNF(_ODEFlow, ConditionalFlowModule):
         time: float = 1.0,
         learn_time: bool = True,
         solver: ODESolver | None = None,
-        **options,
-    ):
+        **options: Any,
+    ) -> None:
         super().__init__()
         self.context_dim = check_size("context_dim", context_dim)
         self.context_shape = (self.context_dim,)
@@ -466,13 +475,15 @@ class ConditionalCNF(_ODEFlow, ConditionalFlowModule):
         return f"dim={self.dim}, context_dim={self.context_dim}, {self._settings_repr()}"
 
 
-def cnf(dim: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh", **kwargs) -> CNF:
+def cnf(dim: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh", **kwargs: Any) -> CNF:
     """A :class:`CNF` with :class:`~pyroflows.nn.ConcatSquashNet` dynamics (last layer zeroed: a fresh
     flow is the identity); ``kwargs`` are :class:`CNF`'s options (``trace``, ``method``, ``adjoint``, ...)."""
     return CNF(dim, ConcatSquashNet(dim, hidden, 0, activation), **kwargs)
 
 
-def conditional_cnf(dim: int, context_dim: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh", **kwargs) -> ConditionalCNF:
+def conditional_cnf(
+    dim: int, context_dim: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh", **kwargs: Any
+) -> ConditionalCNF:
     """A :class:`ConditionalCNF` with :class:`~pyroflows.nn.ConcatSquashNet` dynamics taking the context
     in every layer's gate and shift; ``kwargs`` as in :class:`CNF`."""
     return ConditionalCNF(dim, context_dim, ConcatSquashNet(dim, hidden, context_dim, activation), **kwargs)

@@ -73,7 +73,7 @@ class Coupling(OnePassTransform, Transform):
         event_dim: int = 1,
         elementwise: Affine | None = None,
         context_batch_shape: Sequence[int] = (),
-    ):
+    ) -> None:
         super().__init__(cache_size=1)
         self.conditioner = conditioner
         self.num_features, self.split = num_features, check_split(num_features, split)
@@ -83,7 +83,7 @@ class Coupling(OnePassTransform, Transform):
         self.domain = self.codomain = event_constraint(event_dim)
         self.context_batch_shape = torch.Size(context_batch_shape)
 
-    def _couple(self, v: torch.Tensor, inverse: bool):
+    def _couple(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         edim = self._edim
         v_a, v_b = v.split([self.split, self.num_features - self.split], dim=-edim)
         out_b, ladj = self.elementwise(v_b, self.conditioner(v_a), edim, inverse)
@@ -92,15 +92,20 @@ class Coupling(OnePassTransform, Transform):
             v_a = v_a.expand(batch + v_a.shape[v_a.dim() - edim :])
         return torch.cat([v_a, out_b], dim=-edim), ladj
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._couple(x, inverse=False)
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._couple(y, inverse=True)
 
 
 def ConditionedAffineCoupling(  # noqa: N802 (the class name of earlier releases)
-    conditioner, num_features: int, split: int | None = None, event_dim: int = 1, clamp: float | None = 3.0, scale: str = "softclamp"
+    conditioner: Callable[[torch.Tensor], torch.Tensor],
+    num_features: int,
+    split: int | None = None,
+    event_dim: int = 1,
+    clamp: float | None = 3.0,
+    scale: str = "softclamp",
 ) -> Coupling:
     """Deprecated: ``Coupling(conditioner, num_features, split, event_dim, Affine(scale, clamp))``."""
     warnings.warn(
@@ -139,7 +144,7 @@ class AffineCoupling(FlowModule):
         split: int | None = None,
         clamp: float | None = 3.0,
         scale: str = "softclamp",
-    ):
+    ) -> None:
         super().__init__()
         self.num_features, self.split = num_features, check_split(num_features, split)
         self.elementwise = Affine(scale, clamp)
@@ -183,7 +188,7 @@ class ConditionalAffineCoupling(ConditionalFlowModule):
         split: int | None = None,
         clamp: float | None = 3.0,
         scale: str = "softclamp",
-    ):
+    ) -> None:
         super().__init__()
         self.num_features, self.split, self.event_dim = num_features, check_split(num_features, split), check_event_dim(event_dim)
         self.elementwise = Affine(scale, clamp)
@@ -200,7 +205,9 @@ class ConditionalAffineCoupling(ConditionalFlowModule):
         return Coupling(partial(self.conditioner, context=context), self.num_features, self.split, self.event_dim, self.elementwise, batch)
 
 
-def _default_net(num_features, split, event_dim, hidden, context_features, context_is_map=False):
+def _default_net(
+    num_features: int, split: int, event_dim: int, hidden: int | Sequence[int], context_features: int, context_is_map: bool = False
+) -> MLP | ConvNet:
     out = 2 * (num_features - split)
     if event_dim == 1:
         hidden = (hidden, hidden) if isinstance(hidden, int) else tuple(hidden)

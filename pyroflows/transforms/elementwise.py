@@ -61,7 +61,7 @@ class Affine:
 
     params_per_feature = 2
 
-    def __init__(self, scale: str = "softclamp", clamp: float | None = 3.0):
+    def __init__(self, scale: str = "softclamp", clamp: float | None = 3.0) -> None:
         if scale not in SCALES:
             raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
         self.scale, self.clamp = scale, check_positive("clamp", clamp, allow_none=True)
@@ -96,7 +96,9 @@ class ElementwiseAffine(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, log_scale: torch.Tensor | None, shift: torch.Tensor | None, event_dim: int, event_shape_spec: tuple | None = None):
+    def __init__(
+        self, log_scale: torch.Tensor | None, shift: torch.Tensor | None, event_dim: int, event_shape_spec: tuple | None = None
+    ) -> None:
         super().__init__(cache_size=1)
         if log_scale is None and shift is None:
             raise ValueError("log_scale, shift: expected at least one tensor, got two None")
@@ -110,8 +112,8 @@ class ElementwiseAffine(OnePassTransform, Transform):
     def held_tensors(self) -> tuple:
         return tuple(p for p in (self.log_scale, self.shift) if p is not None)
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return elementwise_affine(x, self.log_scale, self.shift, self._edim)
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return elementwise_affine(y, self.log_scale, self.shift, self._edim, inverse=True)

@@ -46,7 +46,9 @@ class ConditionedInvertibleLinear(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, perm, lower, upper, log_diag, sign, event_dim: int = 1):
+    def __init__(
+        self, perm: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, log_diag: torch.Tensor, sign: torch.Tensor, event_dim: int = 1
+    ) -> None:
         super().__init__(cache_size=1)
         self.factors = (perm, lower, upper, log_diag, sign)
         self.num_features, self._edim = log_diag.shape[-1], event_dim
@@ -57,11 +59,13 @@ class ConditionedInvertibleLinear(OnePassTransform, Transform):
     def held_tensors(self) -> tuple:
         return self.factors[1:4]
 
-    def reference(self):
+    def reference(self) -> torch.Tensor:
         return self.factors[3]
 
     @staticmethod
-    def _triangles(lower, upper, log_diag, sign):
+    def _triangles(
+        lower: torch.Tensor, upper: torch.Tensor, log_diag: torch.Tensor, sign: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)
         lo = torch.tril(lower, -1) + eye
         up = torch.triu(upper, 1) + torch.diag_embed(sign * torch.exp(log_diag))
@@ -75,7 +79,7 @@ class ConditionedInvertibleLinear(OnePassTransform, Transform):
         out = m @ v.reshape(batch + (self.num_features, event.numel() // self.num_features))
         return out.reshape(out.shape[:-2] + event)
 
-    def _ladj(self, log_diag, v):
+    def _ladj(self, log_diag: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         spatial = 1
         for s in v.shape[v.dim() - self._edim + 1 :]:
             spatial *= s
@@ -96,10 +100,10 @@ class ConditionedInvertibleLinear(OnePassTransform, Transform):
         inv_lo_pt = torch.linalg.solve_triangular(lo, rhs, upper=False, unitriangular=True)
         return torch.linalg.solve_triangular(up, inv_lo_pt, upper=True)
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._matmul(self.weight(), x), self._ladj(self.factors[3], x)
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._matmul(self.inverse_weight(), y), self._ladj(self.factors[3], y)
 
 
@@ -109,7 +113,7 @@ class LUParameters(ContextParameters):
 
     def __init__(
         self, num_features: int, context_shape: Sequence[int] | None = None, hidden: Sequence[int] = (64,), net: nn.Module | None = None
-    ):
+    ) -> None:
         check_size("num_features", num_features)
         q, _ = torch.linalg.qr(torch.randn(num_features, num_features))
         p, lo, up = torch.linalg.lu(q)
@@ -139,7 +143,7 @@ class InvertibleLinear(FlowModule):
         True
     """
 
-    def __init__(self, num_features: int, event_dim: int = 1):
+    def __init__(self, num_features: int, event_dim: int = 1) -> None:
         super().__init__()
         self.num_features = check_size("num_features", num_features)
         self.params = LUParameters(num_features)
@@ -156,14 +160,14 @@ class InvertibleLinear(FlowModule):
 class InvertibleConv1x1(InvertibleLinear):
     """Glow's invertible 1x1 convolution on images ``(C, H, W)`` (``InvertibleLinear`` with ``event_dim=3``)."""
 
-    def __init__(self, num_channels: int):
+    def __init__(self, num_channels: int) -> None:
         super().__init__(num_channels, event_dim=3)
 
 
 class InvertibleConv1x1x1(InvertibleLinear):
     """Invertible 1x1x1 convolution on volumes ``(C, D, H, W)`` (``InvertibleLinear`` with ``event_dim=4``)."""
 
-    def __init__(self, num_channels: int):
+    def __init__(self, num_channels: int) -> None:
         super().__init__(num_channels, event_dim=4)
 
 
@@ -192,7 +196,7 @@ class ConditionalInvertibleLinear(ConditionalFlowModule):
         hidden: Sequence[int] = (64,),
         net: nn.Module | None = None,
         context_shape: Sequence[int] | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.num_features, self.event_dim = check_size("num_features", num_features), check_event_dim(event_dim)
         self.context_shape = context_event_shape(check_size("context_dim", context_dim), context_shape)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 import torch
 import torch.nn as nn
@@ -57,7 +58,7 @@ class ContextParameters(nn.Module):
         context_shape: Sequence[int] | None = None,
         hidden: Sequence[int] = (64,),
         net: nn.Module | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.names = tuple(initial)
         for name, value in initial.items():
@@ -84,10 +85,10 @@ class ContextParameters(nn.Module):
             return base
         offsets = self.net(context)
         batch = offsets.shape[:-1]
-        return tuple(b + o.reshape(batch + b.shape) for b, o in zip(base, offsets.split(self.sizes, dim=-1)))
+        return tuple(b + o.reshape(batch + b.shape) for b, o in zip(base, offsets.split(self.sizes, dim=-1), strict=True))
 
 
-def _parameter_by_old_name(module: nn.Module, name: str):
+def _parameter_by_old_name(module: nn.Module, name: str) -> nn.Parameter:
     """``module.params.<name>`` for a base tensor that earlier releases kept on the module itself."""
     params = module.__dict__.get("_modules", {}).get("params")
     if isinstance(params, ContextParameters) and name in params.names:
@@ -112,7 +113,7 @@ class _Face:
     def reference(self) -> torch.Tensor | None:
         return module_reference(self)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> torch.Tensor | nn.Module:
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -126,19 +127,19 @@ class _Evaluated:
     def _face(self) -> _Face:
         return self
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._face().prepare(x, inverse=False)
         return self.transform().forward_and_ladj(x)
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._face().prepare(y, inverse=True)
         return self.transform().inverse_and_ladj(y)
 
-    def forward_value(self, x):
+    def forward_value(self, x: torch.Tensor) -> torch.Tensor:
         self._face().prepare(x, inverse=False)
         return self.transform().forward_value(x)
 
-    def inverse_value(self, y):
+    def inverse_value(self, y: torch.Tensor) -> torch.Tensor:
         self._face().prepare(y, inverse=True)
         return self.transform().inverse_value(y)
 
@@ -174,7 +175,7 @@ class ConditionalFlowModule(_Face, ConditionalTransformModule):
         """The map at the current parameters and ``context``, as a transform on given tensors."""
         raise NotImplementedError
 
-    def check_context(self, context) -> None:
+    def check_context(self, context: torch.Tensor) -> None:
         ref = self.reference()
         check_tensor("context", context, self.context_shape, None if ref is None else ref.dtype, None if ref is None else ref.device)
 
@@ -182,7 +183,7 @@ class ConditionalFlowModule(_Face, ConditionalTransformModule):
         self.check_context(context)
         return ConditionedFlow(self, context)
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError(f"{type(self).__name__} is a conditional transform: call .condition(context) first, then the transform it returns")
 
 
@@ -193,14 +194,14 @@ class ConditionedFlow(_Evaluated, OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, module: ConditionalFlowModule, context: torch.Tensor):
+    def __init__(self, module: ConditionalFlowModule, context: torch.Tensor) -> None:
         super().__init__(cache_size=1)
         self.module, self.context = module, context
         self.event_shape_spec = module.event_shape_spec
         self.domain = self.codomain = event_constraint(len(self.event_shape_spec))
         self.context_batch_shape = batch_shape_of(context, len(module.context_shape))
 
-    def _stamp_module(self):
+    def _stamp_module(self) -> ConditionalFlowModule:
         return self.module
 
     def _stamp(self) -> tuple:
@@ -225,7 +226,7 @@ class ConditionedFlow(_Evaluated, OnePassTransform, Transform):
     def value_without_ladj(self) -> bool:
         return self.module.value_without_ladj
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - any attribute of the family's transform
         # the family's own methods (``encode``, ``factors``, ``unpack``, ...) at the current parameters
         if name.startswith("_") or "module" not in self.__dict__ or "context" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")

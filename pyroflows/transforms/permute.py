@@ -6,7 +6,7 @@ moves with ``.to()`` and is saved in ``state_dict``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from pyro.distributions import TransformModule
@@ -33,7 +33,7 @@ class Permute(OnePassTransform, TransformModule):
     bijective = True
     volume_preserving = True
 
-    def __init__(self, permutation: torch.Tensor, event_dim: int = 1):
+    def __init__(self, permutation: torch.Tensor, event_dim: int = 1) -> None:
         super().__init__(cache_size=1)
         permutation = torch.as_tensor(permutation, dtype=torch.long)
         n = permutation.numel()
@@ -45,19 +45,19 @@ class Permute(OnePassTransform, TransformModule):
         self.event_shape_spec = (n,) + (None,) * (event_dim - 1)
         self.domain = self.codomain = event_constraint(event_dim)
 
-    def check_input(self, name, value):
+    def check_input(self, name: str, value: torch.Tensor) -> None:
         check_tensor(name, value, self.event_shape_spec, device=self.permutation.device)
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x.index_select(x.dim() - self._edim, self.permutation), x.new_zeros(batch_shape_of(x, self._edim))
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return y.index_select(y.dim() - self._edim, self.inverse_permutation), y.new_zeros(batch_shape_of(y, self._edim))
 
-    def forward_value(self, x):
+    def forward_value(self, x: torch.Tensor) -> torch.Tensor:
         return x.index_select(x.dim() - self._edim, self.permutation)
 
-    def inverse_value(self, y):
+    def inverse_value(self, y: torch.Tensor) -> torch.Tensor:
         return y.index_select(y.dim() - self._edim, self.inverse_permutation)
 
 
@@ -72,7 +72,12 @@ def permute(num_features: int, kind: str = "random", event_dim: int = 1, generat
     return Permute(perm, event_dim)
 
 
-def block_permutations(num_features: int, permutation, num_blocks: int, generator: torch.Generator | None = None) -> Iterator:
+def block_permutations(
+    num_features: int,
+    permutation: str | Sequence[torch.Tensor | Sequence[int]] | None,
+    num_blocks: int,
+    generator: torch.Generator | None = None,
+) -> Iterator:
     """One permutation tensor (or None) per block of a stack, drawn when asked for (so that a builder
     keeps its order of random draws): ``permutation`` is ``"random"`` (each drawn from ``generator``),
     ``"reverse"``, None, or a sequence of ``num_blocks`` given tensors (checked at once)."""

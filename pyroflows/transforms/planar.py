@@ -71,7 +71,7 @@ def solve_tanh_equation(kappa: torch.Tensor, s: torch.Tensor, steps: int = NEWTO
     kappa, s = torch.broadcast_tensors(kappa, s)
     tiny = torch.finfo(s.dtype).tiny
 
-    def newton(t, kappa, s):
+    def newton(t: torch.Tensor, kappa: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         th = torch.tanh(t)
         th2 = th * th
         fprime = ((1.0 + kappa) * (1.0 - th2) + th2).clamp_min(tiny)  # 1 + kappa sech^2, as in tanh_log_slope
@@ -132,7 +132,7 @@ class ConditionedPlanar(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor, newton_steps: int = NEWTON_STEPS):
+    def __init__(self, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor, newton_steps: int = NEWTON_STEPS) -> None:
         super().__init__(cache_size=1)
         self.u, self.w, self.b, self.newton_steps = u, w, b, newton_steps
         self.event_shape_spec = (w.shape[-1],)
@@ -142,11 +142,11 @@ class ConditionedPlanar(OnePassTransform, Transform):
     def held_tensors(self) -> tuple:
         return self.u, self.w, self.b
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fast = fused.planar(planar_map, planar_parameters, x, self.u, self.w, self.b)
         return fast if fast is not None else planar_map(x, self.u, self.w, self.b)
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u_hat, kappa = planar_parameters(self.u, self.w)
         s = (self.w * y).sum(-1) + self.b[..., 0]
         t = solve_tanh_equation(kappa, s, self.newton_steps)
@@ -154,7 +154,9 @@ class ConditionedPlanar(OnePassTransform, Transform):
         return y - u_hat * th.unsqueeze(-1), tanh_log_slope(kappa, th)
 
 
-def _planar_parameters(dim: int, context_shape=None, hidden: Sequence[int] = (64,), net: nn.Module | None = None) -> ContextParameters:
+def _planar_parameters(
+    dim: int, context_shape: Sequence[int] | None = None, hidden: Sequence[int] = (64,), net: nn.Module | None = None
+) -> ContextParameters:
     """Raw ``(u, w, b)`` of an identity map: ``w`` random with norm about 1, ``u`` chosen so that
     ``u_hat = 0``; plus a zero-initialised network of the context when there is one."""
     check_size("dim", dim)
@@ -183,7 +185,7 @@ class Planar(FlowModule):
         True
     """
 
-    def __init__(self, dim: int, newton_steps: int = NEWTON_STEPS):
+    def __init__(self, dim: int, newton_steps: int = NEWTON_STEPS) -> None:
         super().__init__()
         self.params = _planar_parameters(dim)
         self.dim, self.newton_steps = dim, check_size("newton_steps", newton_steps)
@@ -215,7 +217,7 @@ class ConditionalPlanar(ConditionalFlowModule):
 
     def __init__(
         self, dim: int, context_dim: int, hidden: Sequence[int] = (64,), net: nn.Module | None = None, newton_steps: int = NEWTON_STEPS
-    ):
+    ) -> None:
         super().__init__()
         self.context_shape = (check_size("context_dim", context_dim),)
         self.params = _planar_parameters(dim, self.context_shape, hidden, net)

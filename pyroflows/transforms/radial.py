@@ -58,7 +58,7 @@ class ConditionedRadial(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, x0: torch.Tensor, alpha_raw: torch.Tensor, beta_raw: torch.Tensor):
+    def __init__(self, x0: torch.Tensor, alpha_raw: torch.Tensor, beta_raw: torch.Tensor) -> None:
         super().__init__(cache_size=1)
         self.x0, self.alpha_raw, self.beta_raw = x0, alpha_raw, beta_raw
         self.dim = x0.shape[-1]
@@ -69,18 +69,18 @@ class ConditionedRadial(OnePassTransform, Transform):
     def held_tensors(self) -> tuple:
         return self.x0, self.alpha_raw, self.beta_raw
 
-    def _ladj(self, r, alpha, gamma):
+    def _ladj(self, r: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         log_ar = torch.log(alpha + r)
         return (self.dim - 1) * (torch.log(gamma + r) - log_ar) + torch.log(r * (r + 2.0 * alpha) + alpha * gamma) - 2.0 * log_ar
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         alpha, gamma = radial_parameters(self.alpha_raw[..., 0], self.beta_raw[..., 0])
         d = x - self.x0
         r = torch.linalg.vector_norm(d, dim=-1)
         beta_h = (gamma - alpha) / (alpha + r)
         return x + beta_h.unsqueeze(-1) * d, self._ladj(r, alpha, gamma)
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         alpha, gamma = radial_parameters(self.alpha_raw[..., 0], self.beta_raw[..., 0])
         e = y - self.x0
         rho = torch.linalg.vector_norm(e, dim=-1)
@@ -93,7 +93,9 @@ class ConditionedRadial(OnePassTransform, Transform):
         return x, self._ladj(r, alpha, gamma)
 
 
-def _radial_parameters(dim: int, context_shape=None, hidden: Sequence[int] = (64,), net: nn.Module | None = None) -> ContextParameters:
+def _radial_parameters(
+    dim: int, context_shape: Sequence[int] | None = None, hidden: Sequence[int] = (64,), net: nn.Module | None = None
+) -> ContextParameters:
     """Raw ``(x0, alpha_raw, beta_raw)`` of the identity (softplus(0) = alpha gives beta = 0), plus a
     zero-initialised network of the context when there is one."""
     check_size("dim", dim)
@@ -115,7 +117,7 @@ class Radial(FlowModule):
         True
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim, self.params = dim, _radial_parameters(dim)
         self.set_event((dim,))
@@ -143,7 +145,7 @@ class ConditionalRadial(ConditionalFlowModule):
         torch.Size([5, 3])
     """
 
-    def __init__(self, dim: int, context_dim: int, hidden: Sequence[int] = (64,), net: nn.Module | None = None):
+    def __init__(self, dim: int, context_dim: int, hidden: Sequence[int] = (64,), net: nn.Module | None = None) -> None:
         super().__init__()
         self.context_shape = (check_size("context_dim", context_dim),)
         self.dim, self.params = dim, _radial_parameters(dim, self.context_shape, hidden, net)

@@ -22,6 +22,8 @@ Kingma, Dhariwal, "Glow: generative flow with invertible 1x1 convolutions", Neur
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from pyro.distributions import TransformModule
 
@@ -72,7 +74,7 @@ class _Reshuffle(OnePassTransform, TransformModule):
     volume_preserving = True
     _squeezes = True
 
-    def __init__(self, event_dim: int = 3, factor: int = 2, num_channels: int | None = None):
+    def __init__(self, event_dim: int = 3, factor: int = 2, num_channels: int | None = None) -> None:
         super().__init__(cache_size=1)
         if event_dim not in (3, 4):
             raise ValueError(f"event_dim: expected 3 (images (C, H, W)) or 4 (volumes (C, D, H, W)), got {event_dim}")
@@ -87,7 +89,7 @@ class _Reshuffle(OnePassTransform, TransformModule):
         self.event_shape_spec = (self.num_channels,) + (None,) * (self._edim - 1)
 
     # the fine grid (C, H, W) is the domain of Squeeze and the codomain of Unsqueeze
-    def _check_fine(self, name, v):
+    def _check_fine(self, name: str, v: torch.Tensor) -> None:
         c = None if self.num_channels is None else (self.num_channels if self._squeezes else self.num_channels // self.block)
         check_tensor(name, v, (c,) + (None,) * (self._edim - 1))
         spatial = v.shape[v.dim() - self._edim + 1 :]
@@ -96,53 +98,53 @@ class _Reshuffle(OnePassTransform, TransformModule):
                 f"{name}: expected shape (..., {_names(self._edim)}) with spatial sizes divisible by {self.factor}, got {tuple(v.shape)}"
             )
 
-    def _check_coarse(self, name, v):
+    def _check_coarse(self, name: str, v: torch.Tensor) -> None:
         c = None if self.num_channels is None else (self.num_channels * self.block if self._squeezes else self.num_channels)
         check_tensor(name, v, (c,) + (None,) * (self._edim - 1))
         ch = v.shape[v.dim() - self._edim]
         if ch % self.block:
             raise ValueError(f"{name}: expected shape (..., {_names(self._edim)}) with C divisible by {self.block}, got {tuple(v.shape)}")
 
-    def check_input(self, name, value):
+    def check_input(self, name: str, value: torch.Tensor) -> None:
         fine = (name == "x") == self._squeezes
         (self._check_fine if fine else self._check_coarse)(name, value)
 
-    def _down(self, v):
+    def _down(self, v: torch.Tensor) -> torch.Tensor:
         return squeeze(v, self._edim, self.factor)
 
-    def _up(self, v):
+    def _up(self, v: torch.Tensor) -> torch.Tensor:
         return unsqueeze(v, self._edim, self.factor)
 
-    def forward_value(self, x):
+    def forward_value(self, x: torch.Tensor) -> torch.Tensor:
         return self._down(x) if self._squeezes else self._up(x)
 
-    def inverse_value(self, y):
+    def inverse_value(self, y: torch.Tensor) -> torch.Tensor:
         return self._up(y) if self._squeezes else self._down(y)
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_value(x), x.new_zeros(batch_shape_of(x, self._edim))
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.inverse_value(y), y.new_zeros(batch_shape_of(y, self._edim))
 
-    def _shape_down(self, shape, name):
+    def _shape_down(self, shape: Sequence[int], name: str) -> torch.Size:
         shape = torch.Size(shape)
         k = self._edim
         if len(shape) < k or any(s % self.factor for s in shape[len(shape) - k + 1 :]):
             raise ValueError(f"{name}: expected (..., {_names(k)}) with spatial sizes divisible by {self.factor}, got {tuple(shape)}")
         return shape[: len(shape) - k] + (shape[-k] * self.block,) + tuple(s // self.factor for s in shape[len(shape) - k + 1 :])
 
-    def _shape_up(self, shape, name):
+    def _shape_up(self, shape: Sequence[int], name: str) -> torch.Size:
         shape = torch.Size(shape)
         k = self._edim
         if len(shape) < k or shape[-k] % self.block:
             raise ValueError(f"{name}: expected (..., {_names(k)}) with C divisible by {self.block}, got {tuple(shape)}")
         return shape[: len(shape) - k] + (shape[-k] // self.block,) + tuple(s * self.factor for s in shape[len(shape) - k + 1 :])
 
-    def forward_shape(self, shape):
+    def forward_shape(self, shape: Sequence[int]) -> torch.Size:
         return self._shape_down(shape, "shape") if self._squeezes else self._shape_up(shape, "shape")
 
-    def inverse_shape(self, shape):
+    def inverse_shape(self, shape: Sequence[int]) -> torch.Size:
         return self._shape_up(shape, "shape") if self._squeezes else self._shape_down(shape, "shape")
 
     def extra_repr(self) -> str:

@@ -13,9 +13,11 @@ loop and keep the summed log-det (:class:`~pyroflows.transforms.base.OnePassComp
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import torch
+import torch.nn as nn
 from pyro.distributions.conditional import ConditionalComposeTransformModule
 from pyro.distributions.transforms import ComposeTransformModule
 
@@ -31,7 +33,7 @@ class FlowSequence(OnePassCompose, ComposeTransformModule):
     log-det (see :class:`~pyroflows.transforms.base.OnePassCompose`). Same parameters, state_dict
     keys, values and log-dets as ``ComposeTransformModule(parts)``."""
 
-    def with_cache(self, cache_size=1):
+    def with_cache(self, cache_size: int = 1) -> FlowSequence:
         if cache_size == self._cache_size:
             return self
         return FlowSequence(self.parts, cache_size=cache_size)
@@ -58,10 +60,10 @@ class ConditionalFlowSequence(ConditionalComposeTransformModule):
             self._last_condition = (context, tensor_version(context), flow)
         return flow
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError(f"{type(self).__name__} is a conditional transform: call .condition(context) first, then the transform it returns")
 
-    def __getstate__(self):  # pickling / deepcopy: leave the conditioned stack behind
+    def __getstate__(self) -> dict[str, Any]:  # pickling / deepcopy: leave the conditioned stack behind
         state = dict(super().__getstate__())
         state.pop("_last_condition", None)
         return state
@@ -75,7 +77,12 @@ def check_split_dim(dim: int) -> int:
 
 
 def two_sided_blocks(
-    dim: int, num_blocks: int, make_coupling, permutations: Iterator, actnorm: bool = False, two_sided: bool = True
+    dim: int,
+    num_blocks: int,
+    make_coupling: Callable[[int], nn.Module],
+    permutations: Iterator,
+    actnorm: bool = False,
+    two_sided: bool = True,
 ) -> list:
     """The parts of a stack of coupling blocks: per block an optional ActNorm, a coupling of the last
     ``dim - dim // 2`` features given the first, then (two-sided) a swap of the halves and a coupling of

@@ -46,7 +46,7 @@ variational inference", UAI 2018.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -118,7 +118,9 @@ def orthonormal_polar_factor(q: torch.Tensor, steps: int = POLAR_NEWTON_STEPS, t
     return out
 
 
-def bjorck_orthonormalize(q: torch.Tensor, steps=None, max_steps=None, tol: float | None = None, check=None) -> torch.Tensor:
+def bjorck_orthonormalize(
+    q: torch.Tensor, steps: int | None = None, max_steps: int | None = None, tol: float | None = None, check: bool | None = None
+) -> torch.Tensor:
     """Deprecated: use :func:`orthonormal_polar_factor`, which returns the limit of Björck's iteration
     in a fixed number of steps (``steps`` and ``max_steps`` are ignored)."""
     warnings.warn(
@@ -172,7 +174,16 @@ class _ConditionedSylvester(OnePassTransform, Transform):
 
     bijective = True
 
-    def __init__(self, q_raw, r, d1, d2, b, dim: int, newton_steps: int = NEWTON_STEPS):
+    def __init__(
+        self,
+        q_raw: torch.Tensor | None,
+        r: torch.Tensor,
+        d1: torch.Tensor,
+        d2: torch.Tensor,
+        b: torch.Tensor,
+        dim: int,
+        newton_steps: int = NEWTON_STEPS,
+    ) -> None:
         super().__init__(cache_size=1)
         self.raw = (q_raw, r, d1, d2, b)
         self.dim, self.num_hidden, self.newton_steps = dim, b.shape[-1], newton_steps
@@ -184,30 +195,30 @@ class _ConditionedSylvester(OnePassTransform, Transform):
         return tuple(t for t in self.raw if t is not None)
 
     # ---- how Q is built and applied (overridden by the kinds)
-    def _build_q(self, q_raw):
+    def _build_q(self, q_raw: torch.Tensor | None) -> torch.Tensor | _Reflections | None:
         return q_raw
 
-    def _apply_qt(self, q, x):
+    def _apply_qt(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return (x.unsqueeze(-2) @ q).squeeze(-2)
 
-    def _apply_q(self, q, v):
+    def _apply_q(self, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return _matvec(q, v)
 
-    def _parts(self):
+    def _parts(self) -> tuple[torch.Tensor | _Reflections | None, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Q, R1, R2, b)`` with ``Q`` in the form ``_apply_qt`` / ``_apply_q`` take."""
         q_raw, r, d1, d2, b = self.raw
         r1, r2 = sylvester_triangles(r, d1, d2)
         return self._build_q(q_raw), r1, r2, b
 
-    def factors(self):
+    def factors(self) -> tuple[torch.Tensor | _Reflections | None, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Q, R1, R2, b)`` of the current parameters (``Q`` is ``None`` for the triangular kind)."""
         return self._parts()
 
-    def _ladj(self, r1, r2, th):
+    def _ladj(self, r1: torch.Tensor, r2: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
         kappa = torch.diagonal(r1, dim1=-2, dim2=-1) * torch.diagonal(r2, dim1=-2, dim2=-1)
         return tanh_log_slope(kappa, th).sum(-1)
 
-    def forward_and_ladj(self, x):
+    def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q, r1, r2, b = self._parts()
         if isinstance(q, torch.Tensor) and q.dim() == 2 and r1.dim() == 2:
             # shared parameters: fold Q into the triangles once, x @ (Q R2^T) and tanh(a) @ (Q R1)^T,
@@ -218,14 +229,14 @@ class _ConditionedSylvester(OnePassTransform, Transform):
         th = torch.tanh(a)
         return x + self._apply_q(q, _matvec(r1, th)), self._ladj(r1, r2, th)
 
-    def inverse_and_ladj(self, y):
+    def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q, r1, r2, b = self._parts()
         w = self._apply_qt(q, y)
         a = self._solve_triangular_system(w, r1, r2, b)
         th = torch.tanh(a)
         return y - self._apply_q(q, _matvec(r1, th)), self._ladj(r1, r2, th)
 
-    def _solve_triangular_system(self, w, r1, r2, b):
+    def _solve_triangular_system(self, w: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         r"""Pre-activations :math:`a = R_2 v + b` where :math:`v + R_1 \tanh(a) = w`, by back-substitution."""
         m = w.shape[-1]
         diag1 = torch.diagonal(r1, dim1=-2, dim2=-1)
@@ -253,11 +264,20 @@ class ConditionedOrthogonalSylvester(_ConditionedSylvester):
     r"""The orthogonal Sylvester map on given raw parameters ``(q, r, d1, d2, b)`` (the math): ``q`` of
     shape ``batch' + (D, M)`` is orthonormalised by :func:`orthonormal_polar_factor`."""
 
-    def __init__(self, q, r, d1, d2, b, newton_steps: int = NEWTON_STEPS, orthonormal_tol: float | None = None):
+    def __init__(
+        self,
+        q: torch.Tensor,
+        r: torch.Tensor,
+        d1: torch.Tensor,
+        d2: torch.Tensor,
+        b: torch.Tensor,
+        newton_steps: int = NEWTON_STEPS,
+        orthonormal_tol: float | None = None,
+    ) -> None:
         super().__init__(q, r, d1, d2, b, q.shape[-2], newton_steps)
         self.orthonormal_tol = orthonormal_tol
 
-    def _build_q(self, q_raw):
+    def _build_q(self, q_raw: torch.Tensor) -> torch.Tensor:
         return orthonormal_polar_factor(q_raw, tol=self.orthonormal_tol)
 
 
@@ -267,7 +287,7 @@ class _Reflections(NamedTuple):
     u: torch.Tensor
 
 
-def _reflect(u: torch.Tensor, x: torch.Tensor, order) -> torch.Tensor:
+def _reflect(u: torch.Tensor, x: torch.Tensor, order: Iterable[int]) -> torch.Tensor:
     for k in order:
         uk = u[..., k, :]
         x = x - 2.0 * (x * uk).sum(-1, keepdim=True) * uk
@@ -284,26 +304,28 @@ class ConditionedHouseholderSylvester(_ConditionedSylvester):
     :math:`O(KD)` per sample instead of the :math:`O(KD^2)` of building every :math:`Q`.
     """
 
-    def __init__(self, v, r, d1, d2, b, newton_steps: int = NEWTON_STEPS):
+    def __init__(
+        self, v: torch.Tensor, r: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor, b: torch.Tensor, newton_steps: int = NEWTON_STEPS
+    ) -> None:
         super().__init__(v, r, d1, d2, b, v.shape[-1], newton_steps)
 
-    def _build_q(self, q_raw):
+    def _build_q(self, q_raw: torch.Tensor) -> torch.Tensor | _Reflections:
         if q_raw.dim() == 2:
             return householder_product(q_raw)
         norm = (q_raw * q_raw).sum(-1, keepdim=True).clamp_min(torch.finfo(q_raw.dtype).tiny).sqrt()
         return _Reflections(q_raw / norm)
 
-    def _apply_qt(self, q, x):
+    def _apply_qt(self, q: torch.Tensor | _Reflections, x: torch.Tensor) -> torch.Tensor:
         if isinstance(q, _Reflections):
             return _reflect(q.u, x, range(q.u.shape[-2]))
         return super()._apply_qt(q, x)
 
-    def _apply_q(self, q, v):
+    def _apply_q(self, q: torch.Tensor | _Reflections, v: torch.Tensor) -> torch.Tensor:
         if isinstance(q, _Reflections):
             return _reflect(q.u, v, reversed(range(q.u.shape[-2])))
         return super()._apply_q(q, v)
 
-    def factors(self):
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         q, r1, r2, b = super().factors()
         return (householder_product(q.u) if isinstance(q, _Reflections) else q), r1, r2, b
 
@@ -312,14 +334,16 @@ class ConditionedTriangularSylvester(_ConditionedSylvester):
     r"""The triangular Sylvester map on given raw parameters ``(r, d1, d2, b)`` (the math): :math:`Q` is
     the identity, or the reversal permutation when ``flip`` is true."""
 
-    def __init__(self, r, d1, d2, b, flip: bool = False, newton_steps: int = NEWTON_STEPS):
+    def __init__(
+        self, r: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor, b: torch.Tensor, flip: bool = False, newton_steps: int = NEWTON_STEPS
+    ) -> None:
         super().__init__(None, r, d1, d2, b, b.shape[-1], newton_steps)
         self.flip = bool(flip)
 
-    def _build_q(self, q_raw):
+    def _build_q(self, q_raw: None) -> None:
         return None
 
-    def _apply_qt(self, q, x):
+    def _apply_qt(self, q: None, x: torch.Tensor) -> torch.Tensor:
         return x.flip(-1) if self.flip else x
 
     _apply_q = _apply_qt  # the reversal is its own inverse and transpose
@@ -329,7 +353,12 @@ class ConditionedTriangularSylvester(_ConditionedSylvester):
 
 
 def _sylvester_parameters(
-    num_hidden: int, kind: str, q_shape: tuple | None, context_shape=None, hidden: Sequence[int] = (64,), net: nn.Module | None = None
+    num_hidden: int,
+    kind: str,
+    q_shape: tuple | None,
+    context_shape: Sequence[int] | None = None,
+    hidden: Sequence[int] = (64,),
+    net: nn.Module | None = None,
 ) -> ContextParameters:
     """Raw parameters of one Sylvester layer, initialised at the identity, plus a zero-initialised
     network of the context when there is one.
@@ -357,7 +386,7 @@ def _check_sylvester_args(dim: int, num_hidden: int | None = None, num_household
         check_size("num_householder", num_householder)
 
 
-def _orthonormal_tol(tol: float | None, bjorck_steps, bjorck_max_steps, bjorck_tol) -> float | None:
+def _orthonormal_tol(tol: float | None, bjorck_steps: int | None, bjorck_max_steps: int | None, bjorck_tol: float | None) -> float | None:
     given = [
         n for n, v in (("bjorck_steps", bjorck_steps), ("bjorck_max_steps", bjorck_max_steps), ("bjorck_tol", bjorck_tol)) if v is not None
     ]
@@ -405,7 +434,7 @@ class OrthogonalSylvester(FlowModule):
         bjorck_tol: float | None = None,
         newton_steps: int = NEWTON_STEPS,
         orthonormal_tol: float | None = None,
-    ):
+    ) -> None:
         super().__init__()
         m = dim if num_ortho_vecs is None else num_ortho_vecs
         _check_sylvester_args(dim, m)
@@ -417,7 +446,7 @@ class OrthogonalSylvester(FlowModule):
     def transform(self) -> ConditionedOrthogonalSylvester:
         return ConditionedOrthogonalSylvester(*self.params(), newton_steps=self.newton_steps, orthonormal_tol=self.orthonormal_tol)
 
-    def factors(self):
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Q, R1, R2, b)`` of the current parameters."""
         return self.transform().factors()
 
@@ -436,7 +465,7 @@ class HouseholderSylvester(FlowModule):
         True
     """
 
-    def __init__(self, dim: int, num_householder: int = 8, newton_steps: int = NEWTON_STEPS):
+    def __init__(self, dim: int, num_householder: int = 8, newton_steps: int = NEWTON_STEPS) -> None:
         super().__init__()
         _check_sylvester_args(dim, num_householder=num_householder)
         self.dim, self.num_hidden, self.newton_steps = dim, dim, check_size("newton_steps", newton_steps)
@@ -446,7 +475,7 @@ class HouseholderSylvester(FlowModule):
     def transform(self) -> ConditionedHouseholderSylvester:
         return ConditionedHouseholderSylvester(*self.params(), newton_steps=self.newton_steps)
 
-    def factors(self):
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Q, R1, R2, b)`` of the current parameters."""
         return self.transform().factors()
 
@@ -466,7 +495,7 @@ class TriangularSylvester(FlowModule):
         True
     """
 
-    def __init__(self, dim: int, flip: bool = False, newton_steps: int = NEWTON_STEPS):
+    def __init__(self, dim: int, flip: bool = False, newton_steps: int = NEWTON_STEPS) -> None:
         super().__init__()
         _check_sylvester_args(dim)
         self.dim, self.num_hidden, self.flip, self.newton_steps = dim, dim, bool(flip), check_size("newton_steps", newton_steps)
@@ -476,7 +505,7 @@ class TriangularSylvester(FlowModule):
     def transform(self) -> ConditionedTriangularSylvester:
         return ConditionedTriangularSylvester(*self.params(), flip=self.flip, newton_steps=self.newton_steps)
 
-    def factors(self):
+    def factors(self) -> tuple[None, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(None, R1, R2, b)`` of the current parameters."""
         return self.transform().factors()
 
@@ -517,7 +546,7 @@ class ConditionalOrthogonalSylvester(ConditionalFlowModule):
         bjorck_tol: float | None = None,
         newton_steps: int = NEWTON_STEPS,
         orthonormal_tol: float | None = None,
-    ):
+    ) -> None:
         super().__init__()
         m = dim if num_ortho_vecs is None else num_ortho_vecs
         _check_sylvester_args(dim, m)
@@ -552,7 +581,7 @@ class ConditionalHouseholderSylvester(ConditionalFlowModule):
         hidden: Sequence[int] = (64,),
         net: nn.Module | None = None,
         newton_steps: int = NEWTON_STEPS,
-    ):
+    ) -> None:
         super().__init__()
         _check_sylvester_args(dim, num_householder=num_householder)
         self.context_shape = (check_size("context_dim", context_dim),)
@@ -585,7 +614,7 @@ class ConditionalTriangularSylvester(ConditionalFlowModule):
         hidden: Sequence[int] = (64,),
         net: nn.Module | None = None,
         newton_steps: int = NEWTON_STEPS,
-    ):
+    ) -> None:
         super().__init__()
         _check_sylvester_args(dim)
         self.context_shape = (check_size("context_dim", context_dim),)
@@ -602,7 +631,7 @@ class ConditionalTriangularSylvester(ConditionalFlowModule):
 _KINDS = ("orthogonal", "householder", "triangular")
 
 
-def _kind_options(kind: str, num_ortho_vecs, num_householder, flip) -> dict:
+def _kind_options(kind: str, num_ortho_vecs: int | None, num_householder: int | None, flip: bool | None) -> dict:
     if kind not in _KINDS:
         raise ValueError(f"kind: expected one of {_KINDS}, got {kind!r}")
     given = {"num_ortho_vecs": num_ortho_vecs is not None, "num_householder": num_householder is not None, "flip": flip is not None}
@@ -623,7 +652,7 @@ def sylvester(
     num_ortho_vecs: int | None = None,
     num_householder: int | None = None,
     flip: bool | None = None,
-):
+) -> OrthogonalSylvester | HouseholderSylvester | TriangularSylvester:
     """One Sylvester layer on vectors of size ``dim``, initialised at the identity.
 
     ``kind="orthogonal"`` (option ``num_ortho_vecs``, default ``dim``), ``"householder"`` (option
@@ -650,7 +679,7 @@ def conditional_sylvester(
     num_ortho_vecs: int | None = None,
     num_householder: int | None = None,
     flip: bool | None = None,
-):
+) -> ConditionalOrthogonalSylvester | ConditionalHouseholderSylvester | ConditionalTriangularSylvester:
     """One amortised Sylvester layer: all its parameters are offsets from an MLP of the context
     (zero-initialised, so it starts at the identity). Options as in :func:`sylvester`."""
     options = _kind_options(kind, num_ortho_vecs, num_householder, flip)

@@ -13,8 +13,10 @@ Each is an unnormalised density :math:`p(z) \propto e^{-U(z)}` on :math:`z = (z_
     U_1(z) &= \frac12\left(\frac{\lVert z\rVert - 2}{0.4}\right)^2
         - \log\left(e^{-\frac12\left(\frac{z_1 - 2}{0.6}\right)^2} + e^{-\frac12\left(\frac{z_1 + 2}{0.6}\right)^2}\right), \\
     U_2(z) &= \frac12\left(\frac{z_2 - w_1(z)}{0.4}\right)^2, \\
-    U_3(z) &= -\log\left(e^{-\frac12\left(\frac{z_2 - w_1(z)}{0.35}\right)^2} + e^{-\frac12\left(\frac{z_2 - w_1(z) + w_2(z)}{0.35}\right)^2}\right), \\
-    U_4(z) &= -\log\left(e^{-\frac12\left(\frac{z_2 - w_1(z)}{0.4}\right)^2} + e^{-\frac12\left(\frac{z_2 - w_1(z) + w_3(z)}{0.35}\right)^2}\right),
+    U_3(z) &= -\log\left(e^{-\frac12\left(\frac{z_2 - w_1(z)}{0.35}\right)^2}
+        + e^{-\frac12\left(\frac{z_2 - w_1(z) + w_2(z)}{0.35}\right)^2}\right), \\
+    U_4(z) &= -\log\left(e^{-\frac12\left(\frac{z_2 - w_1(z)}{0.4}\right)^2}
+        + e^{-\frac12\left(\frac{z_2 - w_1(z) + w_3(z)}{0.35}\right)^2}\right),
 
 where :math:`\sigma` is the logistic sigmoid. ``U1`` is a ring of radius 2 with two lobes at
 :math:`z_1 = \pm 2`; ``U2`` a sine wave; ``U3`` a sine wave that splits in two near

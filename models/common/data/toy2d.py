@@ -212,7 +212,7 @@ def _pinwheel(n, g):
 
 def _on_circles(n, g, radii, noise):
     points = []
-    for r, count in zip(radii, _split(n, len(radii))):
+    for r, count in zip(radii, _split(n, len(radii)), strict=True):
         t = _even_angles(count, g)
         points.append(r * torch.stack([t.cos(), t.sin()], -1))
     x = torch.cat(points)
@@ -371,7 +371,7 @@ def _log_pinwheel(x):
     psi = torch.atan2(y[:, 1], y[:, 0])
     phi = -math.pi + 2 * math.pi * torch.arange(_PIN_GRID + 1, dtype=torch.float64) / _PIN_GRID  # closed grid
     out = []
-    for r, p in zip(rho.split(256), psi.split(256)):
+    for r, p in zip(rho.split(256), psi.split(256), strict=True):
         r, p = r[:, None, None], p[:, None, None]
         arm = (2 * math.pi / _PIN_ARMS) * torch.arange(_PIN_ARMS, dtype=torch.float64)[None, :, None]
 
