@@ -11,7 +11,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal
 from pyro.optim import Adam
 
-from pyroflows.infer import ImportanceChunk, importance_log_likelihood, log_importance_weights, vectorized_traces
+from pyroflows.infer import ImportanceChunk, chunk_log_densities, importance_log_likelihood, log_importance_weights, vectorized_traces
 
 torch.set_num_threads(1)
 
@@ -187,12 +187,42 @@ def test_one_draw_at_a_time_for_models_that_do_not_broadcast():
     A, y = torch.randn(6, 2), torch.randn(6)
     exact = dist.MultivariateNormal(torch.zeros(6), torch.eye(6) + A @ A.T).log_prob(y)
     with pytest.raises(RuntimeError) as info:
-        log_importance_weights(regression, guide, A, y, num_samples=4)
+        log_importance_weights(regression, guide, A, y, num_samples=4, vectorize=True)
     assert "vectorize=False" in "".join(getattr(info.value, "__notes__", ["vectorize=False"]))
+    with pytest.warns(UserWarning, match="drawing one particle at a time") as record:
+        probed = log_importance_weights(regression, guide, A, y, num_samples=4)
+    assert len(record) == 1 and torch.allclose(probed, exact.expand(4), atol=1e-4)
     lw = log_importance_weights(regression, guide, A, y, num_samples=4, vectorize=False)
     assert lw.shape == (4,) and torch.allclose(lw, exact.expand(4), atol=1e-4)
     chunked = log_importance_weights(regression, guide, A, y, num_samples=3, chunk_size=2, vectorize=False, max_plate_nesting=1)
     assert chunked.shape == (3,) and torch.allclose(chunked, exact.expand(3), atol=1e-4)
+
+
+def test_a_model_that_broadcasts_by_accident_is_caught_by_the_probe():
+    # two particles of a 2-D event: the scale (2,) lines up with the event, so the vectorised
+    # pass runs without error but gives every coordinate another particle's scale
+    def funnel():
+        v = pyro.sample("v", dist.Normal(0.0, 3.0))
+        pyro.sample("x", dist.Normal(torch.zeros(2), (v / 2).exp()).to_event(1))
+
+    def proposal():
+        v = pyro.sample("v", dist.Normal(0.0, 2.0))
+        pyro.sample("x", dist.Normal(torch.zeros(2), (v / 2).exp()).to_event(1))
+
+    def log_weights(vectorize):
+        (chunk,) = vectorized_traces(funnel, proposal, num_samples=2, vectorize=vectorize)
+        v = chunk.guide_trace.nodes["v"]["value"].reshape(2, 1)
+        x = chunk.guide_trace.nodes["x"]["value"].reshape(2, 2)
+        log_p, _ = chunk_log_densities(chunk)
+        return log_p, dist.Normal(0.0, 3.0).log_prob(v[:, 0]) + dist.Normal(0.0, (v / 2).exp()).log_prob(x).sum(-1)
+
+    got, want = log_weights(True)
+    assert not torch.allclose(got, want, atol=1e-3)  # the mixing the probe must catch
+    with pytest.warns(UserWarning, match="particle 0: vectorised log density") as record:
+        got, want = log_weights(None)
+    assert len(record) == 1 and torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(TypeError, match="vectorize: expected True, False or None"):
+        log_importance_weights(funnel, proposal, num_samples=2, vectorize="yes")
 
 
 def test_subsampled_plates_are_refused():

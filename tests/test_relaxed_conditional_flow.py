@@ -10,7 +10,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 from pyroflows.distributions import ConditionalFlowDistribution, RelaxedConditionalFlow
-from pyroflows.transforms import conditional_coupling_flow
+from pyroflows.transforms import InvertibleLinear, conditional_coupling_flow
 
 
 def _flow(**kw):
@@ -30,10 +30,11 @@ def test_padding_sizes_and_invalid_z_dim():
         RelaxedConditionalFlow(20, 3, z_dim=10)
 
 
-def test_log_prob_is_eq6_at_zero_padding():
+def test_padded_log_prob_is_eq6_at_zero_padding():
     flow = _flow().double().eval()
     x, y = torch.randn(5, 2, dtype=torch.float64), torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0, 1]]
-    lp = flow.condition(y).log_prob(x)
+    lp = flow.condition(y).padded_log_prob(x)
+    assert torch.equal(lp, flow.condition(y, pad="zero").log_prob(x))
     x_hat = torch.cat([x, torch.zeros(5, flow.pad_dim, dtype=torch.float64)], -1)
     latent = flow.flow.inv(x_hat)
     jac = torch.stack([torch.autograd.functional.jacobian(lambda v: flow.flow.inv(v), xi) for xi in x_hat])
@@ -58,14 +59,83 @@ def test_log_prob_without_padding_is_a_normalised_density():
     assert abs(mass.item() - 1.0) < 1e-2
 
 
-def test_training_mode_draws_padding_noise_eval_mode_does_not():
+def test_training_mode_scores_one_fresh_padding_eval_mode_a_fixed_set():
     flow = _flow()
     x, y = torch.randn(4, 2), torch.eye(3)[[0, 1, 2, 0]]
     flow.train()
     assert not torch.equal(flow.condition(y).log_prob(x), flow.condition(y).log_prob(x))
+    # one draw: the paper's objective (eq. (6) at noisy padding) up to a term without parameters
+    torch.manual_seed(4)
+    one = flow.condition(y).log_prob(x)
+    torch.manual_seed(4)
+    x0 = flow.pad_noise * torch.randn(4, flow.pad_dim)
+    latent, ladj = flow.encode(torch.cat([x, x0], -1))
+    log_q = dist.Normal(0.0, flow.pad_noise).log_prob(x0).sum(-1)
+    assert torch.allclose(one, flow.relaxed_log_prob(latent, ladj, y) - log_q, atol=1e-5)
     flow.eval()
     assert torch.equal(flow.condition(y).log_prob(x), flow.condition(y).log_prob(x))
-    assert torch.equal(flow.condition(y, pad="zero").log_prob(x), flow.condition(y).log_prob(x))
+    assert not torch.equal(flow.condition(y, pad="zero").log_prob(x), flow.condition(y).log_prob(x))
+
+
+def test_log_prob_integrates_the_padding_out_exactly_for_a_linear_flow():
+    # latent [z, c] ~ N([0, y], diag(1, eps^2)) mapped by x_hat = A latent + b is Gaussian, so
+    # p(x | y), the marginal of its first x_dim entries, is known in closed form
+    torch.manual_seed(2)
+    flow = RelaxedConditionalFlow(2, 2, flow=InvertibleLinear(4), eps=0.5, pad_noise=1.0).double().eval()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7]], dtype=torch.float64)
+    A = torch.autograd.functional.jacobian(flow.decode, torch.zeros(4, dtype=torch.float64))
+    b = flow.decode(torch.zeros(1, 4, dtype=torch.float64))[0].detach()
+    mean = torch.cat([torch.zeros(3, 2, dtype=torch.float64), y], -1) @ A.T + b
+    cov = A @ torch.diag(torch.tensor([1.0, 1.0, flow.eps**2, flow.eps**2], dtype=torch.float64)) @ A.T
+    x = mean[:, :2] + torch.randn(3, 2, dtype=torch.float64)
+    exact = dist.MultivariateNormal(mean[:, :2], cov[:2, :2]).log_prob(x)
+    with torch.no_grad():
+        estimate = flow.condition(y, num_pad_draws=20000).log_prob(x)
+        padded = flow.condition(y).padded_log_prob(x)
+    assert torch.allclose(estimate, exact, atol=0.02), (estimate, exact)
+    assert (padded - exact).abs().max() > 0.1  # the padded density is another number
+
+
+def test_held_out_log_prob_matches_the_true_conditional_density_after_fitting():
+    # x | y ~ N(mu_y, 0.3^2 I) in 2-D, padded by 2: the score must be log p(x | y), not the padded
+    # density (which the zero padding puts nats away from it); a seed at which 400 steps fit well
+    torch.manual_seed(3)
+
+    def data(n):
+        labels = torch.randint(0, 2, (n,))
+        mu = torch.stack([3.0 * labels.float() - 1.5, torch.zeros(n)], -1)
+        x = mu + 0.3 * torch.randn(n, 2)
+        return x, torch.eye(2)[labels], dist.Normal(mu, 0.3).log_prob(x).sum(-1)
+
+    (x, y, _), (x_test, y_test, truth) = data(2048), data(1000)
+    flow = RelaxedConditionalFlow(2, 2, num_blocks=3, hidden=(32, 32), pad_noise=0.05)
+    optim = torch.optim.Adam(flow.parameters(), lr=5e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optim, 400)
+    for _ in range(400):
+        idx = torch.randint(0, len(x), (256,))
+        loss = -flow.condition(y[idx]).log_prob(x[idx]).mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        schedule.step()
+    with torch.no_grad():
+        one_draw = flow.condition(y_test).log_prob(x_test).mean()  # training mode: a lower bound
+        flow.eval()
+        held_out = flow.condition(y_test).log_prob(x_test).mean()
+        padded = flow.condition(y_test).padded_log_prob(x_test).mean()
+    assert abs(float(held_out - truth.mean())) < 0.05, (float(held_out), float(truth.mean()))
+    assert float(padded - truth.mean()) > 1.0 and one_draw < held_out
+
+
+def test_marginal_errors_name_the_argument():
+    flow = RelaxedConditionalFlow(2, 2, num_blocks=1, hidden=(8,), pad_noise=0.0).eval()
+    with pytest.raises(ValueError, match="pad_noise: log p"):
+        flow.condition(torch.eye(2)).log_prob(torch.randn(2, 2))
+    with pytest.raises(ValueError, match="num_pad_draws"):
+        flow.condition(torch.eye(2), num_pad_draws=0)
 
 
 def test_sample_shapes_and_decode_roundtrip():

@@ -11,7 +11,7 @@ The importance weights and the IS estimate of :math:`\log p(x)` live in :mod:`py
 """
 
 from .inference_data import guide_report, to_inference_data
-from .psis import K_GOOD, K_OK, K_VERY_BAD, good_k_threshold, k_category, pareto_k, pareto_k_from_log_weights
+from .psis import K_GOOD, K_OK, K_VERY_BAD, good_k_threshold, k_category, k_verdict, pareto_k, pareto_k_from_log_weights, pareto_k_interval
 
 __all__ = [
     "K_GOOD",
@@ -20,7 +20,9 @@ __all__ = [
     "good_k_threshold",
     "guide_report",
     "k_category",
+    "k_verdict",
     "pareto_k",
     "pareto_k_from_log_weights",
+    "pareto_k_interval",
     "to_inference_data",
 ]

@@ -41,18 +41,19 @@ from scipy.special import logsumexp
 
 from ..infer.importance import (
     PARTICLE_PLATE,
+    check_plate_nesting,
     chunk_log_densities,
     draw_chunks,
-    guess_max_plate_nesting,
     is_deterministic,
     is_observed,
+    resolve_vectorize,
     sample_sites,
     stack_traces,
     uncondition,
 )
 from ..infer.importance import vectorize as vectorize_model
 from ..validation import check_size
-from .psis import K_GOOD, K_OK, K_VERY_BAD, good_k_threshold, k_category, pareto_k_from_log_weights
+from .psis import K_GOOD, K_OK, K_VERY_BAD, good_k_threshold, k_category, k_verdict, pareto_k_from_log_weights, pareto_k_interval
 
 _PLATE = "plate"  # marker in a dim spec: ("plate", name) or ("anon", None)
 
@@ -145,7 +146,7 @@ def to_inference_data(
     data_plate: str | None = None,
     chunk_size: int | None = None,
     max_plate_nesting: int | None = None,
-    vectorize: bool = True,
+    vectorize: bool | None = None,
     **kwargs: Any,
 ) -> az.InferenceData:
     r"""Draws of a fitted guide, with the model's densities, as an ``arviz.InferenceData``.
@@ -165,8 +166,10 @@ def to_inference_data(
             per-datum weights and gives one Pareto-:math:`\hat k` per data point.
         chunk_size: draws per vectorised pass (all at once when None); bounds the memory.
         max_plate_nesting: batch dims of the model; guessed when None.
-        vectorize: draw a chunk's particles in one pass under a ``pyro.plate`` (False: one draw at
-            a time, slower, for models that do not broadcast over an extra batch dim).
+        vectorize: draw a chunk's particles in one pass under a ``pyro.plate`` (True), one draw
+            at a time (False: slower, for models that do not broadcast over an extra batch dim),
+            or decide by a two-particle probe (None: falls back to one draw at a time, with one
+            warning, where the model does not broadcast).
 
     Returns:
         ``arviz.InferenceData`` with the groups listed in the module docstring.
@@ -194,8 +197,8 @@ def to_inference_data(
     if data_plate is not None and not isinstance(data_plate, str):
         raise TypeError(f"data_plate: expected a plate name (str) or None, got {type(data_plate).__name__}")
     total = num_chains * num_samples
-    if max_plate_nesting is None:
-        max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
+    max_plate_nesting = check_plate_nesting(model, guide, args, kwargs, max_plate_nesting)
+    vectorize = resolve_vectorize(model, guide, args, kwargs, max_plate_nesting, vectorize)
 
     groups = {
         name: _Group() for name in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive", "prior", "prior_predictive")
@@ -308,8 +311,10 @@ def guide_report(idata: az.InferenceData) -> pd.DataFrame:
     One row (``joint``), or one per data point when the InferenceData has per-datum weights, with
     columns ``elbo`` (mean log weight), ``log_evidence`` (the IS estimate
     :math:`\operatorname{logsumexp}_s \log w_s - \log S`), ``ess`` (Kish's effective sample size
-    :math:`(\sum_s w_s)^2 / \sum_s w_s^2`), ``ess_fraction`` (``ess / S``), ``pareto_k`` and
-    ``k_category`` (see :mod:`pyroflows.diagnostics.psis`). ``df.attrs["good_k"]`` holds ArviZ's
+    :math:`(\sum_s w_s)^2 / \sum_s w_s^2`), ``ess_fraction`` (``ess / S``), ``pareto_k``, its
+    90 % bootstrap interval ``pareto_k_low`` / ``pareto_k_high`` (:func:`pareto_k_interval`),
+    ``k_category`` (the bin of the point estimate) and ``k_verdict`` (the bin only when the whole
+    interval lies in it, else the two bins it spans; see :mod:`pyroflows.diagnostics.psis`). ``df.attrs["good_k"]`` holds ArviZ's
     sample-size dependent bar.
 
     Example::
@@ -338,13 +343,17 @@ def guide_report(idata: az.InferenceData) -> pd.DataFrame:
     s = lw.shape[0]
     lse = logsumexp(lw, axis=0)
     k = np.atleast_1d(stats["pareto_k"].values) if "pareto_k" in stats else np.atleast_1d(pareto_k_from_log_weights(lw, axis=0))
+    low, high = (np.atleast_1d(bound) for bound in pareto_k_interval(lw, axis=0))
     df = pd.DataFrame(
         {
             "elbo": lw.mean(0),
             "log_evidence": lse - math.log(s),
             "ess": np.exp(2 * lse - logsumexp(2 * lw, axis=0)),
             "pareto_k": k,
+            "pareto_k_low": low,
+            "pareto_k_high": high,
             "k_category": np.atleast_1d(k_category(k)),
+            "k_verdict": np.atleast_1d(k_verdict(low, high)),
         },
         index=index,
     )

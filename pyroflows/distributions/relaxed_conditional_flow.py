@@ -94,12 +94,24 @@ class RelaxedConditionalFlow(RelaxedLatent, nn.Module, ConditionalDistribution):
         flow: any bijective transform (module) on vectors of size ``z_dim + y_dim`` mapping
             latent ``[z, c]`` to padded data ``[x, x_0]`` (Pyro's base-to-data direction).
 
-    ``.condition(y)`` returns a distribution over ``x`` with batch shape ``y.shape[:-1]``; its
-    ``log_prob(x)`` is eq. (6) at a padding :math:`x_0`. With padding, that is the density of
-    :math:`[x, x_0]`, not of :math:`x` alone: :math:`x_0 \sim \mathcal N(0, \sigma^2 I)` is drawn
-    afresh while the module is in training mode (the paper's training objective) and
-    :math:`x_0 = 0` in eval mode (deterministic scoring); ``pad="noise"`` or ``pad="zero"`` on
-    ``condition`` overrides this. Without padding, ``log_prob`` is the exact :math:`\log p(x\mid y)`.
+    ``.condition(y)`` returns a distribution over ``x`` with batch shape ``y.shape[:-1]`` whose
+    ``log_prob(x)`` is :math:`\log p(x \mid y)`. Without padding that is eq. (6) itself. With
+    padding, eq. (6) is the density of :math:`[x, x_0]`, and the padding is integrated out by
+    importance sampling from the training distribution of the padding,
+    :math:`q(x_0) = \mathcal N(0, \sigma^2 I)`:
+
+    .. math::
+
+        \log p(x \mid y) \approx \log \frac1K \sum_{k=1}^K
+            \frac{p([x, x_0^{(k)}] \mid y)}{q(x_0^{(k)})}, \qquad x_0^{(k)} \sim q,
+
+    with ``num_pad_draws`` draws (:math:`K`, default 100) in eval mode, from a fixed seed so that
+    scoring is deterministic, and one fresh draw in training mode: then its gradient is exactly
+    that of the paper's objective (eq. (6) at noisy padding), and its value a one-draw lower bound
+    of :math:`\log p(x \mid y)`. The estimate is consistent in :math:`K` and biased low by Jensen's
+    inequality; where the fit is good, :math:`p(x_0 \mid x, y) \approx q` and the weights are
+    nearly equal. The padded density of eq. (6) is ``padded_log_prob(x, pad)``; ``pad="zero"`` or
+    ``pad="noise"`` on ``condition`` makes ``log_prob`` return it instead.
 
     Example::
 
@@ -161,13 +173,41 @@ class RelaxedConditionalFlow(RelaxedLatent, nn.Module, ConditionalDistribution):
         latent, ladj = self.encode(self.pad(x, noise))
         return self.relaxed_log_prob(latent, ladj, y)
 
-    def condition(self, y: torch.Tensor, pad: str | None = None) -> RelaxedConditional:
-        """The distribution :math:`p(x \\mid y)`; ``pad`` is ``"noise"``, ``"zero"`` or None (by mode)."""
+    def marginal_log_prob(self, x: torch.Tensor, y: torch.Tensor, num_draws: int, seed: int | None = None) -> torch.Tensor:
+        r""":math:`\log p(x \mid y)`: eq. (6) with the padding integrated out by importance sampling
+        from :math:`\mathcal N(0, \sigma^2 I)` with ``num_draws`` draws (from ``seed`` when given),
+        see the class docstring. Exact, with no draws, when there is no padding."""
+        self._check("x", x, self.x_dim)
+        self._check("y", y, self.y_dim)
+        if self.pad_dim == 0:
+            return self.joint_log_prob(x, y, noise=False)
+        if self.pad_noise == 0:
+            raise ValueError(
+                "pad_noise: log p(x | y) integrates the padding out by importance sampling from N(0, pad_noise^2), "
+                "which needs pad_noise > 0, got 0; padded_log_prob(x, 'zero') gives the density at zero padding"
+            )
+        num_draws = check_size("num_draws", num_draws)
+        batch = torch.broadcast_shapes(x.shape[:-1], y.shape[:-1])
+        shape = (num_draws, *batch, self.pad_dim)
+        if seed is None:
+            x0 = torch.randn(shape, dtype=x.dtype, device=x.device)
+        else:
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+            x0 = torch.randn(shape, dtype=x.dtype, device=x.device, generator=generator)
+        x_hat = torch.cat([x.expand(num_draws, *batch, self.x_dim), self.pad_noise * x0], dim=-1)
+        latent, ladj = self.encode(x_hat)
+        log_q = _std_normal_log_prob(x0) - self.pad_dim * math.log(self.pad_noise)
+        log_w = self.relaxed_log_prob(latent, ladj, y) - log_q
+        return torch.logsumexp(log_w, 0) - math.log(num_draws)
+
+    def condition(self, y: torch.Tensor, pad: str | None = None, num_pad_draws: int = 100) -> RelaxedConditional:
+        """The distribution :math:`p(x \\mid y)` (see the class docstring). ``pad="noise"`` or
+        ``pad="zero"`` makes its ``log_prob`` the padded density of eq. (6) instead;
+        ``num_pad_draws`` is the number of importance draws over the padding in eval mode."""
         self._check("y", y, self.y_dim)
         if pad not in (None, "noise", "zero"):
-            raise ValueError(f"pad: expected None, 'noise' or 'zero', got {pad!r}")
-        noise = self.training if pad is None else pad == "noise"
-        return RelaxedConditional(self, y, noise)
+            raise ValueError(f"pad: expected None (log p(x | y)), 'noise' or 'zero' (the padded density), got {pad!r}")
+        return RelaxedConditional(self, y, pad, check_size("num_pad_draws", num_pad_draws))
 
 
 class RelaxedConditional(TorchDistribution):
@@ -177,16 +217,35 @@ class RelaxedConditional(TorchDistribution):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, parent: RelaxedConditionalFlow, y: torch.Tensor, pad_noise: bool, validate_args: bool | None = None) -> None:
-        self.parent, self.y, self.pad_noise = parent, y, pad_noise
+    def __init__(
+        self,
+        parent: RelaxedConditionalFlow,
+        y: torch.Tensor,
+        pad: str | None = None,
+        num_pad_draws: int = 100,
+        validate_args: bool | None = None,
+    ) -> None:
+        self.parent, self.y, self.pad, self.num_pad_draws = parent, y, pad, num_pad_draws
         super().__init__(y.shape[:-1], torch.Size((parent.x_dim,)), validate_args=validate_args)
 
     def expand(self, batch_shape: Sequence[int], _instance: RelaxedConditional | None = None) -> RelaxedConditional:
         batch_shape = torch.Size(batch_shape)
-        return RelaxedConditional(self.parent, self.y.expand(batch_shape + self.y.shape[-1:]), self.pad_noise)
+        return RelaxedConditional(self.parent, self.y.expand(batch_shape + self.y.shape[-1:]), self.pad, self.num_pad_draws)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return self.parent.joint_log_prob(x, self.y, self.pad_noise)
+        """:math:`\\log p(x \\mid y)`, or the padded density when ``condition`` was given ``pad``."""
+        if self.pad is not None:
+            return self.padded_log_prob(x, self.pad)
+        if self.parent.training:
+            return self.parent.marginal_log_prob(x, self.y, 1)
+        return self.parent.marginal_log_prob(x, self.y, self.num_pad_draws, seed=0)
+
+    def padded_log_prob(self, x: torch.Tensor, pad: str = "zero") -> torch.Tensor:
+        """Eq. (6): the density of the padded vector :math:`[x, x_0]` with :math:`x_0 = 0`
+        (``pad="zero"``) or :math:`x_0 \\sim \\mathcal N(0, \\sigma^2 I)` (``pad="noise"``)."""
+        if pad not in ("noise", "zero"):
+            raise ValueError(f"pad: expected 'noise' or 'zero', got {pad!r}")
+        return self.parent.joint_log_prob(x, self.y, pad == "noise")
 
     def rsample(self, sample_shape: Sequence[int] = _EMPTY_SHAPE) -> torch.Tensor:
         p = self.parent

@@ -116,6 +116,15 @@ def uncondition(fn: Callable) -> Callable:
     return _Uncondition()(fn)
 
 
+def check_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict, max_plate_nesting: int | None) -> int:
+    """``max_plate_nesting`` checked, or guessed by :func:`guess_max_plate_nesting` when None."""
+    if max_plate_nesting is None:
+        return guess_max_plate_nesting(model, guide, *args, **kwargs)
+    if isinstance(max_plate_nesting, bool) or not isinstance(max_plate_nesting, int) or max_plate_nesting < 0:
+        raise ValueError(f"max_plate_nesting: expected a non-negative integer or None, got {max_plate_nesting!r}")
+    return max_plate_nesting
+
+
 def guess_max_plate_nesting(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> int:
     """How many batch dims the model and guide use: traces both once (no particles) and takes the
     deepest plate dim and the longest log-density batch shape."""
@@ -216,6 +225,63 @@ def _warn_unmatched_guide_sites(model_trace: poutine.Trace, guide_trace: poutine
         )
 
 
+def _select_particle(trace: poutine.Trace, index: int, particle_dim: int, like: poutine.Trace, into: poutine.Trace) -> None:
+    """Add to ``into`` the unobserved sample sites of a vectorised ``trace`` for one particle, each
+    value shaped like the same site of the single-draw trace ``like``; raises ``ValueError`` where
+    a site does not carry the particles at ``particle_dim``."""
+    for name, site in sample_sites(trace).items():
+        if is_observed(site) or is_deterministic(site) or name not in like.nodes or name in into.nodes:
+            continue
+        value = site["value"]
+        position = value.dim() - site["fn"].event_dim + particle_dim
+        if position < 0:
+            raise ValueError(f"site {name!r} has no particle dim")
+        part = value.select(position, index)
+        target = like.nodes[name]["value"].shape
+        if part.numel() != target.numel():
+            raise ValueError(f"site {name!r}: one particle has {part.numel()} entries, one draw {target.numel()}")
+        into.add_node(name, type="sample", value=part.reshape(target), is_observed=False, infer=dict(site["infer"] or {}))
+
+
+def resolve_vectorize(model: Callable, guide: Callable, args: tuple, kwargs: dict, max_plate_nesting: int, vectorize: bool | None) -> bool:
+    """Whether to draw particles vectorised: ``vectorize`` itself when it is a bool; for None, a
+    probe of two vectorised particles whose log densities must equal those of the same values
+    traced one draw at a time. A model that does not broadcast over the extra batch dim (a shape
+    error, or shapes that broadcast by accident and mix particles) falls back to one draw at a
+    time, with one warning."""
+    if vectorize is not None:
+        if not isinstance(vectorize, bool):
+            raise TypeError(f"vectorize: expected True, False or None (decide by a probe), got {vectorize!r}")
+        return vectorize
+    probe = 2
+    particle_dim = -(max_plate_nesting + 1)
+    # one draw first, outside the probe: errors that are not about broadcasting surface as they are
+    single_guide, single_model, _ = _draw(model, guide, args, kwargs, 1, max_plate_nesting, False, False)
+    try:
+        guide_trace, model_trace, _ = _draw(model, guide, args, kwargs, probe, max_plate_nesting, True, False)
+        vectorized = ImportanceChunk(guide_trace, model_trace, probe, particle_dim)
+        log_p, log_q = chunk_log_densities(vectorized)
+        for i in range(probe):
+            fixed = poutine.Trace()
+            _select_particle(guide_trace, i, particle_dim, single_guide, fixed)
+            _select_particle(model_trace, i, particle_dim, single_model, fixed)
+            fixed_model, fixed_guide = poutine.replay(model, trace=fixed), poutine.replay(guide, trace=fixed)
+            one_guide, one_model, _ = _draw(fixed_model, fixed_guide, args, kwargs, 1, max_plate_nesting, False, False)
+            want_p, want_q = chunk_log_densities(ImportanceChunk(one_guide, one_model, 1, particle_dim))
+            for got, want in ((log_p[i], want_p[0]), (log_q[i], want_q[0])):
+                if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * (1.0 + want.abs().item())):
+                    raise ValueError(f"particle {i}: vectorised log density {got.item():.6g}, one draw {want.item():.6g}")
+    except (RuntimeError, ValueError) as err:
+        warnings.warn(
+            f"model and guide do not broadcast over an extra batch dim at {particle_dim} ({err}); drawing one particle "
+            "at a time, which is slower. Pass vectorize=False to skip this check, or add a pyro.plate for every batch "
+            "dim and .to_event for event dims to draw in one pass.",
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
 def draw_chunks(
     model: Callable,
     guide: Callable,
@@ -224,18 +290,17 @@ def draw_chunks(
     num_samples: int,
     chunk_size: int | None,
     max_plate_nesting: int | None,
-    vectorized: bool,
+    vectorized: bool | None,
     predictive: bool = False,
 ) -> Iterator[tuple[ImportanceChunk, poutine.Trace | None]]:
     """``num_samples`` guide draws replayed through the model, in chunks of at most ``chunk_size``:
-    yields ``(ImportanceChunk, posterior predictive trace or None)`` per chunk."""
+    yields ``(ImportanceChunk, posterior predictive trace or None)`` per chunk. ``vectorized=None``
+    decides by :func:`resolve_vectorize`."""
     num_samples = check_size("num_samples", num_samples)
     chunk_size = num_samples if chunk_size is None else check_size("chunk_size", chunk_size)
-    if max_plate_nesting is None:
-        max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
-    elif isinstance(max_plate_nesting, bool) or not isinstance(max_plate_nesting, int) or max_plate_nesting < 0:
-        raise ValueError(f"max_plate_nesting: expected a non-negative integer or None, got {max_plate_nesting!r}")
+    max_plate_nesting = check_plate_nesting(model, guide, args, kwargs, max_plate_nesting)
     particle_dim = -(max_plate_nesting + 1)
+    vectorized = resolve_vectorize(model, guide, args, kwargs, max_plate_nesting, vectorized)
     done = 0
     while done < num_samples:
         n = min(chunk_size, num_samples - done)
@@ -260,7 +325,7 @@ def vectorized_traces(
     num_samples: int = 1000,
     chunk_size: int | None = None,
     max_plate_nesting: int | None = None,
-    vectorize: bool = True,
+    vectorize: bool | None = None,
     **kwargs: Any,
 ) -> Iterator[ImportanceChunk]:
     """Draw ``num_samples`` from the guide in chunks of ``chunk_size`` (all at once when None) and
@@ -269,7 +334,8 @@ def vectorized_traces(
     Runs under ``torch.no_grad()`` and ``poutine.block()`` (nothing leaks into an enclosing trace).
     ``max_plate_nesting`` is guessed by tracing model and guide once when None. With
     ``vectorize=False`` the draws are traced one at a time (slow; for a model that does not
-    broadcast over an extra batch dim) and stacked into the same layout (:func:`stack_traces`).
+    broadcast over an extra batch dim) and stacked into the same layout (:func:`stack_traces`);
+    with None (the default) a two-particle probe decides (:func:`resolve_vectorize`).
     Plates must not subsample: a ``ValueError`` names a plate that does.
 
     Example::
@@ -365,7 +431,7 @@ def log_importance_weights(
     chunk_size: int | None = None,
     data_plate: str | None = None,
     max_plate_nesting: int | None = None,
-    vectorize: bool = True,
+    vectorize: bool | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     r"""Log importance weights :math:`\log p(x, z_s) - \log q(z_s)` of ``num_samples`` guide draws.
@@ -376,8 +442,9 @@ def log_importance_weights(
         chunk_size: draws per vectorised pass (all at once when None).
         data_plate: name of a plate holding every latent and observed site: one weight per data point.
         max_plate_nesting: batch dims the model uses; guessed when None.
-        vectorize: draw all particles of a chunk in one pass (False: one draw at a time, for
-            models that do not broadcast over an extra batch dim).
+        vectorize: draw all particles of a chunk in one pass (True), one draw at a time (False:
+            for models that do not broadcast over an extra batch dim), or decide by a
+            two-particle probe (None; see :func:`resolve_vectorize`).
 
     Returns:
         shape ``(num_samples,)``, or ``(num_samples, N)`` with ``data_plate`` (then the row sums are
@@ -417,7 +484,7 @@ def importance_log_likelihood(
     chunk_size: int | None = 500,
     data_plate: str | None = None,
     max_plate_nesting: int | None = None,
-    vectorize: bool = True,
+    vectorize: bool | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     r"""Importance-sampled evidence :math:`\log \hat p(x) = \operatorname{logsumexp}_s \log w_s - \log S`.
