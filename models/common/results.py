@@ -229,8 +229,7 @@ def format_block(experiment: str, paper: str, rows: Iterable[Mapping], quick: bo
         lines.append("  (no headline results)")
         return "\n".join(lines)
     cells = [(f"{r['setting']}: {r['metric']}", fmt(r["value"]), _paper_cell(r), _target_cell(r), verdict(r, quick)) for r in rows]
-    with_baseline = any(r.get("target") is None and r.get("baseline") is not None for r in rows)
-    header = ("result", "ours", "paper", "target or baseline" if with_baseline else "target", "verdict")
+    header = ("result", "ours", "paper", "target", "verdict")  # a baseline in the target column says so
     w_value = max(len(c[1]) for c in cells + [header])
     w_paper = max(len(c[2]) for c in cells + [header])
     w_target = max(len(c[3]) for c in cells + [header])
