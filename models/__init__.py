@@ -2,14 +2,20 @@
 
 Each module exposes ``PAPER`` (a citation string) and
 ``run(quick: bool, out_dir: pathlib.Path, seed: int = 0, progress: bool = True) -> list[dict]``,
-returning result rows with the keys of :data:`ROW_KEYS`. ``python -m models --quick`` runs them all.
+returning result rows built by :func:`row` (the keys of :data:`ROW_KEYS`: the measured value apart
+from the paper's number, this project's target and a baseline; :mod:`models.common.results`).
+``python -m models --quick`` runs them all and prints :func:`format_report`.
 """
 
 from __future__ import annotations
 
 import importlib
 
-#: experiment name -> module; later issues add their experiments here.
+from models.common.results import ROW_KEYS, format_report, row
+
+__all__ = ["EXPERIMENTS", "ROW_KEYS", "format_report", "load", "row"]
+
+#: experiment name -> module
 EXPERIMENTS = {
     "xiao_gaussian_mixture": "models.xiao_gaussian_mixture",
     "xiao_digits": "models.xiao_digits",
@@ -24,18 +30,6 @@ EXPERIMENTS = {
     "motionflow_mocap": "models.motionflow_mocap",
     "motionflow_segmentation": "models.motionflow_segmentation",
 }
-
-#: columns of a result row: ``reference`` is the paper's (or the issue's target) value, or None.
-ROW_KEYS = ("experiment", "setting", "metric", "value", "reference", "source")
-
-
-def format_rows(rows: list[dict], with_experiment: bool = True) -> str:
-    """Result rows as one aligned table (numbers to 4 significant digits), as the runner prints them."""
-    import pandas as pd
-
-    columns = list(ROW_KEYS) if with_experiment else list(ROW_KEYS[1:])
-    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 70):
-        return pd.DataFrame(rows, columns=list(ROW_KEYS))[columns].to_string(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
 
 
 def load(name: str):

@@ -49,12 +49,12 @@ Measured (rows of :func:`run`):
   the magnitude of each frame's 2-D Fourier transform, which a moving glyph leaves unchanged, fitted
   on real frames of held-out glyphs; ``classifier_accuracy`` on real frames of the training glyphs) names the
   conditioning label on this share of the generated frames of the switching paths, the switch frame
-  excluded (bar: >= 0.80); ``agreement_switch`` at the switch frame, ``agreement_constant`` on
+  excluded (target: >= 0.80); ``agreement_switch`` at the switch frame, ``agreement_constant`` on
   the constant paths.
 * ``causality_max_diff``: the largest change of frames 1..2 when only the labels of frames >= 3
-  change (same noise; bar: < 1e-6).
+  change (same noise; target: < 1e-6).
 * ``switch_density_drop``: mean over generated sequences of :math:`\log p` at the switch frame minus
-  the mean of the frames before and after it (bar: < 0, the density dips at the switch);
+  the mean of the frames before and after it (target: < 0, the density dips at the switch);
   ``switch_vs_constant``: the switch frame's density minus that of frame 3 of the constant path
   with the same new label.
 * ``test_nll_frame1`` and ``test_nll_later``: :math:`-\log p(x_t \mid x_{<t}, y_{\le t})` of held-out
@@ -71,16 +71,16 @@ Run::
 
 Measured at full settings (seeds 0 / 1 / 2; ``docs/papers/crow.md`` has the table): causality
 exact (0.0) for all three models. Judge agreement away from the switch: CRow + TCG 0.962 / 0.975 /
-0.964, CRow 0.970 / 0.979 / 0.943, cINN 0.971 / 0.960 / 0.970 (bar 0.80). The density at the
+0.964, CRow 0.970 / 0.979 / 0.943, cINN 0.971 / 0.960 / 0.970 (target 0.80). The density at the
 switch minus its neighbours' mean: CRow + TCG -0.60 / -0.30 / +0.09, CRow -0.29 / -0.46 / +0.18
-(bar < 0: met on seeds 0 and 1; with seeds 3 and 4 on 3 of 5 seeds, pooled -0.18 and -0.11).
+(target < 0: met on seeds 0 and 1; with seeds 3 and 4 on 3 of 5 seeds, pooled -0.18 and -0.11).
 The GRU state is 16 wide: with 64 the recurrent models also predict each frame's glyph from the
 previous ones so well that the history out-votes a switched label on some seeds (CRow + TCG
 0.874 / 0.648 / 0.776). About 2 CPU-minutes (autoencoder 20 s; each model's 1000 steps 17-42 s).
 
 Paper: S. J. Hwang, Z. Tao, W. H. Kim, V. Singh, "Conditional Recurrent Flow: Conditional
 Generation of Longitudinal Samples with Applications to Neuroimaging", ICCV 2019, Sec. 4.1, Fig. 4
-(the paper shows the generated sequences as a figure only; the bars are issue 5's).
+(the paper shows the generated sequences as a figure only; the targets are this project's).
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ from models.common.data.moving_digits import MovingDigits, glyph_crops, moving_d
 from pyroflows.distributions import CRow
 from pyroflows.infer import fit, save_checkpoint
 
-from . import format_rows, xiao_digits
+from . import format_report, row, xiao_digits
+from .common.results import run_label
 
 PAPER = (
     'S. J. Hwang, Z. Tao, W. H. Kim, V. Singh, "Conditional Recurrent Flow: Conditional Generation of Longitudinal '
@@ -113,7 +114,7 @@ MODELS = {
     "cinn": {"recurrent": False, "gate": False},
 }
 LABELS = {"crow_tcg": "CRow + TCG", "crow": "CRow", "cinn": "cINN"}
-#: issue 5's bars
+#: this project's targets (the paper shows Fig. 4 only)
 BAR_AGREEMENT = 0.80
 BAR_CAUSALITY = 1e-6
 
@@ -404,7 +405,7 @@ def evaluate(model: CRow, space, clf: FrameClassifier, settings: Settings, seed:
     return m, {"pixels": runs["a->b"][1][: settings.figure_samples].numpy(), "logp": runs["a->b"][2][: settings.figure_samples]}
 
 
-def figure(shown: dict, settings: Settings, path: Path) -> None:
+def figure(shown: dict, settings: Settings, path: Path, label: str = "") -> None:
     """Generated 5 -> 9 sequences, one row per model and sample, each frame's log-density above it (Fig. 4)."""
     import matplotlib
 
@@ -427,7 +428,11 @@ def figure(shown: dict, settings: Settings, path: Path) -> None:
             if r == len(rows) - 1:
                 ax.set_xlabel(f"y={path_digits[t]}", fontsize=8)
         axes[r, 0].set_ylabel(LABELS[name], fontsize=8)
-    fig.suptitle(f"generated under labels {','.join(map(str, path_digits))}; log p(x_t | x_<t, y_<=t) above each frame", fontsize=9)
+    fig.suptitle(
+        f"CRow Fig. 4: sequences generated under labels {','.join(map(str, path_digits))}; "
+        f"log p(x_t | x_<t, y_<=t) above each frame\n({label}, {settings.space} space, {settings.steps} steps)",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -438,8 +443,13 @@ def figure(shown: dict, settings: Settings, path: Path) -> None:
 # the experiment
 
 
-def _row(setting: str, metric: str, value, reference, source: str) -> dict:
-    return {"experiment": EXPERIMENT, "setting": setting, "metric": metric, "value": value, "reference": reference, "source": source}
+def _row(setting: str, metric: str, value, **kw) -> dict:
+    return row(EXPERIMENT, setting, metric, value, **kw)
+
+
+#: why quick mode is not expected to meet a target, per metric (absent: expected to meet it); the
+#: density dip at the switch depends on the seed even at full settings (met on 2 of 3 seeds)
+QUICK_REASONS = {"switch_density_drop": "the dip depends on the seed, even at full settings"}
 
 
 def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:
@@ -459,9 +469,7 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     ae_checkpoint = out_dir / "checkpoints" / f"autoencoder_{settings.ae_tag()}_s{seed}.pt" if settings.checkpoint else None
     space = frame_space(data, settings, progress, ae_checkpoint)
     rows = [
-        _row(
-            "classifier", "classifier_accuracy", clf.accuracy, None, "logistic regression on |2-D DFT| of real frames, glyphs it never saw"
-        )
+        _row("classifier", "classifier_accuracy", clf.accuracy, note="logistic regression on |2-D DFT| of real frames, glyphs it never saw")
     ]
     results, shown, histories, densities = {}, {}, [], []
     for name in settings.models:
@@ -488,38 +496,29 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
             f"{settings.digits[0]}->{settings.digits[1]} and back, switch at frame {settings.switch + 1}, "
             f"{settings.n_generate} sequences each, tau {settings.temperature:g}"
         )
+
+        def target(metric, value, kind):
+            reason = QUICK_REASONS.get(metric)
+            return {"target": value, "target_kind": kind, "quick_expected": reason is None, "quick_reason": reason, "headline": True,
+                    "paper_source": "Fig. 4, no number"}  # fmt: skip
+
         rows += [
-            _row(name, "agreement_away", m["agreement_away"], BAR_AGREEMENT, f"bar >= {BAR_AGREEMENT}; {path}; switch frame excluded"),
-            _row(name, "agreement_switch", m["agreement_switch"], None, "at the switch frame"),
-            _row(name, "agreement_constant", m["agreement_constant"], None, "constant label paths"),
-            _row(
-                name,
-                "causality_max_diff",
-                m["causality_max_diff"],
-                BAR_CAUSALITY,
-                "max |frames 1..2 change| when labels >= frame 3 change; bar < 1e-6",
-            ),
-            _row(
-                name,
-                "switch_density_drop",
-                m["switch_density_drop"],
-                0.0,
-                "log p at the switch minus mean of its neighbours, nats/frame; bar < 0",
-            ),
-            _row(
-                name,
-                "switch_vs_constant",
-                m["switch_vs_constant"],
-                None,
-                "log p at the switch minus frame 3 of the constant path with the new label",
-            ),
-            _row(name, "test_nll_frame1", m["test_nll_frame1"], None, f"-log p(x_1 | y_1), {settings.n_test} held-out sequences, nats"),
-            _row(name, "test_nll_later", m["test_nll_later"], None, "-log p(x_t | x_<t, y_<=t) averaged over frames 2..6, nats"),
-            _row(
-                name, "train_seconds", seconds, None, f"{settings.steps} steps of batch {settings.batch}; a reloaded checkpoint takes less"
-            ),
-        ]
-    figure(shown, settings, out_dir / "fig4_generation.png")
+            _row(name, "agreement_away", m["agreement_away"], **target("agreement_away", BAR_AGREEMENT, ">="),
+                 note=f"judge names the label; {path}; switch frame excluded"),
+            _row(name, "agreement_switch", m["agreement_switch"], note="at the switch frame"),
+            _row(name, "agreement_constant", m["agreement_constant"], note="constant label paths"),
+            _row(name, "causality_max_diff", m["causality_max_diff"], **target("causality_max_diff", BAR_CAUSALITY, "<"),
+                 note="max |change of frames 1..2| when the labels from frame 3 on change"),
+            _row(name, "switch_density_drop", m["switch_density_drop"], **target("switch_density_drop", 0.0, "<"),
+                 note="log p at the switch minus the mean of its neighbours, nats per frame"),
+            _row(name, "switch_vs_constant", m["switch_vs_constant"],
+                 note="log p at the switch minus frame 3 of the constant path with the new label"),
+            _row(name, "test_nll_frame1", m["test_nll_frame1"], note=f"-log p(x_1 | y_1), {settings.n_test} held-out sequences, nats"),
+            _row(name, "test_nll_later", m["test_nll_later"], note="-log p(x_t | x_<t, y_<=t) averaged over frames 2..6, nats"),
+            _row(name, "train_seconds", seconds, note=f"{settings.steps} steps of batch {settings.batch}; reloaded checkpoints take less"),
+        ]  # fmt: skip
+    label = run_label(settings, QUICK, FULL, seed)
+    figure(shown, settings, out_dir / "fig4_generation.png", label)
     pd.DataFrame(densities).to_csv(out_dir / "density_by_frame.csv", index=False)
     pd.concat(histories).to_csv(out_dir / "loss_history.csv", index=False)
     return rows, results
@@ -553,7 +552,7 @@ def main(argv=None) -> list[dict]:
     if args.models:
         settings = replace(settings, models=tuple(args.models))
     rows, _ = reproduce(settings, args.out, args.seed, not args.no_progress)
-    print(format_rows(rows, with_experiment=False))
+    print(format_report(rows, {EXPERIMENT: PAPER}, quick=settings == QUICK, all_rows=True))
     print(f"figure: {args.out}/fig4_generation.png; {time.perf_counter() - start:.0f} s")
     return rows
 

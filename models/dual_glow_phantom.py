@@ -27,7 +27,7 @@ Read-outs on held-out subjects:
 * **Fig. 7**: for ``sweep_subjects`` fixed test MRIs, samples at ages 0, 0.1, ..., 1 (55 to 95
   years); the mean PET intensity of each region against age (mean and a 95 % band over subjects,
   ``fig7_roi_vs_age.png``), Spearman's :math:`\rho` of the subject-averaged curve per region
-  (planted direction: negative; bar :math:`\rho < -0.9`), and the simulator's noise-free truth.
+  (planted direction: negative; target :math:`\rho < -0.9`), and the simulator's noise-free truth.
 * **Table 2**: disease status from the regions' mean intensities plus the whole-volume mean, an
   RBF-kernel SVM (scikit-learn ``SVC``, standardised features), 5-fold stratified
   cross-validation on the test subjects, once with the real PET and once with DUAL-GLOW's
@@ -66,14 +66,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models import row
 from models.common.data.brain_phantom import ROI_NAMES, brain_phantoms, hypometabolism, roi_means
+from models.common.results import OKABE_ITO, run_label
 from models.dual_glow_transfer import (
     command_line,
     conditional_bits,
     conditional_samples,
     image_metrics,
     plt_agg,
-    result_row,
     spearman,
     torch_threads,
     train_dual_glow,
@@ -173,30 +174,36 @@ def roi_age_sweep(dual: DualGlow, mri, rois, disease, settings: Settings, seed: 
     return pd.DataFrame(rows)
 
 
-def plot_fig7(sweep: pd.DataFrame, path: Path) -> None:
+def plot_fig7(sweep: pd.DataFrame, path: Path, label: str = "") -> None:
+    """The regions' mean generated PET intensity against age (mean and 95 % band over subjects)."""
     plt = plt_agg()
     fig, axes = plt.subplots(1, len(ROI_NAMES), figsize=(3.2 * len(ROI_NAMES), 2.8), sharey=True)
     for ax, name in zip(axes, ROI_NAMES, strict=True):
         part = sweep[sweep.roi == name]
-        for status, colour, label in ((0, "tab:blue", "CN"), (1, "tab:red", "AD")):
+        for status, colour, group in ((0, OKABE_ITO[4], "CN"), (1, OKABE_ITO[0], "AD")):
             grp = part[part.disease == status].groupby("age").generated
             if not len(grp):
                 continue
             mean, sd = grp.mean(), grp.std().fillna(0)
             years = 55 + 40 * mean.index.values
-            ax.plot(years, mean.values, "o-", color=colour, label=f"{label} (generated)", markersize=3)
+            ax.plot(years, mean.values, "o-", color=colour, label=f"{group} (generated, n={grp.size().iloc[0]})", markersize=3)
             ax.fill_between(years, mean.values - 1.96 * sd.values, mean.values + 1.96 * sd.values, color=colour, alpha=0.15)
         ax.set_title(name.replace("_", " "), fontsize=9)
         ax.set_xlabel("age (years)")
     axes[0].set_ylabel("mean PET intensity")
     axes[0].legend(fontsize=7)
-    fig.suptitle("DUAL-GLOW Fig. 7 on phantoms: ROI intensity of generated PET vs age (fixed MRIs)", fontsize=9)
+    fig.suptitle(
+        f"DUAL-GLOW Fig. 7 on phantoms: ROI intensity of generated PET vs age for fixed test MRIs\n"
+        f"(mean over subjects, band ±1.96 s.d.; {label})",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def plot_slices(mri, pet, generated, path: Path, n: int = 4) -> None:
+def plot_slices(mri, pet, generated, path: Path, n: int = 4, label: str = "") -> None:
+    """Middle slices of test subjects: MRI, real PET and DUAL-GLOW's mean generated PET."""
     plt = plt_agg()
     k = mri.shape[-1] // 2
     fig, axes = plt.subplots(n, 3, figsize=(5, 1.7 * n))
@@ -205,12 +212,13 @@ def plot_slices(mri, pet, generated, path: Path, n: int = 4) -> None:
             axes[i, j].imshow(vol[i, 0, :, :, k].numpy(), cmap="magma", vmin=0, vmax=1, origin="lower")
             axes[i, j].axis("off")
             axes[0, j].set_title(title, fontsize=8)
+    fig.suptitle(f"test subjects, middle slice\n({label})", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-_row = partial(result_row, EXPERIMENT)
+_row = partial(row, EXPERIMENT)
 
 
 def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:
@@ -256,55 +264,38 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
     )
     sweep.to_csv(out_dir / "roi_age_sweep.csv", index=False)
     hist.to_csv(out_dir / "loss_history.csv", index=False)
-    plot_fig7(sweep, out_dir / "fig7_roi_vs_age.png")
-    plot_slices(mri_te, pet_te, generated, out_dir / "slices.png")
+    label = f"{run_label(settings, QUICK, FULL, seed)}, {settings.size}^3"
+    plot_fig7(sweep, out_dir / "fig7_roi_vs_age.png", label)
+    plot_slices(mri_te, pet_te, generated, out_dir / "slices.png", label=label)
 
     where = f"{settings.size}^3, {settings.test_subjects} test subjects"
     rows = [
-        _row("dual_glow", "test_bits_per_dim", float(bits.mean()), None, f"-log2 p(PET | MRI, age) / D, {where}"),
-        _row(
-            "dual_glow_shuffled",
-            "test_bits_per_dim",
-            float(bits_shuffled.mean()),
-            float(bits.mean()),
-            "MRIs paired with other subjects' PET; bar: worse than true pairs",
-        ),
-    ]
+        _row("dual_glow", "test_bits_per_dim", float(bits.mean()), note=f"-log2 p(PET | MRI, age) / D, {where}"),
+        _row("dual_glow_shuffled", "test_bits_per_dim", float(bits_shuffled.mean()), target=float(bits.mean()), target_kind=">",
+             quick_expected=True, baseline=float(bits.mean()), headline=True,
+             note="MRIs paired with other subjects' PET; target: worse than DUAL-GLOW on the true pairs"),
+    ]  # fmt: skip
     for name, rho in rhos.items():
         rows.append(
-            _row(
-                f"fig7_{name}",
-                "spearman_rho",
-                rho,
-                -0.9,
-                f"generated ROI mean vs age, {k} fixed MRIs; bar: rho < -0.9 (planted: falls with age)",
-            )
-        )
-    for name, row in table1.items():
-        for metric, (mean, std) in row.items():
-            rows.append(_row(name, metric, mean, None, f"3-D, mean over test subjects (std {std:.4f})"))
+            _row(f"fig7_{name}", "spearman_rho", rho, target=-0.9, target_kind="<", quick_expected=True, headline=True,
+                 paper_source="Fig. 7, no number",
+                 note=f"generated ROI mean vs age, {k} fixed MRIs (planted: falls with age); the paper's Fig. 7 has no number")
+        )  # fmt: skip
+    for name, metrics_ in table1.items():
+        for metric, (mean, std) in metrics_.items():
+            rows.append(_row(name, metric, mean, note=f"3-D, mean over test subjects (std {std:.4f})"))
     for kind, res in table2.items():
         for metric, value in res.items():
             rows.append(
-                _row(
-                    f"table2_{kind}",
-                    metric,
-                    value,
-                    PAPER_TABLE2[kind][metric],
-                    f"RBF-SVM on ROI means, 5-fold CV on {settings.test_subjects} test subjects; reference: the paper's Table 2 (ADNI)",
-                )
-            )
+                _row(f"table2_{kind}", metric, value, paper=PAPER_TABLE2[kind][metric], paper_source="Table 2", headline=True,
+                     note=f"RBF-SVM on ROI means, 5-fold CV on {settings.test_subjects} test subjects; the paper's is on ADNI")
+            )  # fmt: skip
     rows.append(
-        _row(
-            "dual_glow",
-            "train_seconds",
-            train_seconds,
-            None,
-            f"{settings.iterations} SVI steps of batch {settings.batch} at {settings.size}^3, {settings.threads} thread(s)",
-        )
-    )
-    rows.append(_row("all", "peak_rss_mib", peak_mib, None, "peak resident memory of the process (ru_maxrss)"))
-    rows.append(_row("all", "wall time (s)", seconds, None, "simulation, training, read-outs and figures"))
+        _row("dual_glow", "train_seconds", train_seconds,
+             note=f"{settings.iterations} SVI steps of batch {settings.batch} at {settings.size}^3, {settings.threads} thread(s)")
+    )  # fmt: skip
+    rows.append(_row("all", "peak_rss_mib", peak_mib, note="peak resident memory of the process (ru_maxrss)"))
+    rows.append(_row("all", "wall time (s)", seconds, note="simulation, training, read-outs and figures"))
     return rows, {
         "rhos": rhos,
         "table1": table1,
@@ -323,7 +314,7 @@ def run(quick: bool, out_dir: Path, seed: int = 0, progress: bool = True) -> lis
 def main(argv=None) -> list[dict]:
     outputs = "tables: {out}/table2.csv, {out}/table1_3d.csv; figures: {out}/fig7_roi_vs_age.png, {out}/slices.png"
     flags = [("--checkpoint", "checkpoint", "train in the memory-efficient mode (per-step recomputation)")]
-    return command_line(argv, __doc__, EXPERIMENT, QUICK, FULL, reproduce, outputs, flags)
+    return command_line(argv, __doc__, EXPERIMENT, QUICK, FULL, reproduce, outputs, flags, paper=PAPER)
 
 
 if __name__ == "__main__":

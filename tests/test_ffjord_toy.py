@@ -310,10 +310,12 @@ def test_quick_protocol_rows_and_figure(tmp_path):
         assert np.isfinite(r["value"])
     metrics = {(r["setting"], r["metric"]): r for r in rows}
     for toy in ("8gaussians", "rings"):
-        assert metrics[(toy, "test_nll")]["reference"] == toy2d.ENTROPY[toy]
+        assert metrics[(toy, "test_nll")]["baseline"] == toy2d.ENTROPY[toy]
         for metric in ("gaussian_nll", "nfe_test", "nfe_train_step", "train_seconds", "integration_time"):
             assert (toy, metric) in metrics
-    assert metrics[("8gaussians", "nll_gap")]["reference"] == ft.BARS["8gaussians"]
+    gap = metrics[("8gaussians", "nll_gap")]
+    assert gap["target"] == ft.BARS["8gaussians"] and gap["target_kind"] == "<=" and gap["headline"]
+    assert gap["met"] == (gap["value"] <= gap["target"])
     assert ("rings", "nll_gap") not in metrics
     assert metrics[("8gaussians", "nfe_train_step")]["value"] == 16  # RK4, 4 steps
     assert metrics[("8gaussians", "svi_loglik_mismatch")]["value"] < 1e-4

@@ -240,10 +240,15 @@ def test_log_prob_broadcasts_and_samples_carry_the_context_batch():
 
 def test_bad_inputs_raise_clear_errors():
     mf, x = _motionflow()
-    with pytest.raises(ValueError, match=r"context: expected shape \(\.\.\., 4, 3\)"):
+    # the errors name the argument the user passed: the observed frames
+    with pytest.raises(ValueError, match=r"observed: expected shape \(\.\.\., 4, 3\)"):
         mf.condition(torch.randn(5, 3, 3, dtype=torch.float64))
-    with pytest.raises(TypeError, match="expected dtype torch.float64"):
+    with pytest.raises(ValueError, match=r"observed: expected shape \(\.\.\., 4, 3\)"):
+        mf.predict(torch.randn(5, 4, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="observed: expected dtype torch.float64"):
         mf.condition(x.float())
+    with pytest.raises(ValueError, match="observed: expected finite values"):
+        mf.condition(torch.full_like(x, float("nan")))
     with pytest.raises(ValueError, match="temperature"):
         mf.condition(x, temperature=-1.0)
     with pytest.raises(ValueError, match="num_samples"):

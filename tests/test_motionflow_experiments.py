@@ -40,11 +40,12 @@ def test_forecasting_quick_beats_seasonal_naive(tmp_path):
     value = {(r["setting"], r["metric"]): r["value"] for r in rows}
     crps = {setting.split("/")[1]: v for (setting, metric), v in value.items() if metric == "crps_sum"}
     assert set(crps) == {"MotionFlow", "seasonal-naive (5)", "naive (last value)", "VAR(5, differences)"}
-    # the bar, even after the quick run's few steps; and the VAR is a real competitor
+    # the target, even after the quick run's few steps; and the VAR is a real competitor
     assert crps["MotionFlow"] < crps["seasonal-naive (5)"]
     assert crps["VAR(5, differences)"] < crps["naive (last value)"] < crps["seasonal-naive (5)"]
     bar = next(r for r in rows if r["setting"] == "exchange/MotionFlow" and r["metric"] == "crps_sum")
-    assert bar["reference"] == pytest.approx(crps["seasonal-naive (5)"])
+    assert bar["target"] == pytest.approx(crps["seasonal-naive (5)"]) and bar["target_kind"] == "<" and bar["met"]
+    assert bar["quick_expected"] and bar["baseline"] == bar["target"]
     assert (tmp_path / "forecasts.png").exists() and len(pd.read_csv(tmp_path / "results.csv")) == len(rows)
 
 
@@ -93,8 +94,11 @@ def test_mocap_quick_rows(tmp_path):
     # the data's gaits: running moves most in 80 ms, waving least
     assert zv.loc["running", "80 ms"] > zv.loc["walking", "80 ms"] > zv.loc["waving", "80 ms"] > 0
     assert (table.iloc[:, 3:].to_numpy() > 0).all()
-    refs = [r for r in rows if r["reference"] is not None]
-    assert refs and all(r["setting"] == "full/walking" for r in refs)
+    refs = [r for r in rows if r["paper"] is not None]
+    assert refs and all(r["setting"] == "full/walking" and r["paper_source"] == "Table 3" and r["headline"] for r in refs)
+    # every model row is compared with zero velocity at the same action and horizon
+    zero = {(r["setting"].split("/")[1], r["metric"]): r["value"] for r in rows if r["setting"].startswith("zero velocity/")}
+    assert all(r["baseline"] == zero[r["setting"].split("/")[1], r["metric"]] for r in rows if r["setting"].startswith("full/"))
     assert (tmp_path / "skeletons.png").exists()
 
 
@@ -138,7 +142,7 @@ def test_full_forecasting_meets_the_bar_on_every_dataset(request, tmp_path):
 
     rows = mf.run(False, tmp_path, progress=False)
     bars = [r for r in rows if r["setting"].endswith("/MotionFlow") and r["metric"] == "crps_sum"]
-    assert len(bars) == 3 and all(r["value"] < r["reference"] for r in bars), bars
+    assert len(bars) == 3 and all(r["met"] and r["value"] < r["target"] for r in bars), bars
 
 
 @pytest.mark.slow

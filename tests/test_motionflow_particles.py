@@ -56,7 +56,12 @@ def test_quick_experiment_rows_and_figure(tmp_path):
     for name in ("constant_velocity", "last_frame", "motionflow_T0", "motionflow_T0.5"):
         for k in (1, 15, 25):
             assert by[(name, f"mse_step{k}")]["value"] >= 0
-    assert by[("motionflow_T0.5", "mse_step15")]["reference"] == mp.PAPER_MSE[15]
+    assert by[("motionflow_T0.5", "mse_step15")]["paper"] == mp.PAPER_MSE[15]
+    assert by[("motionflow_T0.5", "mse_step15")]["paper_source"] == "Table 2"
+    assert by[("motionflow_T0.5", "mse_step15")]["baseline"] == by[("constant_velocity", "mse_step15")]["value"]
+    ratio = by[("motionflow_T0.5", "cv_over_motionflow_step15")]
+    assert ratio["target"] == 2.0 and ratio["target_kind"] == ">=" and ratio["met"] == (ratio["value"] >= 2.0)
+    assert ratio["quick_expected"] is False and ratio["quick_reason"]
     assert by[("constant_velocity", "mse_step1")]["value"] < by[("last_frame", "mse_step1")]["value"]
     assert (tmp_path / "trajectories.png").exists() and (tmp_path / "results.json").exists()
     assert len(info["mse_per_step"]["last_frame"]) == mp.NUM_FUTURE

@@ -255,7 +255,7 @@ def test_quick_protocol_rows_and_figures(tmp_path):
         for K in settings.Ks:
             assert (name, f"elbo_K{K}") in metrics and (name, f"is_logz_K{K}") in metrics
     assert ("U1", "svi_elbo_K8") in metrics
-    refs = {r["setting"]: r["reference"] for r in rows if r["metric"] == "elbo_K2"}
+    refs = {r["setting"]: r["baseline"] for r in rows if r["metric"] == "elbo_K2"}
     assert refs["U1"] == pytest.approx(1.8775, abs=1e-4) and refs["U4"] == pytest.approx(energies.LOG_Z_WALLED["U4"], abs=1e-4)
     for name in ("densities.png", "samples.png"):
         path = Path(tmp_path) / name

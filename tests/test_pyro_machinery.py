@@ -115,8 +115,15 @@ def test_one_scalar_latent_with_a_coupling_flow_says_what_to_use():
         pyro.sample("a", dist.Normal(0.0, 1.0))
 
     guide = AutoNormalizingFlow(model, partial(T.coupling_flow, num_blocks=2, hidden=(8,)))
-    with pytest.raises(ValueError, match=r"dim: coupling needs at least 2 features"):
+    with pytest.raises(ValueError, match=r"dim: a coupling needs at least 2 features .*, got 1; .*FlowSequence\(\[planar\(1\)"):
         guide()
+    # what the message names works: a stack of planar maps guides the one scalar
+    pyro.clear_param_store()
+    guide = AutoNormalizingFlow(model, lambda dim: FlowSequence([T.planar(dim) for _ in range(4)]))
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), Trace_ELBO())
+    losses = [svi.step() for _ in range(15)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert Predictive(model, guide=guide, num_samples=5)()["a"].shape == (5,)
 
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f not in ODE])

@@ -230,10 +230,17 @@ def test_quick_rows_and_files(quick_run):
     out, rows, results = quick_run
     assert all(set(r) == set(ROW_KEYS) for r in rows)
     assert {r["experiment"] for r in rows} == {"xiao_gaussian_mixture"}
-    # 3 metrics per model and mapping, plus 5 mode-share rows on the four-label mapping
-    assert len(rows) == len(xgm.VARIANTS) * (3 + 3 + 5)
+    # 3 metrics per model and mapping, plus 4 mode shares, their largest deviation and the share
+    # elsewhere on the four-label mapping
+    assert len(rows) == len(xgm.VARIANTS) * (3 + 3 + 6)
     ours = [r for r in rows if r["setting"].startswith("ours/")]
-    assert all(math.isfinite(r["value"]) and r["reference"] is not None and r["source"].startswith("issue bar") for r in ours)
+    assert all(math.isfinite(r["value"]) for r in ours)
+    # the targets are on ours; the INN variants are shown beside it without targets
+    targeted = [r for r in ours if r["target"] is not None]
+    assert len(targeted) == 3 + 5 and all(r["headline"] and isinstance(r["met"], bool) for r in targeted)
+    assert all(r["target"] is None and not r["headline"] for r in rows if not r["setting"].startswith("ours/"))
+    share = next(r for r in ours if r["setting"] == "ours/four" and r["metric"] == "label0_share_elsewhere")
+    assert share["target"] == xgm.BARS["elsewhere"] and share["target_kind"] == "<"
     for name in ("fig5_1.png", "fig5_2.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 20_000
     assert (out / "loss_history.csv").exists()

@@ -37,7 +37,7 @@ from pyro.distributions.conditional import ConditionalDistribution
 
 from ..flows.motionflow_steps import ConditionalMotionFlowTransform
 from ..transforms.base import module_reference
-from ..validation import check_size
+from ..validation import check_size, check_tensor
 from .dynamic_prior import check_temperature, noise_distribution
 
 
@@ -99,6 +99,9 @@ class MotionFlow(nn.Module, ConditionalDistribution):
     def condition(self, observed: torch.Tensor, temperature: float = 1.0) -> dist.Delta | dist.TransformedDistribution:
         """:math:`p(y \\mid x)` given observed frames ``batch + (U, *frame)``; ``temperature`` scales the noise."""
         t = check_temperature(temperature)
+        ref = self.transform.reference()  # the transform would call the observed frames its "context"
+        dtype, device = (None, None) if ref is None else (ref.dtype, ref.device)
+        check_tensor("observed", observed, self.transform.context_shape, dtype, device)
         transform = self.transform.condition(observed)
         shape = observed.shape[: observed.dim() - 1 - len(self.frame_shape)] + self.event_shape
         return noise_distribution(module_reference(self), shape, t, transform)

@@ -69,10 +69,22 @@ class ConditionalFlowSequence(ConditionalComposeTransformModule):
         return state
 
 
-def check_split_dim(dim: int) -> int:
+def check_split_dim(dim: int, conditional: bool = False) -> int:
+    """``dim`` as an int of at least 2: a coupling maps some features given the others. The error for
+    one feature (what ``AutoNormalizingFlow`` passes for a model with a single scalar latent) names a
+    stack that works on one feature."""
     dim = check_size("dim", dim)
     if dim < 2:
-        raise ValueError(f"dim: coupling needs at least 2 features, got {dim}")
+        example = (
+            "ConditionalFlowSequence([conditional_planar(1, context_dim) for _ in range(4)])"
+            if conditional
+            else "FlowSequence([planar(1) for _ in range(4)])"
+        )
+        raise ValueError(
+            f"dim: a coupling needs at least 2 features (it maps some given the others), got {dim}; for a single "
+            f"scalar, such as the one latent an autoguide sees in a model with one scalar site, stack maps that "
+            f"work on one feature instead, e.g. {example} (pyroflows.transforms.stacks, pyroflows.transforms)"
+        )
     return dim
 
 
@@ -158,7 +170,7 @@ def conditional_coupling_flow(
         >>> d.condition(torch.randn(7, 2)).sample().shape
         torch.Size([7, 4])
     """
-    dim = check_split_dim(dim)
+    dim = check_split_dim(dim, conditional=True)
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     num_blocks = check_size("num_blocks", num_blocks)
     perms = block_permutations(dim, permutation, num_blocks, generator)
