@@ -20,6 +20,7 @@ from pyroflows.distributions.dequantize import (
     uniform_dequantize,
 )
 from pyroflows.flows import conditional_glow, glow
+from pyroflows.testing import perturb_parameters
 from pyroflows.transforms import Squeeze, Unsqueeze
 from pyroflows.transforms.base import soft_clamp
 from pyroflows.transforms.squeeze import squeeze, unsqueeze
@@ -366,3 +367,50 @@ def test_conditional_glow_is_a_pyro_likelihood():
     # conditional samples: sample_shape + context batch + event, at any temperature
     assert ConditionalFlowDistribution(flow.base(0.7), [flow], context_event_dim=1).condition(c[:2]).sample((3,)).shape == (3, 2, 1, 8, 8)
     pyro.clear_param_store()
+
+
+_FAR_FROM_INIT = {
+    "image": (lambda **kw: glow((3, 8, 8), 2, 2, 8, **kw), None),
+    "volume": (lambda **kw: glow((1, 8, 8, 8), 2, 2, 4, **kw), None),
+    "conditional_image": (lambda **kw: conditional_glow((3, 8, 8), (3,), 2, 2, 8, **kw), (3,)),
+    "conditional_volume_map": (lambda **kw: conditional_glow((1, 8, 8, 8), (1, 8, 8, 8), 2, 2, 4, **kw), (1, 8, 8, 8)),
+}
+
+
+def _far_from_init(kind, dtype, **kw):
+    """A Glow initialised on data, then moved by N(0, 0.3^2) per parameter (as far as training goes)."""
+    make, context_shape = _FAR_FROM_INIT[kind]
+    torch.manual_seed(0)
+    flow = make(**kw).to(dtype)
+    context = None if context_shape is None else torch.randn(6, *context_shape, dtype=dtype)
+    bound = flow if context is None else flow.condition(context)
+    bound.inv(torch.randn(6, *flow.event_shape, dtype=dtype))  # data-dependent initialisation
+    perturb_parameters(flow, 0.3, seed=1)
+    return flow, context
+
+
+@pytest.mark.parametrize("kind", list(_FAR_FROM_INIT))
+def test_sampling_far_from_the_initialisation_stays_finite_and_scores_its_log_det(kind):
+    flow, context = _far_from_init(kind, torch.float32)
+    with torch.no_grad():
+        if context is None:
+            x = flow.distribution().sample((6,))
+        else:
+            x = ConditionalFlowDistribution(flow.base(), [flow], context_event_dim=flow.context_event_dim).condition(context).sample()
+    assert torch.isfinite(x).all()
+    # in float64 the log density of a sample, inverted afresh, is the base density minus the log-det
+    flow, context = _far_from_init(kind, torch.float64)
+    bound = flow if context is None else flow.condition(context)
+    with torch.no_grad():
+        z = torch.randn(6, *flow.event_shape, dtype=torch.float64)
+        x = bound(z)
+        ladj_forward = bound.log_abs_det_jacobian(z, x)
+        z_again = bound.inv(x.clone())  # no cache
+        ladj_inverse = bound.log_abs_det_jacobian(z_again, x)
+    assert torch.isfinite(x).all() and torch.allclose(ladj_inverse, ladj_forward, rtol=1e-4)
+
+
+def test_an_unbounded_scale_far_from_the_initialisation_is_reported_not_returned():
+    flow, _ = _far_from_init("image", torch.float32, clamp=None)
+    with torch.no_grad(), pytest.raises(FloatingPointError, match="gave NaN or inf"):
+        flow(torch.randn(6, *flow.event_shape))

@@ -12,8 +12,10 @@ multi-scale Glow with learned split priors, for images ``(C, H, W)`` and volumes
 with per-channel ActNorm :math:`(s, b)` (data-initialised), an LU-parameterised invertible 1x1
 convolution :math:`W` and an affine coupling whose convolutional network
 (conv 3 - ReLU - conv 1 - ReLU - zero-initialised conv 3) returns :math:`[h, t]`. Glow's scale
-:math:`\sigma(h + 2)` (``scale="sigmoid"``) only contracts; ``scale="softclamp"`` uses
-:math:`e^{-B\tanh(h/B)}` instead. Pyro's forward direction (latent to data, used for sampling)
+:math:`\sigma(h + 2)` (``scale="sigmoid"``) only contracts; its log is soft-bounded below by
+:math:`-B` (``clamp``), :math:`\log\sigma \to -B\tanh(-\log\sigma / B)`, which leaves it unchanged
+where :math:`\sigma(h + 2)` is not tiny and keeps sampling finite when the network is far from its
+initialisation; ``scale="softclamp"`` uses :math:`e^{-B\tanh(h/B)}` instead. Pyro's forward direction (latent to data, used for sampling)
 runs the inverse maps in reverse order, and
 
 .. math::
@@ -127,7 +129,7 @@ class GlowStep(FlowModule):
         hidden_channels: width of the coupling network.
         event_dim: 3 for images, 4 for volumes.
         scale: ``"sigmoid"`` (Glow's :math:`\sigma(h + 2)`) or ``"softclamp"`` (:math:`e^{-B\tanh(h/B)}`).
-        clamp: the bound ``B`` of ``"softclamp"``.
+        clamp: the bound ``B`` of the log-scale (both kinds; None: unbounded).
         split: channels passed through the coupling unchanged (default half).
         conditioner: a network ``u_a -> [h, t]`` replacing the default :class:`~pyroflows.nn.ConvNet`.
 
@@ -519,7 +521,7 @@ class Glow(_MultiscaleGlow, FlowModule):
         num_steps: steps per level ``K``.
         hidden_channels: width of the coupling networks (one int, or one per level).
         scale: coupling scale, ``"sigmoid"`` (Glow's) or ``"softclamp"``.
-        clamp: bound of the ``"softclamp"`` log-scale.
+        clamp: bound of the coupling log-scale (both kinds; None: unbounded).
         prior_clamp: soft bound ``B tanh(. / B)`` on the priors' :math:`\log\sigma` (None: unbounded).
         checkpoint: recompute each step in the backward pass instead of storing its activations.
 

@@ -53,10 +53,11 @@ class Affine:
     becomes the log-scale and shift of :func:`elementwise_affine`.
 
     Args:
-        scale: ``"softclamp"``: :math:`s = B\tanh(h/B)` (unbounded when ``clamp`` is None);
-            ``"sigmoid"``: Glow's :math:`s = -\log\sigma(h + 2)`, so that the inverse (data to
-            latent) multiplies by :math:`\sigma(h + 2) \in (0, 1)`.
-        clamp: the bound :math:`B` of ``"softclamp"``.
+        scale: ``"softclamp"``: :math:`s = B\tanh(h/B)`; ``"sigmoid"``: Glow's
+            :math:`s = B\tanh(-\log\sigma(h + 2) / B)`, so that the inverse (data to latent)
+            multiplies by a factor in :math:`(e^{-B}, 1)`, :math:`\sigma(h + 2)` while that is not
+            tiny; the bound keeps sampling finite when the network is far from its initialisation.
+        clamp: the bound :math:`B` (None: unbounded).
     """
 
     params_per_feature = 2
@@ -72,7 +73,9 @@ class Affine:
     def log_scale_shift(self, raw: torch.Tensor, feature_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         h, t = raw.chunk(2, dim=feature_dim)
         if self.scale == "sigmoid":
-            return F.softplus(-(h + 2.0)), t
+            # -log sigma(h + 2) >= 0 has no upper bound: a network far from its initialisation can
+            # make sampling (which multiplies by exp(s)) overflow, so it is bounded like softclamp
+            return soft_clamp(F.softplus(-(h + 2.0)), self.clamp), t
         return soft_clamp(h, self.clamp), t
 
     def __call__(self, v: torch.Tensor, raw: torch.Tensor, event_dim: int, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
