@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from ..shapes import broadcast_shapes
 from ..validation import check_size, check_sizes
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU, "silu": nn.SiLU, "swish": nn.SiLU}
@@ -68,9 +69,11 @@ class ConcatSquashNet(nn.Module):
         activation: ``"tanh"`` (default), ``"softplus"``, ``"elu"`` or ``"silu"``, or a module class.
         zero_init: zero the output path of the last layer, so the flow starts as the identity.
 
-    Called as ``net(t, z, context=None)`` with a scalar time ``t`` (a 0-dim tensor), ``z`` of shape
-    ``batch + (features,)`` and ``context`` of shape ``batch' + (context_features,)`` with ``batch'``
-    broadcastable against ``batch``; returns ``dz/dt`` of ``z``'s shape.
+    Called as ``net(t, z, context=None)`` with a time ``t``, ``z`` of shape ``batch + (features,)``
+    and ``context`` of shape ``batch' + (context_features,)`` with ``batch'`` broadcastable against
+    ``batch``; returns ``dz/dt`` of ``z``'s shape. The time is a 0-dim tensor (one time for the whole
+    batch, as in an ODE solve) or has a shape that broadcasts against ``batch`` (one time per sample,
+    as :class:`~pyroflows.infer.FlowMatching` needs).
 
     Example::
 
@@ -101,16 +104,19 @@ class ConcatSquashNet(nn.Module):
             self.layers[-1].zero_()
 
     def _cond(self, t: torch.Tensor, z: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        # a 0-dim time is shared by the whole batch (an ODE solve); a time of shape ``batch`` gives each
+        # sample its own (flow matching regresses the field at random times)
+        time = t.to(z.dtype).reshape((1,) * z.dim()) if t.dim() == 0 else t.to(z.dtype).unsqueeze(-1)
         if self.context_features == 0:
             if context is not None:
                 raise ValueError("context: this network takes no context (context_features=0), got a tensor")
-            return t.to(z.dtype).reshape((1,) * z.dim())
+            return time
         if context is None:
             raise ValueError(f"context: expected a tensor of shape (..., {self.context_features}), got None")
         if context.shape[-1] != self.context_features:
             raise ValueError(f"context: expected shape (..., {self.context_features}), got {tuple(context.shape)}")
-        time = t.to(context.dtype).reshape((1,) * context.dim()).expand(context.shape[:-1] + (1,))
-        return torch.cat([time, context], dim=-1)
+        batch = broadcast_shapes(time.shape[:-1], context.shape[:-1])
+        return torch.cat([time.to(context.dtype).expand(batch + (1,)), context.expand(batch + context.shape[-1:])], dim=-1)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         u = self._cond(t, z, context)

@@ -353,6 +353,23 @@ class _ODEFlow:
         """The end time :math:`T = \\operatorname{softplus}(\\tau)` (a 0-dim tensor)."""
         return F.softplus(self.raw_time)
 
+    def velocity(self, s: torch.Tensor, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        r"""The field the solve integrates on the normalised time, :math:`dz/ds = T f(z, sT[, c])`.
+
+        Args:
+            s: normalised time in :math:`[0, 1]`: a 0-dim tensor, or one time per sample (a shape
+                that broadcasts against ``z``'s batch shape, if the dynamics network accepts it, as
+                :class:`~pyroflows.nn.ConcatSquashNet` does).
+            z: states of shape ``batch + (dim,)``.
+            context: the context of a :class:`ConditionalCNF` (``batch' + (context_dim,)``), else None.
+
+        Returns:
+            :math:`dz/ds` of ``z``'s shape: :math:`s = 0` is the base side and :math:`s = 1` the
+            data side of the flow (its forward direction).
+        """
+        time = self.integration_time
+        return time * self.dynamics(s * time, z, context)
+
     def reset_nfe(self) -> None:
         """Set the function-evaluation counters to 0.
 
