@@ -1,7 +1,8 @@
 r"""MADE: a masked MLP whose outputs for feature :math:`i` depend only on the inputs :math:`x_{<i}`.
 
 Each unit carries a degree: input :math:`i` has degree :math:`i` (1-based, in the order of the
-features), hidden units degrees in :math:`[1, D - 1]` (assigned in turn), and a weight is kept when
+features), hidden units degrees in :math:`[1, D - 1]` (assigned in turn; from 0 with a context,
+whose degree-0 units reach the first feature's outputs), and a weight is kept when
 the receiving unit's degree is at least the sending one's (strictly greater into the outputs), so
 output :math:`i` sees only inputs of degree :math:`< i`. A context enters the first layer unmasked.
 The outputs are ``params_per_feature`` blocks of ``in_features`` values (block ``p``, feature
@@ -35,12 +36,14 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def made_degrees(in_features: int, hidden_features: Sequence[int]) -> list[torch.Tensor]:
-    """The degrees of the inputs (``1..D``) and of each hidden layer (cycling through ``1..D-1``;
-    all 0 when ``D = 1``, whose outputs depend on the context alone)."""
+def made_degrees(in_features: int, hidden_features: Sequence[int], context: bool = False) -> list[torch.Tensor]:
+    """The degrees of the inputs (``1..D``) and of each hidden layer, assigned in turn: ``1..D-1``,
+    or ``0..D-1`` with a context (units of degree 0 see the context alone, and carry it to the
+    first feature's outputs); all 0 when ``D = 1``."""
+    low = 0 if context or in_features == 1 else 1
     degrees = [torch.arange(1, in_features + 1)]
     for width in hidden_features:
-        degrees.append(torch.arange(width) % max(in_features - 1, 1) + min(in_features - 1, 1))
+        degrees.append(torch.arange(width) % (in_features - low) + low)
     return degrees
 
 
@@ -84,7 +87,7 @@ class MADE(nn.Module):
         hidden_features = check_sizes("hidden_features", hidden_features, minimum=1) if len(hidden_features) else ()
         check_size("context_features", context_features, 0)
         self.in_features, self.params_per_feature, self.context_features = in_features, params_per_feature, context_features
-        degrees = made_degrees(in_features, hidden_features)
+        degrees = made_degrees(in_features, hidden_features, context_features > 0)
         out_degrees = degrees[0].repeat(params_per_feature)
         layers = []
         for k, receiving in enumerate(degrees[1:] + [out_degrees]):
