@@ -142,8 +142,8 @@ def test_iaf_is_a_one_line_swap_for_auto_normalizing_flow():
         pyro.sample("z", dist.Normal(target, 0.5).to_event(1))
 
     guide = AutoNormalizingFlow(model, partial(T.iaf, num_blocks=2, hidden=(16,)))
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO(num_particles=8))
-    losses = [svi.step() for _ in range(300)]
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 2e-2}), Trace_ELBO(num_particles=4))
+    losses = [svi.step() for _ in range(200)]
     assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 1.0
     with torch.no_grad():
         mean = torch.stack([guide()["z"] for _ in range(400)]).mean(0)
