@@ -51,6 +51,10 @@ FAMILIES = {
     "sylvester_triangular": lambda dim: FlowSequence([T.sylvester(dim, "triangular"), T.sylvester(dim, "triangular", flip=True)]),
     "actnorm_linear": lambda dim: FlowSequence([T.ActNorm(dim), T.InvertibleLinear(dim)]),
     "cnf_rk4": lambda dim: T.cnf(dim, hidden=(8,), method="rk4", step_size=0.25, trace="exact"),
+    "spline_coupling_flow": lambda dim: T.spline_coupling_flow(dim, num_blocks=2, hidden=(8,), count_bins=4),
+    "maf": lambda dim: T.maf(dim, num_blocks=2, hidden=(8,)),
+    "iaf": lambda dim: T.iaf(dim, num_blocks=2, hidden=(8,)),
+    "spline_autoregressive_iaf": lambda dim: T.spline_autoregressive(dim, (8,), cheap="forward", count_bins=4),
 }
 ODE = ("cnf_rk4",)
 ELBOS = {
@@ -242,6 +246,12 @@ COMPILED = {
     "sylvester_orthogonal": FAMILIES["sylvester_orthogonal"],
     "sylvester_householder": FAMILIES["sylvester_householder"],
     "glow": lambda dim: FL.glow((1, 4, 4), num_levels=1, num_steps=1, hidden_channels=4),
+    "spline_coupling_flow": FAMILIES["spline_coupling_flow"],
+    "conditional_spline_coupling_flow": lambda dim: T.conditional_spline_coupling_flow(dim, 1, num_blocks=2, hidden=(8,), count_bins=4),
+    "maf": FAMILIES["maf"],
+    "iaf": FAMILIES["iaf"],
+    "conditional_maf": lambda dim: T.conditional_maf(dim, 1, num_blocks=2, hidden=(8,)),
+    "spline_autoregressive_iaf": FAMILIES["spline_autoregressive_iaf"],
 }
 
 

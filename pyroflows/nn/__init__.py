@@ -7,6 +7,7 @@ from .encoder import GaussianEncoder
 from .gated_residual import CausalGatedResNet, GatedResidualBlock
 from .gradient_reversal import GradientReversal, gradient_reversal
 from .gru import GRUConditioner
+from .made import MADE, MaskedLinear
 from .masked_conv import LocallyMaskedConv2d, MaskedARN, PositionalNorm, SpatioTemporalEncoder
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "gradient_reversal",
     "GRUConditioner",
     "LocallyMaskedConv2d",
+    "MADE",
+    "MaskedLinear",
     "MaskedARN",
     "MLP",
     "PositionalNorm",

@@ -34,6 +34,7 @@ CASE_MODULES = [
     "pyroflows.testing.cases_crow",
     "pyroflows.testing.cases_dual_glow",
     "pyroflows.testing.cases_motionflow",
+    "pyroflows.testing.cases_spline_autoregressive",
 ]
 
 

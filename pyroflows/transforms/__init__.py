@@ -5,16 +5,35 @@ CRow, MotionFlow, DUAL-GLOW's relation and MotionFlow's latent dynamics) are in 
 from typing import Any
 
 from .actnorm import ActNorm, ConditionalActNorm, ConditionedActNorm, actnorm, conditional_actnorm
+from .autoregressive import (
+    AffineAutoregressive,
+    Autoregressive,
+    ConditionalAffineAutoregressive,
+    ConditionalElementwiseAutoregressive,
+    ConditionalSplineAutoregressive,
+    ElementwiseAutoregressive,
+    SplineAutoregressive,
+    affine_autoregressive,
+    conditional_affine_autoregressive,
+    conditional_iaf,
+    conditional_maf,
+    conditional_spline_autoregressive,
+    iaf,
+    maf,
+    spline_autoregressive,
+)
 from .cnf import CNF, ConditionalCNF, ConditionedCNF, cnf, cnf_regularization, conditional_cnf
 from .coupling import (
     AffineCoupling,
     ConditionalAffineCoupling,
+    ConditionalElementwiseCoupling,
     ConditionedAffineCoupling,
     Coupling,
+    ElementwiseCoupling,
     affine_coupling,
     conditional_affine_coupling,
 )
-from .elementwise import Affine, ElementwiseAffine, elementwise_affine
+from .elementwise import Affine, Elementwise, ElementwiseAffine, elementwise_affine
 from .linear import (
     ConditionalInvertibleLinear,
     ConditionedInvertibleLinear,
@@ -28,8 +47,16 @@ from .parameterized import ConditionalFlowModule, ConditionedFlow, ContextParame
 from .permute import Permute, permute
 from .planar import ConditionalPlanar, ConditionedPlanar, Planar, conditional_planar, planar
 from .radial import ConditionalRadial, ConditionedRadial, Radial, conditional_radial, radial
+from .spline import (
+    ConditionalSplineCoupling,
+    Spline,
+    SplineCoupling,
+    conditional_spline_coupling,
+    rational_quadratic,
+    spline_coupling,
+)
 from .squeeze import Squeeze, Unsqueeze
-from .stacks import conditional_coupling_flow, coupling_flow
+from .stacks import conditional_coupling_flow, conditional_spline_coupling_flow, coupling_flow, spline_coupling_flow
 from .sylvester import (
     ConditionalHouseholderSylvester,
     ConditionalOrthogonalSylvester,
@@ -103,6 +130,32 @@ __all__ = [
     "sylvester",
     "Squeeze",
     "Unsqueeze",
+    "Elementwise",
+    "ElementwiseCoupling",
+    "ConditionalElementwiseCoupling",
+    "Spline",
+    "SplineCoupling",
+    "ConditionalSplineCoupling",
+    "rational_quadratic",
+    "spline_coupling",
+    "conditional_spline_coupling",
+    "spline_coupling_flow",
+    "conditional_spline_coupling_flow",
+    "Autoregressive",
+    "ElementwiseAutoregressive",
+    "ConditionalElementwiseAutoregressive",
+    "AffineAutoregressive",
+    "ConditionalAffineAutoregressive",
+    "SplineAutoregressive",
+    "ConditionalSplineAutoregressive",
+    "affine_autoregressive",
+    "conditional_affine_autoregressive",
+    "spline_autoregressive",
+    "conditional_spline_autoregressive",
+    "maf",
+    "iaf",
+    "conditional_maf",
+    "conditional_iaf",
 ]
 
 

@@ -12,7 +12,9 @@ with a soft bound ``B`` (``clamp``) on the log-scale (or Glow's :math:`e^{\tilde
 ``scale="sigmoid"``). The inverse is :math:`x_b = (y_b - t) \odot \exp(-\tilde s)` and needs no
 inverse of the network. :class:`Coupling` is this math for any conditioner and any element-wise
 map (:class:`~pyroflows.transforms.elementwise.Affine`), on vectors, sequences, images and volumes
-(event dims 1-4); :class:`AffineCoupling` and :class:`ConditionalAffineCoupling` are its Pyro modules.
+(event dims 1-4); :class:`ElementwiseCoupling` and :class:`ConditionalElementwiseCoupling` are its
+Pyro modules for any element-wise map, :class:`AffineCoupling` and :class:`ConditionalAffineCoupling`
+those of the affine one.
 
 Reference: Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP", ICLR 2017;
 Kingma, Dhariwal, "Glow", NeurIPS 2018; Ardizzone et al., "Guided image generation with
@@ -33,7 +35,7 @@ from ..nn.dense import MLP
 from ..shapes import batch_shape_of, context_event_shape
 from ..validation import check_event_dim, check_size
 from .base import OnePassTransform, event_constraint
-from .elementwise import Affine
+from .elementwise import Affine, Elementwise
 from .parameterized import ConditionalFlowModule, FlowModule
 
 
@@ -59,7 +61,9 @@ class Coupling(OnePassTransform, Transform):
         num_features: size of the feature axis.
         split: passive features (default half).
         event_dim: 1 (vectors), 2 (sequences), 3 (images) or 4 (volumes).
-        elementwise: the element-wise map (default ``Affine()``).
+        elementwise: the element-wise map (default ``Affine()``; or a
+            :class:`~pyroflows.transforms.spline.Spline`): ``elementwise(v_b, raw, event_dim, inverse)``
+            returns the output and the forward map's log-det.
         context_batch_shape: batch shape of a context the conditioner broadcasts against the input.
     """
 
@@ -71,7 +75,7 @@ class Coupling(OnePassTransform, Transform):
         num_features: int,
         split: int | None = None,
         event_dim: int = 1,
-        elementwise: Affine | None = None,
+        elementwise: Elementwise | None = None,
         context_batch_shape: Sequence[int] = (),
     ) -> None:
         super().__init__(cache_size=1)
@@ -116,7 +120,69 @@ def ConditionedAffineCoupling(  # noqa: N802 (the class name of earlier releases
     return Coupling(conditioner, num_features, split, event_dim, Affine(scale, clamp))
 
 
-class AffineCoupling(FlowModule):
+class ElementwiseCoupling(FlowModule):
+    r"""A coupling layer with any element-wise map: :math:`y_a = x_a`, :math:`y_b = f_{\theta(x_a)}(x_b)`;
+    the Pyro module of :class:`Coupling`.
+
+    Args:
+        num_features: size of the feature (vector) or channel (image, volume) axis.
+        conditioner: network ``x_a -> raw`` with ``elementwise.params_per_feature * (num_features - split)``
+            output features (channels).
+        elementwise: the element-wise map (:class:`~pyroflows.transforms.elementwise.Affine`,
+            :class:`~pyroflows.transforms.spline.Spline`).
+        event_dim: 1 for vectors, 2 for sequences, 3 for images ``(C, H, W)``, 4 for volumes.
+        split: number of features passed through unchanged (default half).
+    """
+
+    def __init__(
+        self, num_features: int, conditioner: torch.nn.Module, elementwise: Elementwise, event_dim: int = 1, split: int | None = None
+    ) -> None:
+        super().__init__()
+        self.num_features, self.split = num_features, check_split(num_features, split)
+        self.elementwise = elementwise
+        self.conditioner = conditioner
+        self.set_event((num_features,) + (None,) * (check_event_dim(event_dim) - 1))
+
+    def transform(self) -> Coupling:
+        return Coupling(self.conditioner, self.num_features, self.split, len(self.event_shape_spec), self.elementwise)
+
+
+class ConditionalElementwiseCoupling(ConditionalFlowModule):
+    r"""A coupling whose conditioner also sees a context, :math:`\theta = g(x_a, c)`, with any
+    element-wise map.
+
+    ``.condition(context)`` evaluates a :class:`Coupling` with the conditioner
+    ``partial(conditioner, context=context)``. The context has shape ``batch' + context_shape``
+    where ``batch'`` broadcasts against the input's batch shape.
+
+    Args:
+        num_features, elementwise, event_dim, split: as in :class:`ElementwiseCoupling`.
+        conditioner: network ``(x_a, context) -> raw``.
+        context_shape: event shape of the context, e.g. ``(K,)``.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        conditioner: torch.nn.Module,
+        elementwise: Elementwise,
+        context_shape: Sequence[int],
+        event_dim: int = 1,
+        split: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_features, self.split, self.event_dim = num_features, check_split(num_features, split), check_event_dim(event_dim)
+        self.elementwise = elementwise
+        self.conditioner = conditioner
+        self.context_shape = tuple(context_shape)
+        self.set_event((num_features,) + (None,) * (event_dim - 1))
+
+    def transform(self, context: torch.Tensor) -> Coupling:
+        batch = batch_shape_of(context, len(self.context_shape))
+        return Coupling(partial(self.conditioner, context=context), self.num_features, self.split, self.event_dim, self.elementwise, batch)
+
+
+class AffineCoupling(ElementwiseCoupling):
     r"""Affine coupling layer :math:`y_b = x_b \exp(\tilde s(x_a)) + t(x_a)`, :math:`y_a = x_a`.
 
     Args:
@@ -145,21 +211,14 @@ class AffineCoupling(FlowModule):
         clamp: float | None = 3.0,
         scale: str = "softclamp",
     ) -> None:
-        super().__init__()
-        self.num_features, self.split = num_features, check_split(num_features, split)
-        self.elementwise = Affine(scale, clamp)
-        self.conditioner = conditioner
-        self.set_event((num_features,) + (None,) * (check_event_dim(event_dim) - 1))
+        super().__init__(num_features, conditioner, Affine(scale, clamp), event_dim, split)
 
     @property
     def clamp(self) -> float | None:
         return self.elementwise.clamp
 
-    def transform(self) -> Coupling:
-        return Coupling(self.conditioner, self.num_features, self.split, len(self.event_shape_spec), self.elementwise)
 
-
-class ConditionalAffineCoupling(ConditionalFlowModule):
+class ConditionalAffineCoupling(ConditionalElementwiseCoupling):
     r"""Affine coupling whose conditioner also sees a context: :math:`[s, t] = g(x_a, c)`.
 
     ``.condition(context)`` evaluates a :class:`Coupling` with the conditioner
@@ -189,26 +248,26 @@ class ConditionalAffineCoupling(ConditionalFlowModule):
         clamp: float | None = 3.0,
         scale: str = "softclamp",
     ) -> None:
-        super().__init__()
-        self.num_features, self.split, self.event_dim = num_features, check_split(num_features, split), check_event_dim(event_dim)
-        self.elementwise = Affine(scale, clamp)
-        self.conditioner = conditioner
-        self.context_shape = tuple(context_shape)
-        self.set_event((num_features,) + (None,) * (event_dim - 1))
+        super().__init__(num_features, conditioner, Affine(scale, clamp), context_shape, event_dim, split)
 
     @property
     def clamp(self) -> float | None:
         return self.elementwise.clamp
 
-    def transform(self, context: torch.Tensor) -> Coupling:
-        batch = batch_shape_of(context, len(self.context_shape))
-        return Coupling(partial(self.conditioner, context=context), self.num_features, self.split, self.event_dim, self.elementwise, batch)
 
-
-def _default_net(
-    num_features: int, split: int, event_dim: int, hidden: int | Sequence[int], context_features: int, context_is_map: bool = False
+def default_conditioner(
+    num_features: int,
+    split: int,
+    event_dim: int,
+    hidden: int | Sequence[int],
+    context_features: int,
+    params_per_feature: int = 2,
+    context_is_map: bool = False,
 ) -> MLP | ConvNet:
-    out = 2 * (num_features - split)
+    """The default conditioner of a coupling: an MLP (two hidden layers of ``hidden`` when an int)
+    for vectors, Glow's conv net (``hidden`` channels) for sequences, images and volumes, with
+    ``params_per_feature * (num_features - split)`` outputs."""
+    out = params_per_feature * (num_features - split)
     if event_dim == 1:
         hidden = (hidden, hidden) if isinstance(hidden, int) else tuple(hidden)
         return MLP(split, out, hidden, context_features)
@@ -227,7 +286,7 @@ def affine_coupling(
 ) -> AffineCoupling:
     """Affine coupling with a default conditioner: an MLP for vectors, Glow's conv net for images / volumes."""
     split = check_split(num_features, split)
-    return AffineCoupling(num_features, _default_net(num_features, split, event_dim, hidden, 0), event_dim, split, clamp)
+    return AffineCoupling(num_features, default_conditioner(num_features, split, event_dim, hidden, 0), event_dim, split, clamp)
 
 
 def conditional_affine_coupling(
@@ -246,5 +305,5 @@ def conditional_affine_coupling(
     """
     split = check_split(num_features, split)
     context_shape = context_event_shape(context_dim, context_shape)
-    net = _default_net(num_features, split, event_dim, hidden, context_dim, context_is_map=len(context_shape) > 1)
+    net = default_conditioner(num_features, split, event_dim, hidden, context_dim, context_is_map=len(context_shape) > 1)
     return ConditionalAffineCoupling(num_features, net, context_shape, event_dim, split, clamp)

@@ -16,6 +16,8 @@ A coupling's conditioner returns raw values; an element-wise map (:class:`Affine
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch.distributions import Transform
@@ -46,6 +48,17 @@ def elementwise_affine(
     else:
         ladj = sum_event(log_scale.expand(out.shape), event_dim)
     return out, ladj
+
+
+class Elementwise(Protocol):
+    """What a coupling or an autoregressive transform needs of its element-wise map: the number of
+    raw conditioner values per transformed feature, and the map itself."""
+
+    params_per_feature: int
+
+    def __call__(self, v: torch.Tensor, raw: torch.Tensor, event_dim: int, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(output, log-det of the forward map)`` for ``v``, given the conditioner's ``raw`` output."""
+        ...
 
 
 class Affine:

@@ -26,6 +26,7 @@ from .actnorm import ActNorm
 from .base import OnePassCompose, compiling, tensor_version
 from .coupling import affine_coupling, conditional_affine_coupling
 from .permute import Permute, block_permutations
+from .spline import conditional_spline_coupling, spline_coupling
 
 
 class FlowSequence(OnePassCompose, ComposeTransformModule):
@@ -112,6 +113,28 @@ def two_sided_blocks(
     return parts
 
 
+def _stack(
+    dim: int,
+    num_blocks: int,
+    make_coupling: Callable[[int], nn.Module],
+    permutation: str | Sequence[torch.Tensor] | None,
+    actnorm: bool,
+    seed: int | None,
+    two_sided: bool,
+) -> list:
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    num_blocks = check_size("num_blocks", num_blocks)
+    perms = block_permutations(dim, permutation, num_blocks, generator)
+    return two_sided_blocks(dim, num_blocks, make_coupling, perms, actnorm, two_sided)
+
+
+def conditional_sequence(parts: list, context_dim: int) -> ConditionalFlowSequence:
+    """The :class:`ConditionalFlowSequence` of ``parts``, whose context has event shape ``(context_dim,)``."""
+    flow = ConditionalFlowSequence(parts, cache_size=1)
+    flow.context_shape = (context_dim,)
+    return flow
+
+
 def coupling_flow(
     dim: int,
     num_blocks: int = 8,
@@ -138,12 +161,8 @@ def coupling_flow(
         torch.Size([10])
     """
     dim = check_split_dim(dim)
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
-    num_blocks = check_size("num_blocks", num_blocks)
-    perms = block_permutations(dim, permutation, num_blocks, generator)
-    return FlowSequence(
-        two_sided_blocks(dim, num_blocks, lambda s: affine_coupling(dim, hidden, split=s, clamp=clamp), perms, actnorm, two_sided)
-    )
+    make = lambda s: affine_coupling(dim, hidden, split=s, clamp=clamp)  # noqa: E731
+    return FlowSequence(_stack(dim, num_blocks, make, permutation, actnorm, seed, two_sided))
 
 
 def conditional_coupling_flow(
@@ -171,12 +190,51 @@ def conditional_coupling_flow(
         torch.Size([7, 4])
     """
     dim = check_split_dim(dim, conditional=True)
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
-    num_blocks = check_size("num_blocks", num_blocks)
-    perms = block_permutations(dim, permutation, num_blocks, generator)
-    parts = two_sided_blocks(
-        dim, num_blocks, lambda s: conditional_affine_coupling(dim, context_dim, hidden, split=s, clamp=clamp), perms, actnorm, two_sided
-    )
-    flow = ConditionalFlowSequence(parts, cache_size=1)
-    flow.context_shape = (context_dim,)
-    return flow
+    make = lambda s: conditional_affine_coupling(dim, context_dim, hidden, split=s, clamp=clamp)  # noqa: E731
+    return conditional_sequence(_stack(dim, num_blocks, make, permutation, actnorm, seed, two_sided), context_dim)
+
+
+def spline_coupling_flow(
+    dim: int,
+    num_blocks: int = 4,
+    hidden: int | Sequence[int] = (256, 256),
+    count_bins: int = 8,
+    bound: float = 3.0,
+    permutation: str | Sequence[torch.Tensor] | None = "random",
+    actnorm: bool = False,
+    seed: int | None = None,
+    two_sided: bool = False,
+) -> FlowSequence:
+    """A neural spline flow of coupling layers (Durkan et al. 2019's RQ-NSF (C)): ``num_blocks``
+    blocks of a :func:`~pyroflows.transforms.spline.spline_coupling` (two with a swap between when
+    ``two_sided``) and a permutation; ``permutation``, ``actnorm`` and ``seed`` as in :func:`coupling_flow`.
+
+    Example::
+
+        >>> import pyro.distributions as dist
+        >>> flow = spline_coupling_flow(4, num_blocks=2, hidden=(32, 32))
+        >>> d = dist.TransformedDistribution(dist.Normal(torch.zeros(4), 1.0).to_event(1), [flow])
+        >>> d.log_prob(torch.randn(10, 4)).shape
+        torch.Size([10])
+    """
+    dim = check_split_dim(dim)
+    make = lambda s: spline_coupling(dim, hidden, split=s, count_bins=count_bins, bound=bound)  # noqa: E731
+    return FlowSequence(_stack(dim, num_blocks, make, permutation, actnorm, seed, two_sided))
+
+
+def conditional_spline_coupling_flow(
+    dim: int,
+    context_dim: int,
+    num_blocks: int = 4,
+    hidden: int | Sequence[int] = (256, 256),
+    count_bins: int = 8,
+    bound: float = 3.0,
+    permutation: str | Sequence[torch.Tensor] | None = "random",
+    actnorm: bool = False,
+    seed: int | None = None,
+    two_sided: bool = False,
+) -> ConditionalFlowSequence:
+    """:func:`spline_coupling_flow` whose conditioners see a context of shape ``batch' + (context_dim,)``."""
+    dim = check_split_dim(dim, conditional=True)
+    make = lambda s: conditional_spline_coupling(dim, context_dim, hidden, split=s, count_bins=count_bins, bound=bound)  # noqa: E731
+    return conditional_sequence(_stack(dim, num_blocks, make, permutation, actnorm, seed, two_sided), context_dim)

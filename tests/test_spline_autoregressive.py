@@ -1,0 +1,150 @@
+"""Neural spline flows, MADE and the autoregressive flows: tails, masks, directions, Pyro parity."""
+
+from functools import partial
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions.transforms import AffineAutoregressive as PyroAffineAutoregressive
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoNormalizingFlow
+from pyro.nn import AutoRegressiveNN
+
+import pyroflows.transforms as T
+from pyroflows.nn import MADE
+from pyroflows.testing import perturb_parameters
+
+SPLINE_FLOWS = {
+    "spline_coupling": lambda: T.spline_coupling(4, (16,), bound=2.0),
+    "spline_coupling_image": lambda: T.spline_coupling(2, 4, event_dim=3, bound=2.0),
+    "spline_autoregressive_maf": lambda: T.spline_autoregressive(4, (16,), bound=2.0),
+    "spline_autoregressive_iaf": lambda: T.spline_autoregressive(4, (16,), cheap="forward", bound=2.0),
+    "conditional_spline_coupling": lambda: T.conditional_spline_coupling(4, 2, (16,), bound=2.0),
+    "conditional_spline_autoregressive": lambda: T.conditional_spline_autoregressive(4, 2, (16,), bound=2.0),
+    "spline_coupling_flow": lambda: T.spline_coupling_flow(4, num_blocks=2, hidden=(16,), bound=2.0, seed=0),
+}
+
+
+def _bind(flow, n):
+    if isinstance(flow, T.ConditionalFlowModule) or hasattr(flow, "context_shape"):
+        return flow.condition(torch.randn(n, 2, dtype=torch.float64))
+    return flow
+
+
+@pytest.mark.parametrize("name", SPLINE_FLOWS)
+def test_far_tails_are_the_identity_with_zero_log_det(name):
+    torch.manual_seed(0)
+    flow = perturb_parameters(SPLINE_FLOWS[name]().double(), 0.5)
+    shape = (2, 3, 3) if name.endswith("image") else (4,)
+    x = torch.full((2,) + shape, 1e3, dtype=torch.float64)
+    x[1] = -1e3
+    t = _bind(flow, 2)
+    for direction in ("forward", "inverse"):
+        fresh = _bind(flow, 2) if not isinstance(t, torch.nn.Module) else t
+        run = fresh if direction == "forward" else fresh.inv
+        out = run(x.clone())
+        assert torch.isfinite(out).all()
+        assert torch.equal(out, x), f"{name}: the {direction} map moved points at +-1e3"
+    ladj = t.log_abs_det_jacobian(x, t(x))
+    assert torch.isfinite(ladj).all() and torch.equal(ladj, torch.zeros_like(ladj))
+
+
+def test_spline_is_monotone_continuous_at_the_bounds_and_its_inverse_is_exact():
+    torch.manual_seed(1)
+    raw = torch.randn(1, 3 * 5 - 1, dtype=torch.float64)
+    x = torch.linspace(-4, 4, 20001, dtype=torch.float64)
+    y, logd = T.rational_quadratic(x, raw, bound=3.0)
+    assert (y.diff() > 0).all()
+    # C1 at the bounds: the value and slope match the identity tails
+    for b in (-3.0, 3.0):
+        v = torch.tensor([b - 1e-7, b + 1e-7], dtype=torch.float64)
+        yv, lv = T.rational_quadratic(v, raw, bound=3.0)
+        assert (yv - v).abs().max() < 1e-6 and lv.abs().max() < 1e-5
+    x_back, logd_inv = T.rational_quadratic(y, raw, bound=3.0, inverse=True)
+    assert (x_back - x).abs().max() < 1e-10
+    assert (logd_inv - logd).abs().max() < 1e-8  # both are log dy/dx of the forward map
+    v = x.clone().requires_grad_(True)
+    (slope,) = torch.autograd.grad(T.rational_quadratic(v, raw, bound=3.0)[0].sum(), v)
+    assert (torch.log(slope) - logd).abs().max() < 1e-10
+
+
+def test_zero_raw_values_give_the_identity():
+    x = torch.randn(50, dtype=torch.float64)
+    y, logd = T.rational_quadratic(x, torch.zeros(50, 3 * 8 - 1, dtype=torch.float64))
+    assert torch.allclose(y, x, atol=1e-12) and logd.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("hidden", [(), (7,), (5, 9, 4)])
+@pytest.mark.parametrize("context", [0, 2])
+def test_made_outputs_depend_only_on_preceding_inputs(hidden, context):
+    torch.manual_seed(0)
+    d, p = 4, 3
+    net = MADE(d, p, hidden, context_features=context, activation=torch.nn.Tanh, zero_init=False).double()  # no dead units
+    x = torch.randn(d, dtype=torch.float64)
+    c = torch.randn(context, dtype=torch.float64) if context else None
+    jac = torch.autograd.functional.jacobian(lambda v: net(v, c), x)  # (p * d, d)
+    for k in range(p * d):
+        i = k % d
+        assert (jac[k, i:] == 0).all(), f"output {k} (feature {i}) depends on inputs >= {i}"
+    assert jac[d - 1 :: d, : d - 1].abs().sum() > 0, "the last feature's outputs see none of the inputs before it"
+    if context:
+        jc = torch.autograd.functional.jacobian(lambda u: net(x, u), c)
+        assert (jc.abs().sum(1) > 0).all(), "some outputs do not see the context"
+
+
+@pytest.mark.parametrize("cheap", ["forward", "inverse"])
+def test_the_cheap_direction_takes_one_network_pass_the_other_one_per_feature(cheap):
+    d = 5
+    layer = T.affine_autoregressive(d, (8,), cheap=cheap)
+    calls = []
+    layer.conditioner.register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(3, d)
+    layer(x)
+    forward_calls = len(calls)
+    calls.clear()
+    layer.inv(x.clone())
+    inverse_calls = len(calls)
+    assert (forward_calls, inverse_calls) == ((1, d) if cheap == "forward" else (d, 1))
+
+
+def test_iaf_matches_pyro_affine_autoregressive_on_copied_weights():
+    torch.manual_seed(0)
+    d, hidden = 4, [12, 12]
+    arn = AutoRegressiveNN(d, hidden, param_dims=[1, 1], permutation=torch.arange(d), skip_connections=False)
+    pyro_layer = PyroAffineAutoregressive(arn)
+    ours = T.affine_autoregressive(d, tuple(hidden), cheap="forward", clamp=None)
+    with torch.no_grad():
+        for p in arn.parameters():
+            p.mul_(0.3)  # keep Pyro's hard clip of the log-scale, [-5, 3], inactive
+        for mine, theirs in zip(ours.conditioner.layers, arn.layers, strict=True):
+            w, b, m = theirs.weight, theirs.bias, theirs.mask
+            if mine is ours.conditioner.layers[-1]:  # Pyro's blocks are [mean, log_scale], ours [log_scale, shift]
+                w, b, m = (torch.cat([v[d:], v[:d]]) for v in (w, b, m))
+            mine.weight.copy_(w)
+            mine.bias.copy_(b)
+            mine.mask.copy_(m)
+    base = dist.Normal(torch.zeros(d), 1.0).to_event(1)
+    x = torch.randn(10, d)
+    want = dist.TransformedDistribution(base, [pyro_layer]).log_prob(x)
+    got = dist.TransformedDistribution(base, [ours]).log_prob(x)
+    assert torch.allclose(got, want, atol=1e-6), (got - want).abs().max()
+    eps = torch.randn(10, d)
+    assert torch.allclose(ours(eps), pyro_layer(eps), atol=1e-6)
+
+
+def test_iaf_is_a_one_line_swap_for_auto_normalizing_flow():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    target = torch.tensor([1.0, -2.0, 0.5])
+
+    def model():
+        pyro.sample("z", dist.Normal(target, 0.5).to_event(1))
+
+    guide = AutoNormalizingFlow(model, partial(T.iaf, num_blocks=2, hidden=(16,)))
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 2e-2}), Trace_ELBO(num_particles=4))
+    losses = [svi.step() for _ in range(200)]
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 1.0
+    with torch.no_grad():
+        mean = torch.stack([guide()["z"] for _ in range(400)]).mean(0)
+    assert (mean - target).abs().max() < 0.2
