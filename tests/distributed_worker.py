@@ -43,8 +43,17 @@ def _regression(x, y, idx):
 
 
 def run(kind: str, num_steps: int, checkpoint=None, seed: int = 0) -> dict:
-    """Train ``kind`` in float64 from ``seed`` on this process's ranks (one without a process group)."""
+    """Train ``kind`` in float64 from ``seed`` on this process's ranks (one without a process group);
+    torch's default dtype is restored afterwards."""
+    dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
+    try:
+        return _run(kind, num_steps, checkpoint, seed)
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def _run(kind: str, num_steps: int, checkpoint, seed: int) -> dict:
     torch.manual_seed(seed)
     pyro.clear_param_store()
     x, y = _data()

@@ -148,3 +148,9 @@ def test_a_pyro_optimiser_in_the_plain_loop_is_refused_under_a_process_group(tmp
             fit(lambda i: 0.0, 1, {"optim": pyro.optim.Adam({"lr": 0.1})}, progress=False)
     finally:
         dist.destroy_process_group()
+
+
+def test_the_worker_leaves_the_default_dtype_as_it_found_it():
+    before = torch.get_default_dtype()
+    distributed_worker.run("coupling", 1)
+    assert torch.get_default_dtype() == before
