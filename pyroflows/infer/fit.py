@@ -8,6 +8,12 @@ the run that resumes from it. It is written to a temporary file, flushed to disk
 the previous one, and only once every parameter and optimiser state is finite: a blow-up never
 replaces the last good checkpoint. While a run writes a checkpoint path, a lock file next to it
 keeps a second run from writing the same path.
+
+Under ``torch.distributed`` (a process group initialised, e.g. by ``torchrun``), :func:`fit` trains
+data-parallel (:mod:`pyroflows.infer.distributed`): every rank starts from rank 0's state and random
+stream, gradients are averaged over the ranks before each optimiser step, logged losses are the
+ranks' mean, rank 0 alone writes checkpoints and shows the progress bar, and a checkpoint resumes
+with any number of ranks.
 """
 
 from __future__ import annotations
@@ -28,9 +34,13 @@ import pandas as pd
 import pyro
 import pyro.poutine as poutine
 import torch
+import torch.distributed as dist
+from pyro.infer.util import zero_grads
 from pyro.params.param_store import ParamStoreDict
 from torch.distributions import constraints as torch_constraints
 from tqdm.auto import tqdm
+
+from .distributed import average_gradients, average_losses, collective_device, is_distributed, rank, world_size
 
 #: Version of the checkpoint layout written by :func:`fit`.
 CHECKPOINT_FORMAT = ("pyroflows.fit", 2)
@@ -408,6 +418,8 @@ def fit(
     desc: str = "fit",
     check_finite: bool = True,
     config: object = None,
+    distributed: bool | None = None,
+    on_log: Callable[[int, float], None] | None = None,
 ) -> pd.DataFrame:
     """Run ``step(i)`` for ``i`` in ``range(num_steps)`` and return the loss history.
 
@@ -426,6 +438,15 @@ def fit(
             before every checkpoint, naming any state entry that holds NaN or inf.
         config: plain data describing the run (settings, data); a checkpoint written under another
             ``config``, or with other state entries or shapes, is refused.
+        distributed: train data-parallel over the ranks of the ``torch.distributed`` process group
+            (None: whenever one is initialised). Every rank starts from rank 0's state (read from
+            the checkpoint, or as it is) and random stream; each torch optimiser in ``state``
+            averages the gradients over the ranks before its step (do not also wrap the modules in
+            ``DistributedDataParallel``); logged losses are the ranks' mean; rank 0 alone writes the
+            checkpoint and shows the progress bar. ``step`` computes this rank's loss on its shard
+            (:class:`~pyroflows.infer.distributed.ShardedBatches`). A Pyro optimiser needs
+            :func:`fit_svi`, which averages the gradients of every Pyro param.
+        on_log: called as ``on_log(step, loss)`` on every rank each time a loss is recorded.
 
     Returns:
         ``pandas.DataFrame`` with columns ``step`` and ``loss``.
@@ -446,14 +467,82 @@ def fit(
     num_steps = _check_count("num_steps", num_steps, 0)
     checkpoint_every = _check_count("checkpoint_every", checkpoint_every, 1)
     log_every = _check_count("log_every", log_every, 1)
+    if on_log is not None and not callable(on_log):
+        raise TypeError(f"on_log: expected a callable on_log(step, loss) or None, got {type(on_log).__name__}")
     state = dict(state or {})
     if config is not None:
         _check_plain(config, "config")
-    if checkpoint is None:
-        return _loop(step, num_steps, state, None, checkpoint_every, log_every, progress, desc, check_finite, config)
-    checkpoint = Path(checkpoint)
-    with _writer_lock(checkpoint):
-        return _loop(step, num_steps, state, checkpoint, checkpoint_every, log_every, progress, desc, check_finite, config)
+    if distributed is None:
+        distributed = is_distributed()
+    elif not isinstance(distributed, bool):
+        raise TypeError(f"distributed: expected True, False or None, got {distributed!r}")
+    elif distributed and not is_distributed():
+        raise ValueError("distributed: True needs an initialised torch.distributed process group (launch with torchrun), got none")
+    if distributed and not isinstance(step, SVIStep):
+        pyro_optims = [k for k, v in state.items() if isinstance(v, pyro.optim.PyroOptim)]
+        if pyro_optims:
+            raise ValueError(
+                f"state: the Pyro optimiser(s) {pyro_optims} cannot average gradients over the ranks inside fit; "
+                f"use fit_svi, or a torch optimiser, for data-parallel training"
+            )
+    lead = not distributed or rank() == 0
+    hooks = []
+    if distributed:
+        for obj in state.values():
+            if isinstance(obj, torch.optim.Optimizer):
+                hooks.append(obj.register_step_pre_hook(_average_before_step))
+    try:
+        path = None if checkpoint is None else Path(checkpoint)
+        args = (step, num_steps, state, path, checkpoint_every, log_every, progress, desc, check_finite, config, distributed, on_log)
+        if path is None or not lead:  # only rank 0 writes, so only rank 0 takes the lock
+            return _loop(*args)
+        with _writer_lock(path):
+            return _loop(*args)
+    finally:
+        for handle in hooks:
+            handle.remove()
+
+
+def _average_before_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    average_gradients(p for group in optimizer.param_groups for p in group["params"])
+
+
+def _read_start(checkpoint: Path | None, identity: dict, num_steps: int) -> dict | None:
+    """The verified payload of ``checkpoint``, or None when there is none to resume from."""
+    if checkpoint is None or not checkpoint.exists():
+        return None
+    payload = load_checkpoint(checkpoint)
+    mismatch = _identity_mismatch(payload["identity"], identity)
+    if mismatch:
+        raise ValueError(f"checkpoint {checkpoint}: written by a different run ({mismatch}); delete it or use another path")
+    if payload["step"] > num_steps:
+        raise ValueError(f"checkpoint {checkpoint}: it is at step {payload['step']}, beyond num_steps={num_steps}")
+    return payload
+
+
+def _start_payload(checkpoint: Path | None, state: dict[str, object], identity: dict, num_steps: int, distributed: bool) -> dict | None:
+    """What this rank resumes from: rank 0 reads the checkpoint; with several ranks, rank 0 sends
+    its payload (the checkpoint's, or its own state and random state for a fresh run) and any error
+    to every rank, so that all start from the same parameters and random stream."""
+    if not distributed or world_size() == 1:
+        return _read_start(checkpoint, identity, num_steps)
+    box: list[object] = [None, None]
+    if rank() == 0:
+        try:
+            payload = _read_start(checkpoint, identity, num_steps)
+            if payload is None:
+                saved = {k: _state_of(v, f"state[{k!r}]", state) for k, v in state.items()}
+                payload = {"state": saved, "step": 0, "history": [], "rng": rng_state(), "fresh": True}
+            box = [payload, None]
+        except ValueError as e:
+            box = [None, str(e)]
+    dist.broadcast_object_list(box, src=0, device=collective_device())
+    payload, message = box
+    if message is not None:
+        raise ValueError(message)
+    if rank() == 0 and payload.get("fresh"):
+        return None  # rank 0's own state: nothing to load
+    return payload
 
 
 def _loop(
@@ -467,16 +556,14 @@ def _loop(
     desc: str,
     check_finite: bool,
     config: object,
+    distributed: bool,
+    on_log: Callable[[int, float], None] | None,
 ) -> pd.DataFrame:
     identity = _run_identity(state, config)
+    lead = not distributed or rank() == 0
     start, history = 0, []
-    if checkpoint is not None and checkpoint.exists():
-        payload = load_checkpoint(checkpoint)
-        mismatch = _identity_mismatch(payload["identity"], identity)
-        if mismatch:
-            raise ValueError(f"checkpoint {checkpoint}: written by a different run ({mismatch}); delete it or use another path")
-        if payload["step"] > num_steps:
-            raise ValueError(f"checkpoint {checkpoint}: it is at step {payload['step']}, beyond num_steps={num_steps}")
+    payload = _start_payload(checkpoint, state, identity, num_steps, distributed)
+    if payload is not None:
         for name, obj in sorted(state.items(), key=lambda kv: _is_store(kv[1])):  # the store last: it takes the modules' tensors
             _load_into(obj, payload["state"][name], f"state[{name!r}]", state)
         start, history = payload["step"], [tuple(row) for row in payload["history"]]
@@ -490,13 +577,15 @@ def _loop(
                 f"state: Pyro's param store holds pyro.module parameters {unowned[:3]} whose module is not in `state`; "
                 f"a resumed run could not train them: pass the module in `state` (or use fit_svi)"
             )
-        if check_finite:
+        if check_finite:  # on every rank: the ranks hold the same state, so all raise together
             bad = _non_finite_state(state, saved)
             if bad:
                 raise FloatingPointError(
                     f"fit: after step {done - 1}, non-finite values in {bad[:5]}{' ...' if len(bad) > 5 else ''}; "
                     f"the checkpoint {checkpoint} keeps the last finite state"
                 )
+        if not lead:
+            return
         payload = {"state": saved, "step": done, "history": [list(r) for r in history], "rng": rng_state(), "identity": identity}
         _check_plain(payload, "checkpoint")
         blob = {"format": list(CHECKPOINT_FORMAT), "checksum": content_digest(payload), "payload": payload}
@@ -504,13 +593,15 @@ def _loop(
         torch.save(blob, buf)
         atomic_write(checkpoint, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
+    saving = checkpoint is not None  # every rank checks the state at the same steps; rank 0 writes
     pending: list[tuple[int, object]] = []  # losses since the last log, read back together
-    bar = tqdm(range(start, num_steps), desc=desc, disable=not progress or None, initial=start, total=num_steps, leave=False)
+    hide = True if not progress or not lead else None  # None: tqdm hides itself off a terminal
+    bar = tqdm(range(start, num_steps), desc=desc, disable=hide, initial=start, total=num_steps, leave=False)
     for i in bar:
         loss = step(i)
         pending.append((i, loss.detach() if isinstance(loss, torch.Tensor) else loss))
         if (i + 1) % log_every == 0 or i + 1 == num_steps:
-            values = _read_losses(pending)
+            values = _read_losses(pending, distributed)
             pending.clear()
             if check_finite:
                 for j, value in values:
@@ -520,10 +611,14 @@ def _loop(
                         raise FloatingPointError(f"fit: the loss became {value} at step {j}{where}")
             history.append(values[-1])
             bar.set_postfix(loss=f"{values[-1][1]:.4g}")
-        if checkpoint is not None and (i + 1) % checkpoint_every == 0:
+            if on_log is not None:
+                on_log(*values[-1])
+        if saving and (i + 1) % checkpoint_every == 0:
             save(i + 1)
-    if checkpoint is not None and start < num_steps:
+    if saving and start < num_steps:
         save(num_steps)
+    if distributed and world_size() > 1:
+        dist.barrier()  # every rank returns once rank 0 has written the final checkpoint
     return pd.DataFrame(history, columns=["step", "loss"])
 
 
@@ -534,7 +629,12 @@ def _non_finite_state(state: Mapping[str, object], saved: Mapping[str, object] |
     return [p for k, v in saved.items() for p in _non_finite(v, f"state[{k!r}]")]
 
 
-def _read_losses(pending: list[tuple[int, object]]) -> list[tuple[int, float]]:
+def _read_losses(pending: list[tuple[int, object]], distributed: bool = False) -> list[tuple[int, float]]:
+    """The pending losses as floats, in one read-back; under ``distributed``, the ranks' means."""
+    if distributed:
+        device = collective_device()
+        stacked = torch.stack([torch.as_tensor(v).detach().reshape(()).to(device, torch.float64) for _, v in pending])
+        return list(zip([i for i, _ in pending], average_losses(stacked).tolist(), strict=True))
     tensors = [v for _, v in pending if isinstance(v, torch.Tensor)]
     host = iter(torch.stack([t.reshape(()).float() for t in tensors]).tolist()) if tensors else iter(())
     return [(i, next(host) if isinstance(v, torch.Tensor) else float(v)) for i, v in pending]
@@ -599,4 +699,27 @@ def fit_svi(
         if key in full:
             raise ValueError(f"state: the name {key!r} is taken by fit_svi's own entries {sorted(full)}")
         full[key] = obj
-    return fit(lambda i: svi.step(*batch(i)), num_steps, full, **options)
+    return fit(SVIStep(svi, batch, average=options.get("distributed") is not False), num_steps, full, **options)
+
+
+class SVIStep:
+    """``step(i)``: one ``svi.step`` on ``batch(i)``'s arguments; with a ``torch.distributed`` process
+    group, the gradients of every Pyro param the step touched are averaged over the ranks (in the
+    order of their names, the same on every rank) before the optimiser steps."""
+
+    def __init__(self, svi: pyro.infer.SVI, batch: Callable[[int], tuple], average: bool = True) -> None:
+        self.svi, self.batch, self.average = svi, batch, average
+
+    def __call__(self, i: int) -> float | torch.Tensor:
+        args = self.batch(i)
+        if not self.average or world_size() == 1:
+            return self.svi.step(*args)
+        # svi.step with the average between the gradients and the optimiser
+        with poutine.trace(param_only=True) as capture:
+            loss = self.svi.loss_and_grads(self.svi.model, self.svi.guide, *args)
+        sites = capture.trace.nodes
+        params = [sites[name]["value"].unconstrained() for name in sorted(sites)]
+        average_gradients(params)
+        self.svi.optim(params)
+        zero_grads(set(params))
+        return loss
