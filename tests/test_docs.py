@@ -149,6 +149,15 @@ def _hook(name: str):
     return module
 
 
+def test_api_summary_page_matches_the_code():
+    hook = _hook("api_summary")
+    page = hook.PAGE.read_text(encoding="utf-8")
+    assert page == hook.render(), "docs/reference/summary.md differs from the code: run python docs/hooks/api_summary.py"
+    for package in hook.PACKAGES:
+        for name in hook.public_names(package):
+            assert f"| `{name}` |" in page, (package, name)
+
+
 def test_reference_covers_every_module():
     hook = _hook("submodules")
     named = hook.named_in_docs(DOCS)
