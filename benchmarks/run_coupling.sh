@@ -8,11 +8,12 @@
 #   benchmarks/run_coupling.sh --threads 1     # a loaded machine: see benchmarks/README.md
 #
 # Extra arguments go to bench_coupling.py. BENCH_PEERS overrides the harness location
-# (default: ../shared/bench-peers next to the repository), BATCHES the batch sizes ("1600 64").
+# (default: ../shared/bench-peers next to the repository), BATCHES the batch sizes ("1600 64"),
+# RESULTS the output folder (default benchmarks/results).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${BENCH_PEERS:-$ROOT/../shared/bench-peers}
-OUT=$ROOT/benchmarks/results
+OUT=${RESULTS:-$ROOT/benchmarks/results}
 mkdir -p "$OUT"
 files=()
 for B in ${BATCHES:-1600 64}; do

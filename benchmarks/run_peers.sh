@@ -13,13 +13,13 @@
 # Extra arguments go to the harness's script. BENCH_PEERS overrides the harness location (default:
 # ../shared/bench-peers next to the repository), THREADS the torch threads of the harness run
 # (default 1: the machine is shared), CPU_TIME=0 skips the CPU-time pass, CPU_TIME_ARGS adds
-# arguments to it (e.g. "--rounds 5").
+# arguments to it (e.g. "--rounds 5"), RESULTS the output folder (default benchmarks/results).
 set -euo pipefail
 BENCH=${1:?usage: run_peers.sh planar_sylvester|ffjord|glow [harness arguments]}
 shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${BENCH_PEERS:-$ROOT/../shared/bench-peers}
-OUT=$ROOT/benchmarks/results
+OUT=${RESULTS:-$ROOT/benchmarks/results}
 mkdir -p "$OUT"
 case "$BENCH" in
   planar_sylvester | ffjord | glow) ;;
