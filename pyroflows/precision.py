@@ -34,6 +34,7 @@ def accumulation_dtype(t: torch.Tensor) -> torch.dtype | None:
 def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     """A region where autocast, when it is on for ``device_type``, is off: triangular solves and the
     products of the invertible linear maps run in the dtype of their inputs."""
-    if torch.is_autocast_enabled(device_type):
+    # the meta device (and any without autocast) has no autocast state to ask about
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
