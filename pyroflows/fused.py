@@ -10,8 +10,8 @@ ops, with fewer intermediate tensors and graph nodes:
   passed in by the caller (the planar transform's own plain map).
 
 They run only where they are an exact drop-in: while :func:`is_enabled` (the one switch,
-:func:`set_enabled` or the :func:`enabled` context manager), on CPU, when a gradient is wanted, and
-not while ``torch.compile`` traces (the compiler fuses the plain ops itself). Under ``torch.func``
+:func:`set_enabled` or the :func:`enabled` context manager), on CPU, when a gradient is wanted, not
+under autocast, and not while ``torch.compile`` traces (the compiler fuses the plain ops itself). Under ``torch.func``
 transforms and forward-mode AD, which these nodes do not implement, the reference runs instead.
 Double backward (``create_graph=True``) differentiates the reference recomputed from the saved
 inputs, so every derivative is exact. The tests compare each path with its reference.
@@ -59,8 +59,9 @@ def enabled(flag: bool) -> Iterator[None]:
 
 def applicable(*tensors: torch.Tensor | None) -> bool:
     """Whether a speed path may take these tensors: switched on, gradients recorded, all on CPU,
-    one of them requiring a gradient, not inside ``torch.compile``."""
-    if not _ENABLED or not torch.is_grad_enabled() or torch.compiler.is_compiling():
+    one of them requiring a gradient, not inside ``torch.compile`` and not under CPU autocast (the
+    plain ops then take autocast's dtypes)."""
+    if not _ENABLED or not torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
     present = [t for t in tensors if t is not None]
     return all(t.device.type == "cpu" for t in present) and any(t.requires_grad for t in present)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .precision import accumulation_dtype
+
 
 def batch_shape_of(x: torch.Tensor, event_dim: int) -> torch.Size:
     return x.shape[: x.dim() - event_dim]
@@ -53,8 +55,12 @@ def flatten_batch(x: torch.Tensor, event_dim: int) -> tuple[torch.Tensor, torch.
 
 
 def sum_event(t: torch.Tensor, event_dim: int) -> torch.Tensor:
-    """Sum over the rightmost ``event_dim`` dims (any batch shape, empty ones included)."""
-    return t.sum(tuple(range(-event_dim, 0))) if event_dim else t
+    """Sum over the rightmost ``event_dim`` dims (any batch shape, empty ones included); a
+    half-precision ``t`` (autocast) is summed and returned in float32."""
+    dtype = accumulation_dtype(t)
+    if not event_dim:
+        return t if dtype is None else t.to(dtype)
+    return t.sum(tuple(range(-event_dim, 0)), dtype=dtype)
 
 
 def as_shape(shape: int | Sequence[int]) -> tuple:

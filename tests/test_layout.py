@@ -16,6 +16,7 @@ RANKS = {
     "shapes": 0,
     "validation": 0,
     "fused": 0,
+    "precision": 0,
     "nn": 1,
     "transforms": 2,
     "flows": 3,

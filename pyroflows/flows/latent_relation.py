@@ -51,6 +51,7 @@ from torch import nn
 from torch.distributions import Transform
 
 from ..nn.conv import ConvNet
+from ..precision import full_precision
 from ..shapes import as_shape, batch_shape_of, broadcast_batch
 from ..transforms.base import OnePassTransform, event_constraint, module_reference, soft_clamp
 from ..transforms.elementwise import elementwise_affine
@@ -116,7 +117,8 @@ class ConditionedLatentRelation(OnePassTransform, Transform):
         for level, (net, part) in enumerate(zip(relation.nets, parts, strict=True)):
             if level == relation.num_levels - 1 and not relation.source_top:
                 part = _top_input(parts, self._edim)
-            p = net(part, self.side if relation.side_levels[level] else None)
+            # a half-precision output (autocast) is taken to the latent's dtype before the bound
+            p = full_precision(net(part, self.side if relation.side_levels[level] else None), part)
             if relation.learn_scale:
                 log_scale, loc = p.chunk(2, dim=-self._edim)
                 out.append((soft_clamp(log_scale, relation.clamp), loc))

@@ -32,6 +32,7 @@ from torch.distributions import Transform
 
 from ..nn.conv import ConvNet
 from ..nn.dense import MLP
+from ..precision import full_precision
 from ..shapes import batch_shape_of, context_event_shape
 from ..validation import check_event_dim, check_size
 from .base import OnePassTransform, event_constraint
@@ -90,7 +91,10 @@ class Coupling(OnePassTransform, Transform):
     def _couple(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         edim = self._edim
         v_a, v_b = v.split([self.split, self.num_features - self.split], dim=-edim)
-        out_b, ladj = self.elementwise(v_b, self.conditioner(v_a), edim, inverse)
+        # under autocast the conditioner runs in half precision; its output is brought back to the
+        # data's dtype so that the element-wise map (exp, spline bins) and the log-det are float32
+        raw = full_precision(self.conditioner(v_a), v_b)
+        out_b, ladj = self.elementwise(v_b, raw, edim, inverse)
         batch = batch_shape_of(out_b, edim)
         if batch_shape_of(v_a, edim) != batch:  # a context broadcast the batch
             v_a = v_a.expand(batch + v_a.shape[v_a.dim() - edim :])

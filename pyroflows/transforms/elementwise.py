@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Transform
 
+from ..precision import full_precision
 from ..shapes import broadcast_shapes, sum_event
 from ..validation import check_positive
 from .base import OnePassTransform, event_constraint, soft_clamp
@@ -34,7 +35,11 @@ def elementwise_affine(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""``(output, log|det J| of the forward map)`` of :math:`y = v e^{s} + t` (``inverse``:
     :math:`(v - t) e^{-s}`), ``log_scale`` :math:`s` and ``shift`` :math:`t` broadcast against ``v``
-    (either may be None: no scale, no shift). The log-det has the broadcast batch shape."""
+    (either may be None: no scale, no shift). The log-det has the broadcast batch shape. Under
+    autocast, a half-precision ``log_scale`` or ``shift`` is taken to ``v``'s dtype first, so that the
+    exponential, the output and the sum of the log-det are computed in float32."""
+    log_scale = None if log_scale is None else full_precision(log_scale, v)
+    shift = None if shift is None else full_precision(shift, v)
     if inverse:
         out = v if shift is None else v - shift
         out = out if log_scale is None else out * torch.exp(-log_scale)

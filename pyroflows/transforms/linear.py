@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Transform
 
+from ..precision import autocast_off, full_precision
 from ..shapes import batch_shape_of, context_event_shape
 from ..validation import check_event_dim, check_size
 from .base import OnePassTransform, event_constraint
@@ -100,11 +101,18 @@ class ConditionedInvertibleLinear(OnePassTransform, Transform):
         inv_lo_pt = torch.linalg.solve_triangular(lo, rhs, upper=False, unitriangular=True)
         return torch.linalg.solve_triangular(up, inv_lo_pt, upper=True)
 
+    # Under autocast the map stays in the data's dtype: a half-precision W (8 bits of mantissa for
+    # bfloat16) would no longer be the matrix whose log-det is counted, nor the exact inverse of
+    # the other direction, and the products cost little next to the conditioners' convolutions.
     def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._matmul(self.weight(), x), self._ladj(self.factors[3], x)
+        with autocast_off(x.device.type):
+            w = self.weight()
+            return self._matmul(w, full_precision(x, w)), self._ladj(self.factors[3], x)
 
     def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._matmul(self.inverse_weight(), y), self._ladj(self.factors[3], y)
+        with autocast_off(y.device.type):
+            w = self.inverse_weight()
+            return self._matmul(w, full_precision(y, w)), self._ladj(self.factors[3], y)
 
 
 class LUParameters(ContextParameters):
