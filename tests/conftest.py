@@ -16,3 +16,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def distribution_validation():
+    """Restore torch.distributions' default argument validation after every test: torch.compile
+    switches it off for the rest of the process the first time it runs, which would otherwise
+    change what later tests in the same worker see."""
+    validate = torch.distributions.Distribution._validate_args
+    yield
+    torch.distributions.Distribution.set_default_validate_args(validate)
+
+
+@pytest.fixture
+def no_distribution_validation():
+    """torch.distributions' argument validation off for the test, as the first torch.compile of a
+    process leaves it: the support check is a data-dependent branch that a whole-graph compile
+    refuses. Tests that compile use it, so that they do not depend on running first."""
+    torch.distributions.Distribution.set_default_validate_args(False)

@@ -256,6 +256,7 @@ COMPILED = {
 
 
 @pytest.mark.compile
+@pytest.mark.usefixtures("no_distribution_validation")
 @pytest.mark.parametrize("family", COMPILED)
 def test_compile_with_fullgraph_matches_eager(family):
     torch._dynamo.reset()
@@ -284,6 +285,7 @@ def test_compile_with_fullgraph_matches_eager(family):
 # Dynamo reads .grad of every tensor local when it resumes after the graph break at the solver,
 # and torch warns about it for the solver's non-leaf outputs; the warning is torch's own.
 @pytest.mark.compile
+@pytest.mark.usefixtures("no_distribution_validation")
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
 def test_compile_leaves_an_ode_solve_eager_and_says_why_under_fullgraph():
     torch._dynamo.reset()

@@ -150,7 +150,8 @@ def compile_step(
         >>> base = dist.Normal(torch.zeros(2), 1.0).to_event(1)
         >>> opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
         >>> def loss_fn(x):
-        ...     return -dist.TransformedDistribution(base, [flow]).log_prob(x).mean()
+        ...     # validate_args=False: checking the sample's support is a data-dependent branch
+        ...     return -dist.TransformedDistribution(base, [flow], validate_args=False).log_prob(x).mean()
         >>> step = compile_step(loss_fn, opt, backend="eager")
         >>> x = torch.randn(64, 2)
         >>> losses = [float(step(x)) for _ in range(3)]
