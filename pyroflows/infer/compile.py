@@ -147,7 +147,7 @@ def compile_step(
         >>> import pyro.distributions as dist
         >>> from pyroflows.transforms import coupling_flow
         >>> flow = coupling_flow(2, num_blocks=2, hidden=(8,))
-        >>> base = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+        >>> base = dist.Normal(torch.zeros(2), 1.0, validate_args=False).to_event(1)
         >>> opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
         >>> def loss_fn(x):
         ...     # validate_args=False: checking the sample's support is a data-dependent branch
