@@ -211,6 +211,9 @@ def test_pareto_k_interval_covers_known_tails_and_the_verdict_names_one_bin_only
     assert both[0].shape == (2,) and both[1][0] < 0.5 and both[0][1] > 1.0
     assert k_verdict(0.1, 0.45) == "good" and k_verdict(0.45, 0.8) == "good to bad"
     assert k_verdict(np.array([0.75, 0.9]), np.array([0.95, 1.2])).tolist() == ["bad", "bad to very bad"]
+    # weights equal to rounding (an exact guide) have no tail: the interval is -inf, not NaN
+    assert pareto_k_interval(torch.full((100,), 3.0)) == (-np.inf, -np.inf)
+    assert k_verdict(*pareto_k_interval(torch.full((100,), 3.0))) == "good"
     with pytest.raises(ValueError, match="level: expected a float in"):
         pareto_k_interval(np.zeros(10), level=90)
 

@@ -98,6 +98,11 @@ def pareto_k_from_log_weights(log_weights: torch.Tensor | npt.ArrayLike, axis: i
         >>> bool(k[0] < 0.5 and k[1] > 0.7)
         True
     """
+    return _pareto_k(*_draws_last(log_weights, axis))
+
+
+def _draws_last(log_weights: torch.Tensor | npt.ArrayLike, axis: int) -> tuple[np.ndarray, float]:
+    """``(log weights as float64 with the draws on the last axis, machine epsilon of their own dtype)``."""
     if isinstance(log_weights, torch.Tensor):
         eps = torch.finfo(log_weights.dtype).eps if log_weights.is_floating_point() else np.finfo(float).eps
         log_weights = log_weights.detach().cpu().double().numpy()
@@ -107,6 +112,11 @@ def pareto_k_from_log_weights(log_weights: torch.Tensor | npt.ArrayLike, axis: i
     lw = np.moveaxis(np.asarray(log_weights, dtype=float), axis, -1)
     if lw.shape[-1] < 2:
         raise ValueError(f"log_weights: expected at least 2 draws along axis {axis}, got shape {np.shape(log_weights)}")
+    return lw, float(eps)
+
+
+def _pareto_k(lw: np.ndarray, eps: float) -> float | np.ndarray:
+    r""":math:`\hat k` per row of ``lw`` (draws last); ``eps`` is the weights' own rounding unit."""
     if np.isnan(lw).any() or np.isposinf(lw).any():
         raise ValueError("log_weights: expected no NaN or +inf entries (the guide puts mass where the model has none?)")
     # equal to rounding: a spread below 100 machine epsilons of the weights' magnitude
@@ -147,16 +157,23 @@ def pareto_k_interval(
     if not (isinstance(level, float) and 0.0 < level < 1.0):
         raise ValueError(f"level: expected a float in (0, 1), got {level!r}")
     num_resamples = check_size("num_resamples", num_resamples)
-    if isinstance(log_weights, torch.Tensor):
-        log_weights = log_weights.detach().cpu().double().numpy()
-    lw = np.moveaxis(np.asarray(log_weights, dtype=float), axis, -1)
-    if lw.shape[-1] < 2:
-        raise ValueError(f"log_weights: expected at least 2 draws along axis {axis}, got shape {np.shape(log_weights)}")
+    lw, eps = _draws_last(log_weights, axis)
     index = np.random.default_rng(seed).integers(0, lw.shape[-1], size=(num_resamples, lw.shape[-1]))
-    resampled = lw[..., index]  # (..., num_resamples, S)
-    k = pareto_k_from_log_weights(resampled, axis=-1)
-    low, high = np.quantile(np.asarray(k), [(1 - level) / 2, (1 + level) / 2], axis=-1)
+    k = _pareto_k(lw[..., index], eps)  # one k per resample: (..., num_resamples)
+    low, high = (_quantile(np.asarray(k), q) for q in ((1 - level) / 2, (1 + level) / 2))
     return (float(low), float(high)) if np.ndim(low) == 0 else (low, high)
+
+
+def _quantile(k: np.ndarray, q: float) -> np.ndarray:
+    r"""``np.quantile(k, q, axis=-1)`` (linear interpolation) that keeps :math:`-\infty` (weights equal
+    to rounding) where numpy's interpolation would give NaN."""
+    k = np.sort(k, axis=-1)
+    position = q * (k.shape[-1] - 1)
+    i = int(np.floor(position))
+    a, b = k[..., i], k[..., min(i + 1, k.shape[-1] - 1)]
+    with np.errstate(invalid="ignore"):
+        between = a + (b - a) * (position - i)
+    return np.where(np.isneginf(a), -np.inf, between)
 
 
 def k_verdict(low: npt.ArrayLike, high: npt.ArrayLike) -> str | np.ndarray:
