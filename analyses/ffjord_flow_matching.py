@@ -10,7 +10,8 @@ training wall time and CPU time of each fit are measured in the same process, on
 (on a shared machine the CPU time is the steadier measure of cost).
 
 Output in ``--out`` (default ``results/ffjord_flow_matching``): ``comparison.csv``, one row per toy
-and method, also printed. The measured table is in ``docs/flow_matching.md``.
+and method, also printed, and ``densities.png``, the data and both fits' densities per toy. The
+measured table is in ``docs/flow_matching.md``.
 
 Run::
 
@@ -30,12 +31,15 @@ import torch
 
 from models import ffjord_toy
 from models.common.data import toy2d
+from models.common.results import run_label
 
 
-def compare(toy: str, settings: ffjord_toy.Settings, fm_steps: int, ot: bool, seed: int = 0, progress: bool = False) -> list[dict]:
+def compare(
+    toy: str, settings: ffjord_toy.Settings, fm_steps: int, ot: bool, seed: int = 0, progress: bool = False
+) -> tuple[list[dict], dict]:
     """Rows for the maximum-likelihood fit of one toy and its flow-matching fit (independent pairing,
-    or minibatch OT pairing when ``ot``)."""
-    rows = []
+    or minibatch OT pairing when ``ot``), and the two fitted flows by method."""
+    rows, flows = [], {}
     fits = {
         "maximum likelihood": lambda: ffjord_toy.fit_flow(toy, settings, seed, progress=progress),
         f"flow matching{' (OT)' if ot else ''}": lambda: ffjord_toy.fit_flow_matching(toy, settings, seed, fm_steps, ot, progress),
@@ -44,6 +48,7 @@ def compare(toy: str, settings: ffjord_toy.Settings, fm_steps: int, ot: bool, se
         start, cpu = time.perf_counter(), time.process_time()
         flow, history = run()
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        flows[method] = flow
         m = ffjord_toy.evaluate(flow, toy, settings, seed)
         steps = len(history) and int(history.step.iloc[-1]) + 1
         rows.append(
@@ -59,30 +64,47 @@ def compare(toy: str, settings: ffjord_toy.Settings, fm_steps: int, ot: bool, se
     fm["time_ratio"] = round(fm["train_seconds"] / ml["train_seconds"], 3)
     fm["cpu_time_ratio"] = round(fm["train_cpu_seconds"] / ml["train_cpu_seconds"], 3)
     fm["nll_gap_to_ml"] = round(fm["test_nll"] - ml["test_nll"], 4)
-    return rows
+    return rows, flows
+
+
+def flow_matching_steps(toy: str, settings: ffjord_toy.Settings) -> int:
+    """Default flow-matching steps: 2.5 times the maximum-likelihood steps of ``toy`` (a flow-matching
+    step costs no solve, so the budget stays a small fraction of the likelihood fit's)."""
+    return round(2.5 * settings.steps_for(toy))
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small settings")
     parser.add_argument("--toys", nargs="+", default=["8gaussians", "checkerboard"], choices=toy2d.NAMES)
-    parser.add_argument("--fm-steps", type=int, default=None, help="flow-matching steps (default: 3000, quick: 300)")
+    parser.add_argument("--fm-steps", type=int, default=None, help="flow-matching steps (default: 2.5x the toy's likelihood steps)")
     parser.add_argument("--ot", action="store_true", help="minibatch OT pairing (an exact assignment per step)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/ffjord_flow_matching"))
     args = parser.parse_args(argv)
     settings = replace(ffjord_toy.QUICK if args.quick else ffjord_toy.FULL, checkpoint=False)
-    fm_steps = args.fm_steps or (300 if args.quick else 3000)
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads or threads)
+    rows, flows = [], {}
     try:
-        rows = [row for toy in args.toys for row in compare(toy, settings, fm_steps, args.ot, args.seed, progress=False)]
+        for toy in args.toys:
+            steps = args.fm_steps or flow_matching_steps(toy, settings)
+            toy_rows, toy_flows = compare(toy, settings, steps, args.ot, args.seed, progress=False)
+            rows += toy_rows
+            for method, flow in toy_flows.items():
+                flows.setdefault(method, {})[toy] = flow
+        table = pd.DataFrame(rows)
+        args.out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out / "comparison.csv", index=False)
+        print(table.to_string(index=False))
+        label = run_label(settings, ffjord_toy.QUICK, ffjord_toy.FULL, args.seed)
+        ffjord_toy.plot_densities(
+            {}, settings, args.out / "densities.png", args.seed, label=label, rows=flows,
+            title="CNF densities by training objective\nrows: data, maximum likelihood, flow matching",
+        )  # fmt: skip
+        print(f"figure: {args.out / 'densities.png'}")
     finally:
         torch.set_num_threads(threads)
-    table = pd.DataFrame(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "comparison.csv", index=False)
-    print(table.to_string(index=False))
     return table
 
 

@@ -376,29 +376,44 @@ def _plt():
     return plt
 
 
-def plot_densities(flows: dict, settings: Settings, path: Path, seed: int = 0, limit: float = toy2d.LIMIT, label: str = "") -> None:
-    """Fig. 2 of the paper: for each toy, a histogram of the data (top) and the learned density (bottom)."""
+def plot_densities(
+    flows: dict,
+    settings: Settings,
+    path: Path,
+    seed: int = 0,
+    limit: float = toy2d.LIMIT,
+    label: str = "",
+    rows: dict | None = None,
+    title: str = "FFJORD Fig. 2: data (top), learned CNF densities (bottom)",
+) -> None:
+    """Fig. 2 of the paper: for each toy, a histogram of the data (top) and the learned density (bottom).
+
+    ``rows`` (``{row label: {toy: flow}}``) draws one density row per entry instead of the single
+    "FFJORD density" row of ``flows``, for example one fit per training objective."""
     plt = _plt()
-    toys = list(flows)
+    rows = rows or {"FFJORD density": flows}
+    toys = list(next(iter(rows.values())))
     axis = torch.linspace(-limit, limit, settings.figure_points)
     x2, x1 = torch.meshgrid(axis, axis, indexing="ij")
     grid = torch.stack([x1, x2], -1).reshape(-1, 2)
-    fig, axes = plt.subplots(2, len(toys), figsize=(2.2 * len(toys), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1 + len(rows), len(toys), figsize=(2.2 * max(len(toys), 2), 2.3 * (1 + len(rows))), squeeze=False)
     extent = (-limit, limit, -limit, limit)
     for c, toy in enumerate(toys):
         data = toy2d.sample(toy, settings.figure_samples, 20_011 + seed).numpy()
         axes[0, c].hist2d(data[:, 0], data[:, 1], bins=settings.figure_points - 1, range=[[-limit, limit], [-limit, limit]], cmap="viridis")
-        density = log_density(flows[toy], grid, settings)[0].exp().reshape(x1.shape)
-        axes[1, c].imshow(density.numpy(), origin="lower", extent=extent, cmap="viridis", interpolation="nearest")
         axes[0, c].set_title(toy, fontsize=9)
-        for r in range(2):
+        for r, fits in enumerate(rows.values(), start=1):
+            density = log_density(fits[toy], grid, settings)[0].exp().reshape(x1.shape)
+            axes[r, c].imshow(density.numpy(), origin="lower", extent=extent, cmap="viridis", interpolation="nearest")
+        for r in range(1 + len(rows)):
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
             axes[r, c].set_xlim(-limit, limit)
             axes[r, c].set_ylim(-limit, limit)
     axes[0, 0].set_ylabel("data", fontsize=9)
-    axes[1, 0].set_ylabel("FFJORD density", fontsize=9)
-    fig.suptitle(f"FFJORD Fig. 2: data (top), learned CNF densities (bottom)\n({label})", fontsize=9)
+    for r, name in enumerate(rows, start=1):
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle(f"{title}\n({label})", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
