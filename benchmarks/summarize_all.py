@@ -9,7 +9,9 @@ writes into one folder: ``coupling_b<batch><suffix>.json``, ``planar_sylvester<s
 ratio to the fastest peer, the sampling ratio and the peak-step-memory ratio (to the peer with the
 fastest step), all inside one run, with the peers chosen as in ``summarize.py``. Writes
 ``<out>.md``, ``<out>.csv`` and ``<out>.json``; files that are missing are left out of the table.
-A file named with ``--suffix`` (``_quick``) is read in preference to the one without.
+A file named with ``--suffix`` (``_quick``) is read in preference to the one without. ``--prefix
+gpu_`` reads the files of a run on a device instead (``run_all.sh --device cuda``:
+``gpu_coupling_b<batch>.json``, ...) and writes ``gpu_all<suffix>.*``.
 """
 
 from __future__ import annotations
@@ -110,17 +112,17 @@ def _load(folder: str, stem: str, suffix: str) -> dict | None:
     return None
 
 
-def collect(folder: str, suffix: str = "") -> list[dict]:
-    """The rows of every harness JSON in ``folder`` (``suffix`` preferred), in benchmark order."""
-    batches = {
-        os.path.basename(p)[len("coupling_b") :].split("_")[0].split(".")[0] for p in glob.glob(os.path.join(folder, "coupling_b*.json"))
-    }
+def collect(folder: str, suffix: str = "", prefix: str = "") -> list[dict]:
+    """The rows of every harness JSON named ``<prefix><name>`` in ``folder`` (``suffix`` preferred),
+    in benchmark order."""
+    start = f"{prefix}coupling_b"
+    batches = {os.path.basename(p)[len(start) :].split("_")[0].split(".")[0] for p in glob.glob(os.path.join(folder, f"{start}*.json"))}
     names = [f"coupling_b{b}" for b in sorted((b for b in batches if b.isdigit()), key=lambda b: -int(b))]
     rows = []
     for name in names + ["planar_sylvester", "ffjord", "glow"]:
-        harness = _load(folder, name, suffix)
+        harness = _load(folder, prefix + name, suffix)
         if harness is not None:
-            rows += rows_of(harness, _load(folder, f"cpu_time_{name}", suffix), name)
+            rows += rows_of(harness, _load(folder, f"cpu_time_{prefix}{name}", suffix), name)
     return rows
 
 
@@ -175,12 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folder")
     p.add_argument("--suffix", default="", help="file-name suffix of the runs to read (run_all.sh --quick: _quick)")
-    p.add_argument("--out", default=None, help="output path without extension (default: <folder>/all<suffix>)")
+    p.add_argument("--prefix", default="", help="file-name prefix of the runs to read (run_all.sh --device cuda: gpu_)")
+    p.add_argument("--out", default=None, help="output path without extension (default: <folder>/<prefix>all<suffix>)")
     args = p.parse_args(argv)
-    rows = collect(args.folder, args.suffix)
+    rows = collect(args.folder, args.suffix, args.prefix)
     if not rows:
-        raise SystemExit(f"folder: no harness results with suffix {args.suffix!r} in {args.folder}")
-    out = args.out or os.path.join(args.folder, f"all{args.suffix}")
+        raise SystemExit(f"folder: no harness results with prefix {args.prefix!r} and suffix {args.suffix!r} in {args.folder}")
+    out = args.out or os.path.join(args.folder, f"{args.prefix}all{args.suffix}")
     write(rows, out)
     print(markdown(rows))
     print(f"written: {out}.md, {out}.csv, {out}.json")

@@ -8,11 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import on_device  # noqa: E402
 import summarize_all  # noqa: E402
 
 PEERS = Path(os.environ.get("BENCH_PEERS", ROOT.parent / "shared" / "bench-peers"))
@@ -109,30 +112,156 @@ def test_summary_of_an_empty_folder_says_so(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "script, args, message",
     [
-        (["--device", "cuda"], "times on the CPU only; got cuda"),
-        (["--device", "tpu"], "expected cpu or cuda, got tpu"),
-        (["--fast"], "unknown argument --fast"),
+        ("run_all.sh", ["--device", "tpu"], "expected cpu or cuda, got tpu"),
+        ("run_all.sh", ["--fast"], "unknown argument --fast"),
+        ("gpu.sh", ["--device", "tpu"], "expected cuda or cpu, got tpu"),
+        ("gpu.sh", ["--fast"], "unknown argument --fast"),
     ],
 )
-def test_run_all_refuses_bad_arguments(args, message):
-    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "run_all.sh"), *args], capture_output=True, text=True, timeout=60)
+def test_run_all_and_gpu_refuse_bad_arguments(script, args, message):
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and message in out.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_run_all_on_cuda_without_a_gpu_says_so():
+    out = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "run_all.sh"), "--device", "cuda", "--no-install"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2 and "expected a machine with a CUDA device, got cuda" in out.stderr
+
+
+def test_summary_reads_the_prefixed_files_of_a_device_run(tmp_path):
+    one = lambda t: _harness({"joint": {"pyroflows_coupling": _case(t, t, 1), "zuko_coupling": _case(0.02, 0.02, 2)}})  # noqa: E731
+    _write(tmp_path, "coupling_b64", one(0.01))
+    _write(tmp_path, "gpu_coupling_b64", one(0.005))
+    summarize_all.main([str(tmp_path), "--prefix", "gpu_"])
+    (row,) = json.loads((tmp_path / "gpu_all.json").read_text())
+    assert row["benchmark"] == "coupling_b64" and row["step_ratio"] == pytest.approx(0.25)
+    assert not (tmp_path / "all.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "tpu", "x.py"], "--device: expected cpu, cuda or cuda:N, got 'tpu'"),
+        (["--device", "cpu:0", "x.py"], "--device: expected cpu, cuda or cuda:N, got 'cpu:0'"),
+        (["--device", "cpu", "no_such_bench.py"], "script: expected a harness script file, got 'no_such_bench.py'"),
+    ],
+)
+def test_the_launcher_refuses_bad_arguments(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        on_device.main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_the_launcher_refuses_cuda_without_a_gpu():
+    with pytest.raises(ValueError, match="--device: expected a device this torch can use, got 'cuda'"):
+        on_device.parse_device("cuda")
+
+
+def test_the_device_timer_syncs_around_the_calls_only():
+    calls = []
+    time_once = on_device.synced_timer(lambda: calls.append("sync"))
+    seconds = time_once(lambda: calls.append("call"), 3)
+    assert calls == ["sync", "call", "call", "call", "sync"] and seconds >= 0
+
+
+def test_the_allocator_peak_is_taken_above_what_was_allocated_before():
+    class Allocator:  # the five torch.cuda calls the pass uses, on a scripted allocator
+        def __init__(self):
+            self.now, self.high, self.total = 1000, 5000, 7000
+
+        def synchronize(self):
+            pass
+
+        def memory_allocated(self):
+            return self.now
+
+        def memory_stats(self):
+            return {"allocated_bytes.all.allocated": self.total}
+
+        def reset_peak_memory_stats(self):
+            self.high = self.now
+
+        def max_memory_allocated(self):
+            return self.high
+
+    mem = Allocator()
+
+    def call():  # allocates 300 bytes, of which 100 stay live, with a transient of 200
+        mem.now += 300
+        mem.high = max(mem.high, mem.now + 200)
+        mem.total += 500
+        mem.now -= 200
+
+    assert on_device.allocator_peak(mem)(call) == {"peak_bytes": 500, "allocated_total_bytes": 500, "still_live_bytes": 100}
+
+
+def test_draws_from_a_cpu_generator_land_on_the_asked_device_with_cpu_values():
+    g = torch.Generator().manual_seed(3)
+    with on_device.GeneratorDraws():
+        x = torch.randn(4, generator=g, device="meta")
+        p = torch.randperm(5, generator=g, device="meta")
+    assert x.device.type == "meta" and x.shape == (4,) and p.device.type == "meta"
+    ref = torch.Generator().manual_seed(3)
+    torch.randn(4, generator=ref), torch.randperm(5, generator=ref)
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=ref))  # both draws were made on the CPU
+
+
+def test_a_cases_configuration_moves_to_the_device():
+    cfg = SimpleNamespace(x=torch.zeros(2), w=torch.ones(3, requires_grad=True), perms=[torch.arange(3)], batch=4)
+    on_device.to_device(cfg, torch.device("meta"))
+    assert cfg.x.device.type == "meta" and cfg.perms[0].device.type == "meta" and cfg.batch == 4
+    assert cfg.w.device.type == "meta" and cfg.w.requires_grad and cfg.w.is_leaf
+
+
+@pytest.mark.skipif(not (PEERS / "bench_glow.py").exists(), reason="needs the peer harness in ../shared/bench-peers")
+def test_the_launcher_runs_a_harness_script_unchanged(tmp_path):
+    # one round of one small case: the harness's own command line, the device in its machine info
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "on_device.py"), "--device", "cpu", str(PEERS / "bench_glow.py")]
+        + ["--plugin", str(ROOT / "benchmarks" / "plugin_glow.py"), "--only", "pyroflows", "--shapes", "1x16x16", "--batch", "4"]
+        + ["--repeats", "1", "--warmup", "1", "--threads", "1", "--no-flops", "--json", str(tmp_path / "glow.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "glow.json").read_text())
+    assert result["machine"]["device"]["type"] == "cpu" and result["machine"]["device"]["name"]
+    assert result["results"]["1x16x16"]["cases"]["pyroflows_glow"]["step"]["n"] == 1
+
+
+def _quick_glow_summary(request, tmp_path, script: str, args: list[str], summary: str) -> None:
+    """Run ``script`` on the quick Glow configuration into ``tmp_path``; its one summary row is pyroflows'."""
+    # minutes of timing rounds against the peers: kept out of CI's stages, run with -m slow
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("timing rounds against the peers: run with -m slow")
+    env = dict(os.environ, RESULTS=str(tmp_path), BENCHES="glow", PYTHONPATH=str(ROOT))
+    command = ["bash", str(ROOT / "benchmarks" / script), *args, "--quick", "--no-install"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads((tmp_path / f"{summary}.json").read_text())
+    assert [(r["benchmark"], r["case"]) for r in rows] == [("glow", "pyroflows_glow")]
+    assert rows[0]["step_peer"] and rows[0]["step_ratio"] > 0 and rows[0]["memory_ratio"] > 0
+    assert (tmp_path / f"{summary}.md").exists() and (tmp_path / f"{summary}.csv").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (PEERS / "bench_glow.py").exists(), reason="needs the peer harness in ../shared/bench-peers")
 def test_run_all_quick_writes_the_summary(tmp_path, request):
-    # minutes of timing rounds against the peers: kept out of CI's stages, run with -m slow
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("timing rounds against the peers: run with -m slow")
-    env = dict(os.environ, RESULTS=str(tmp_path), BENCHES="glow", PYTHONPATH=str(ROOT))
-    out = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "run_all.sh"), "--quick", "--no-install"], capture_output=True, text=True, timeout=900, env=env
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    rows = json.loads((tmp_path / "all_quick.json").read_text())
-    assert [(r["benchmark"], r["case"]) for r in rows] == [("glow", "pyroflows_glow")]
-    assert rows[0]["step_peer"] and rows[0]["step_ratio"] > 0 and rows[0]["memory_ratio"] > 0
-    assert (tmp_path / "all_quick.md").exists() and (tmp_path / "all_quick.csv").exists()
+    _quick_glow_summary(request, tmp_path, "run_all.sh", [], "all_quick")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (PEERS / "bench_glow.py").exists(), reason="needs the peer harness in ../shared/bench-peers")
+def test_gpu_sh_on_the_cpu_writes_the_device_summary(tmp_path, request):
+    # the CUDA tests (skipped here), then the quick Glow configuration through the launcher
+    _quick_glow_summary(request, tmp_path, "gpu.sh", ["--device", "cpu"], "gpu_all_quick")
+    assert json.loads((tmp_path / "gpu_glow_quick.json").read_text())["machine"]["device"]["type"] == "cpu"
+    assert not list(tmp_path.glob("cpu_time_*")) and not (tmp_path / "all_quick.json").exists()

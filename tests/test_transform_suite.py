@@ -20,10 +20,28 @@ def test_meta_device(case):
     pt.check_device(case, "meta")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_cuda_device(case):
     pt.check_device(case, "cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_seeded_stack_builds_on_a_cuda_default_device_with_the_cpu_permutations():
+    from pyroflows.transforms import coupling_flow
+
+    on_cpu = coupling_flow(4, num_blocks=2, seed=0)
+    torch.set_default_device("cuda")
+    try:
+        on_gpu = coupling_flow(4, num_blocks=2, seed=0)
+    finally:
+        torch.set_default_device(None)
+    perms = [(n, b) for n, b in on_gpu.named_buffers() if "permutation" in n]
+    assert perms and all(b.device.type == "cuda" for _, b in perms)
+    cpu_buffers = dict(on_cpu.named_buffers())
+    assert all(torch.equal(cpu_buffers[n], b.cpu()) for n, b in perms)
 
 
 def test_every_public_transform_class_is_covered():

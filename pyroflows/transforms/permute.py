@@ -64,7 +64,10 @@ class Permute(OnePassTransform, TransformModule):
 def permute(num_features: int, kind: str = "random", event_dim: int = 1, generator: torch.Generator | None = None) -> Permute:
     """A fixed permutation: ``kind="random"`` (drawn once from ``generator``) or ``"reverse"``."""
     if kind == "random":
-        perm = torch.randperm(num_features, generator=generator)
+        # drawn where the generator lives (a seeded CPU generator gives the same permutation under
+        # any default device), then kept where factories put tensors (torch.set_default_device)
+        device = None if generator is None else generator.device
+        perm = torch.randperm(num_features, generator=generator, device=device).to(torch.empty(0).device)
     elif kind == "reverse":
         perm = torch.arange(num_features - 1, -1, -1)
     else:
