@@ -112,6 +112,16 @@ def relu_mlp_reference(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _relu_mlp_in_place(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    """:func:`relu_mlp_reference` with the ReLU applied in place, for calls autograd does not record."""
+    n = len(params) // 2
+    for i in range(n):
+        x = F.linear(x, params[2 * i], params[2 * i + 1])
+        if i < n - 1:
+            x = x.relu_()
+    return x
+
+
 class _ReLUMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
@@ -168,10 +178,18 @@ def relu_mlp_parameters(layers: nn.Sequential) -> list[torch.Tensor] | None:
 
 def relu_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """``layers(x)`` for any batch shape: one hand-written node when ``layers`` is a plain ReLU MLP
-    and :func:`applicable`, the layers themselves otherwise."""
+    and :func:`applicable`, its reference ops when it is a plain ReLU MLP otherwise, the layers
+    themselves for any other stack."""
     params = relu_mlp_parameters(layers)
-    if params is None or x.numel() == 0 or not applicable(x, *params):
+    if params is None:
         return layers(x)
+    if x.numel() == 0 or not applicable(x, *params):
+        # the same ops as the layers without a module call per layer; with nothing to record for
+        # autograd the ReLU overwrites the fresh product (an out-of-place ReLU allocates a batch-wide
+        # tensor per layer, which sampling would pay in every block)
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+            return relu_mlp_reference(x, *params)
+        return _relu_mlp_in_place(x, *params)
     flat = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
     out = _apply(_ReLUMLP, relu_mlp_reference, flat, *params)
     return out if x.dim() == 2 else out.reshape(x.shape[:-1] + out.shape[-1:])

@@ -80,6 +80,20 @@ def test_relu_mlp_falls_back_without_grad():
     assert y.grad_fn is None
 
 
+@pytest.mark.parametrize("batch", [(7,), (2, 5), (0,)])
+def test_relu_mlp_without_grad_equals_the_layers_and_leaves_the_input(batch):
+    layers = _mlp_layers((3, 8, 8, 4))
+    x = torch.randn(batch + (3,), dtype=torch.float64)
+    kept = x.clone()
+    with torch.no_grad():
+        y = fused.relu_mlp(layers, x)
+        assert torch.equal(y, layers(x)) and torch.equal(x, kept)
+    x.requires_grad_(False)
+    for p in layers.parameters():
+        p.requires_grad_(False)
+    assert torch.equal(fused.relu_mlp(layers, x), layers(x))  # grad mode on, nothing to record
+
+
 def test_broadcast_shapes_matches_torch():
     shapes = [(), (1,), (3,), (2, 1), (2, 3), (1, 3), (4, 1, 3), (5, 2, 3), (2, 2)]
     for a, b in itertools.product(shapes, shapes):
