@@ -75,12 +75,20 @@ class DataInit(nn.Module):
         mean = v.mean(dim=dims)
         std = v.std(dim=dims, unbiased=False) if v.numel() > self.num_features else torch.ones_like(mean)
         log_std = torch.log(std.clamp_min(1e-6))
-        if inverse:  # data comes in as y: x = (y - b) e^{-s} standardised
-            self.log_scale.copy_(log_std)
-            self.bias.copy_(mean)
-        else:  # y = x e^s + b standardised
-            self.log_scale.copy_(-log_std)
-            self.bias.copy_(-mean / std.clamp_min(1e-6))
+        try:
+            if inverse:  # data comes in as y: x = (y - b) e^{-s} standardised
+                self.log_scale.copy_(log_std)
+                self.bias.copy_(mean)
+            else:  # y = x e^s + b standardised
+                self.log_scale.copy_(-log_std)
+                self.bias.copy_(-mean / std.clamp_min(1e-6))
+        except RuntimeError as err:
+            if "transform" not in str(err):
+                raise
+            raise RuntimeError(
+                "ActNorm: its data-dependent initialisation writes its parameters, which a torch.func transform "
+                "(jacrev, vmap, grad) cannot do; call the flow once on a batch of data before transforming it"
+            ) from err
         self.mark_initialized()
 
 
