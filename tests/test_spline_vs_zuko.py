@@ -1,5 +1,6 @@
 """The spline coupling flow against zuko's coupling NSF, in quick mode."""
 
+import importlib.util
 import math
 
 import pandas as pd
@@ -8,10 +9,11 @@ import torch
 
 from analyses import spline_vs_zuko as analysis
 
-pytestmark = pytest.mark.experiment
-
-pytest.importorskip("zuko")
-pytest.importorskip("sklearn")
+# find_spec, not an import: importing zuko switches torch's distribution checks off process-wide
+pytestmark = [
+    pytest.mark.experiment,
+    pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("zuko", "sklearn")), reason="needs zuko and scikit-learn"),
+]
 
 
 def test_digits_space_log_jacobian_matches_autograd():
@@ -22,6 +24,12 @@ def test_digits_space_log_jacobian_matches_autograd():
         jac = torch.autograd.functional.jacobian(lambda v: data.to_model(v[None])[0][0], y[i])
         assert ladj[i].item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), abs=1e-8)
     assert data.to_model(data.test)[0].abs().max() < analysis.BOUND  # inside both splines' interval
+
+
+def test_fits_leave_torch_argument_checks_as_they_were():
+    before = torch.distributions.Distribution._validate_args
+    analysis.compare("8gaussians", analysis.replace(analysis.QUICK_TOYS, steps=2, test_samples=100), [0])
+    assert torch.distributions.Distribution._validate_args == before
 
 
 # eight short fits: two seeds of each library on 8gaussians and on the digits
