@@ -424,7 +424,7 @@ def plot_densities(
 # the experiment
 
 
-def _seed(seed: int, toy: str) -> int:
+def toy_seed(seed: int, toy: str) -> int:
     """One seed per toy: a fit does not depend on which others run."""
     return 1_000 * seed + toy2d.NAMES.index(toy)
 
@@ -452,7 +452,7 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
             steps = settings.steps_for(toy)
             checkpoint = ckpt_dir / f"{settings.tag(toy)}_s{seed}.pt" if settings.checkpoint else None
             start = time.perf_counter()
-            flow, history = fit_flow(toy, settings, _seed(seed, toy), checkpoint, progress)
+            flow, history = fit_flow(toy, settings, toy_seed(seed, toy), checkpoint, progress)
             seconds = time.perf_counter() - start
             m = evaluate(flow, toy, settings, seed)
             m.update(entropy=entropy, train_seconds=seconds, steps=steps, nfe_train=train_nfe(flow, settings))
@@ -492,7 +492,7 @@ def reproduce(settings: Settings, out_dir: Path, seed: int = 0, progress: bool =
         if settings.svi_toy and settings.svi_iterations:
             toy = settings.svi_toy
             start = time.perf_counter()
-            flow, history = fit_with_svi(toy, settings, _seed(seed, toy) + 7, progress)
+            flow, history = fit_with_svi(toy, settings, toy_seed(seed, toy) + 7, progress)
             seconds = time.perf_counter() - start
             m = evaluate(flow, toy, settings, seed)
             m.update(entropy=toy2d.ENTROPY[toy], train_seconds=seconds, steps=settings.svi_iterations)

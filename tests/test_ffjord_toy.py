@@ -339,6 +339,6 @@ def test_full_fit_on_checkerboard_meets_the_bar(request):
         pytest.skip("slow: run with -m slow")
     from models import ffjord_toy as ft
 
-    flow, _ = ft.fit_flow("checkerboard", ft.FULL, seed=ft._seed(0, "checkerboard"), progress=False)
+    flow, _ = ft.fit_flow("checkerboard", ft.FULL, seed=ft.toy_seed(0, "checkerboard"), progress=False)
     m = ft.evaluate(flow, "checkerboard", ft.FULL)
     assert m["nll"] <= toy2d.ENTROPY["checkerboard"] + ft.BARS["checkerboard"], m
