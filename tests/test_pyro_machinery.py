@@ -108,7 +108,7 @@ def test_every_elbo_trains_a_flow_guide(family, elbo):
             svi.step(X)
         return
     before = {k: v.detach().clone() for k, v in flow.named_parameters()}
-    losses = [svi.step(X) for _ in range(15)]
+    losses = [svi.step(X) for _ in range(5)]
     assert all(torch.isfinite(torch.tensor(losses)))
     moved = [k for k, v in flow.named_parameters() if not torch.equal(v, before[k])]
     assert moved, f"{family} under {elbo}: no flow parameter moved"
@@ -182,8 +182,9 @@ def test_laplace_approximation_with_a_flow_prior_is_the_inverse_hessian(family):
             pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
 
     guide = AutoLaplaceApproximation(model)
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
-    for _ in range(300):
+    # the identity holds at any point where the Hessian is negative definite: near the mode is enough
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.1}), Trace_ELBO())
+    for _ in range(100):
         svi.step(x)
     laplace = guide.laplace_approximation(x)
     posterior = laplace.get_posterior()
