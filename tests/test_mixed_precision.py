@@ -84,11 +84,13 @@ def _glow():
     return flow, flow.distribution()
 
 
-@pytest.mark.parametrize(
-    "make, data",
-    [(_coupling, lambda: _banana(1024, 0)), (_glow, lambda: _blobs(512, 0))],
-    ids=["coupling", "glow"],
+# the flows trained in float32 and in half precision, with their data
+TRAINED_FLOWS = pytest.mark.parametrize(
+    "make, data", [(_coupling, lambda: _banana(1024, 0)), (_glow, lambda: _blobs(512, 0))], ids=["coupling", "glow"]
 )
+
+
+@TRAINED_FLOWS
 def test_bfloat16_training_reaches_float32_loss(make, data):
     x = data()
     _, d = make()
@@ -101,11 +103,7 @@ def test_bfloat16_training_reaches_float32_loss(make, data):
     assert abs(half - full) <= 0.02 * abs(full), (half, full)
 
 
-@pytest.mark.parametrize(
-    "make, data",
-    [(_coupling, lambda: _banana(1024, 0)), (_glow, lambda: _blobs(512, 0))],
-    ids=["coupling", "glow"],
-)
+@TRAINED_FLOWS
 def test_float16_training_with_a_grad_scaler_reaches_float32_loss(make, data):
     """The GPU recipe (float16 autocast, a ``GradScaler``), run on the CPU, which has both."""
     x = data()
