@@ -24,18 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal, AutoNormalizingFlow
 
+from analyses.posterior_diagnostics import funnel  # 10-D: v and nine x_i
 from pyroflows.transforms import iaf
-
-
-def funnel(dim: int = 10) -> None:
-    """Neal's funnel: :math:`v \\sim N(0, 3^2)`, :math:`x_i \\mid v \\sim N(0, e^v)` for ``dim - 1`` coordinates."""
-    v = pyro.sample("v", dist.Normal(0.0, 3.0))
-    pyro.sample("x", dist.Normal(torch.zeros(dim - 1), torch.exp(v / 2).unsqueeze(-1)).to_event(1))
 
 
 def guides(blocks: int, hidden: tuple[int, ...]) -> dict[str, Callable]:

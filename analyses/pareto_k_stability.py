@@ -19,28 +19,21 @@ from pathlib import Path
 
 import pandas as pd
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormalizingFlow
 from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
 
+from analyses.posterior_diagnostics import banana, funnel
 from pyroflows.diagnostics import k_category, k_verdict, pareto_k_from_log_weights, pareto_k_interval
 from pyroflows.infer import log_importance_weights
 from pyroflows.transforms import coupling_flow
 
 
-def banana(y: torch.Tensor) -> None:
-    theta1 = pyro.sample("theta1", dist.Normal(0.0, 1.0))
-    theta2 = pyro.sample("theta2", dist.Normal(0.0, 1.0))
-    with pyro.plate("obs", len(y)):
-        pyro.sample("y", dist.Normal(theta1 + theta2**2, 1.0), obs=y)
-
-
-def funnel() -> None:
-    v = pyro.sample("v", dist.Normal(0.0, 3.0))
-    pyro.sample("x", dist.Normal(torch.zeros(4), torch.exp(v / 2).unsqueeze(-1)).to_event(1))
+def small_funnel() -> None:
+    """The funnel of the docs page: :math:`v` and four :math:`x_i`."""
+    funnel(5)
 
 
 def fitted(model: Callable, guide: Callable, steps: int, lr: float, args: tuple = ()) -> Callable:
@@ -62,6 +55,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     pyro.set_rng_seed(0)
     y = 0.99 + torch.randn(10)
+    funnel_flow = partial(coupling_flow, num_blocks=4, hidden=(32, 32))
     guides = {
         "banana, diagonal": (banana, lambda: fitted(banana, AutoDiagonalNormal(banana), 400, 2e-2, (y,)), (y,)),
         "banana, coupling flow": (
@@ -69,10 +63,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             lambda: fitted(banana, AutoNormalizingFlow(banana, partial(coupling_flow, num_blocks=2, hidden=(16, 16))), 400, 2e-2, (y,)),
             (y,),
         ),
-        "funnel, diagonal": (funnel, lambda: fitted(funnel, AutoDiagonalNormal(funnel), 500, 1e-2), ()),
+        "funnel, diagonal": (small_funnel, lambda: fitted(small_funnel, AutoDiagonalNormal(small_funnel), 500, 1e-2), ()),
         "funnel, coupling flow": (
-            funnel,
-            lambda: fitted(funnel, AutoNormalizingFlow(funnel, partial(coupling_flow, num_blocks=4, hidden=(32, 32))), 600, 1e-2),
+            small_funnel,
+            lambda: fitted(small_funnel, AutoNormalizingFlow(small_funnel, funnel_flow), 600, 1e-2),
             (),
         ),
     }

@@ -73,9 +73,10 @@ SCHOOLS_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
 # ----------------------------------------------------------------------------- models
 
 
-def funnel():
+def funnel(dim: int = FUNNEL_DIM + 1) -> None:
+    """Neal's funnel in ``dim`` dimensions: :math:`v` and ``dim - 1`` coordinates :math:`x_i \\mid v`."""
     v = pyro.sample("v", dist.Normal(0.0, 3.0))
-    pyro.sample("x", dist.Normal(torch.zeros(FUNNEL_DIM), torch.exp(v / 2).unsqueeze(-1)).to_event(1))
+    pyro.sample("x", dist.Normal(torch.zeros(dim - 1), torch.exp(v / 2).unsqueeze(-1)).to_event(1))
 
 
 def banana(y):
