@@ -101,24 +101,15 @@ def mm_narrow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- ReLU MLP
 
 
-def relu_mlp_reference(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+def relu_mlp_reference(x: torch.Tensor, *params: torch.Tensor, in_place: bool = False) -> torch.Tensor:
     """``Linear - ReLU - ... - Linear`` with plain differentiable ops; ``params`` are
-    ``W0, b0, W1, b1, ...``."""
+    ``W0, b0, W1, b1, ...``. ``in_place`` overwrites each fresh product with its ReLU, for calls
+    autograd does not record."""
     n = len(params) // 2
     for i in range(n):
         x = F.linear(x, params[2 * i], params[2 * i + 1])
         if i < n - 1:
-            x = torch.relu(x)
-    return x
-
-
-def _relu_mlp_in_place(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-    """:func:`relu_mlp_reference` with the ReLU applied in place, for calls autograd does not record."""
-    n = len(params) // 2
-    for i in range(n):
-        x = F.linear(x, params[2 * i], params[2 * i + 1])
-        if i < n - 1:
-            x = x.relu_()
+            x = x.relu_() if in_place else torch.relu(x)
     return x
 
 
@@ -187,9 +178,8 @@ def relu_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         # the same ops as the layers without a module call per layer; with nothing to record for
         # autograd the ReLU overwrites the fresh product (an out-of-place ReLU allocates a batch-wide
         # tensor per layer, which sampling would pay in every block)
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-            return relu_mlp_reference(x, *params)
-        return _relu_mlp_in_place(x, *params)
+        recorded = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+        return relu_mlp_reference(x, *params, in_place=not recorded)
     flat = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
     out = _apply(_ReLUMLP, relu_mlp_reference, flat, *params)
     return out if x.dim() == 2 else out.reshape(x.shape[:-1] + out.shape[-1:])
