@@ -165,7 +165,6 @@ def compile_step(
         raise TypeError(f"optimizer: expected a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
     if not isinstance(backward, bool):
         raise TypeError(f"backward: expected True or False, got {backward!r}")
-    _check_options(backend, fullgraph, mode, dynamic)
 
     def around(loss_call: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         def step(*args: object, **kwargs: object) -> torch.Tensor:
@@ -225,7 +224,6 @@ def compile_sampler(
     name = type(distribution).__name__
     if not (hasattr(distribution, "sample") or hasattr(distribution, "condition")):
         raise TypeError(f"distribution: expected a distribution with a sample or condition method, got {name}")
-    _check_options(backend, fullgraph, mode, dynamic)
 
     def sample(sample_shape: tuple[int, ...] | torch.Size = (), context: torch.Tensor | None = None) -> torch.Tensor:
         if context is None and not hasattr(distribution, "sample"):
