@@ -37,10 +37,11 @@ def grid() -> list[FuzzInput]:
 
 def run(names: list[str] | None = None, progress: bool = True) -> pd.DataFrame:
     """One row per case and input: the case, the input and its outcome class and message."""
-    cases = [c for c in pt.transform_cases() if names is None or c.name in names]
-    if names is not None and len(cases) != len(set(names)):
-        known = {c.name for c in pt.transform_cases()}
-        raise ValueError(f"cases: unknown case names {sorted(set(names) - known)}")
+    every = pt.transform_cases()
+    unknown = set(names or ()) - {c.name for c in every}
+    if unknown:
+        raise ValueError(f"cases: unknown case names {sorted(unknown)}")
+    cases = [c for c in every if names is None or c.name in names]
     rows = []
     for case in tqdm(cases, desc="cases", disable=None if progress else True):  # None: quiet off a terminal
         module = pt.instantiate(case, dtype=torch.float64)
