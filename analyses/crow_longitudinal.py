@@ -114,7 +114,7 @@ PAPER_TABLE2 = {
     ("early", "crow"): (0.3591, 0.5612, 0.2953),
     ("early", "crow_tcg"): (0.2341, 0.5248, 0.0902),
 }
-#: issue 5's precision bar after type-I error control
+#: this project's precision bar after type-I error control
 BAR_PRECISION = 0.8
 #: subjects of the fresh simulated reference cohort that give the test NLL
 TEST_SUBJECTS = 2000
@@ -393,7 +393,7 @@ def paper_layout(table1: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def bars(table1: pd.DataFrame, table2: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """Issue 5's bars per covariate, contrast and group size: CRow + TCG finds more truly affected ROIs
+    """This project's bars per covariate, contrast and group size: CRow + TCG finds more truly affected ROIs
     than cINN after control (Bonferroni and BH), with precision >= 0.8; and its mean |d| is below cINN's."""
     rows = []
 

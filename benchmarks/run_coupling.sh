@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Peer benchmark of the coupling configuration (issue 2's core blocks): the peers, the plain-torch
+# Peer benchmark of the coupling configuration (the coupling flows' core blocks): the peers, the plain-torch
 # floor and pyroflows timed in the same interleaved rounds, at batch 1600 and 64, joint and
 # conditional. Raw JSON and a summary go to benchmarks/results/.
 #
