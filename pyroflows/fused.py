@@ -15,6 +15,11 @@ under autocast, and not while ``torch.compile`` traces (the compiler fuses the p
 transforms and forward-mode AD, which these nodes do not implement, the reference runs instead.
 Double backward (``create_graph=True``) differentiates the reference recomputed from the saved
 inputs, so every derivative is exact. The tests compare each path with its reference.
+
+Where autograd records nothing (sampling), :func:`relu_mlp` and :func:`soft_clamped_affine` (a
+coupling's affine map from the conditioner's raw output) run their plain ops with fewer
+intermediate tensors, overwriting the tensors they made. A node of their own for the affine map
+was tried and did not pay: it cost more per call than the few autograd nodes it replaced.
 """
 
 from __future__ import annotations
@@ -82,8 +87,12 @@ def _apply(fn: type[torch.autograd.Function], reference: Callable, *args: object
 def _differentiable_backward(reference: Callable, inputs: Sequence, needs: Sequence[bool], grads: Sequence) -> tuple:
     """The backward of ``reference`` at ``inputs`` with a graph (double backward): gradients of the
     inputs that need one, None for the others."""
-    wanted = [t for t, need in zip(inputs, needs, strict=True) if need and torch.is_tensor(t)]
+    # the reference sees aliases of the inputs: the gradient with respect to an alias counts only the
+    # paths through this recomputation, where one input may also depend on another (a network's
+    # input computed from its own weights), a path the caller's graph already has
     with torch.enable_grad():
+        inputs = [t.view_as(t) if need and torch.is_tensor(t) else t for t, need in zip(inputs, needs, strict=True)]
+        wanted = [t for t, need in zip(inputs, needs, strict=True) if need and torch.is_tensor(t)]
         outs = reference(*inputs)
     outs = outs if isinstance(outs, tuple) else (outs,)
     got = iter(torch.autograd.grad(outs, wanted, grads, create_graph=True, allow_unused=True, materialize_grads=True))
@@ -145,8 +154,10 @@ class _ReLUMLP(torch.autograd.Function):
                 g = mm_narrow(g, params[2 * i])
                 if i > 0:
                     # ReLU's backward, the kernel autograd itself uses (masked_fill_ or a product with
-                    # the mask run 10x slower on CPU)
-                    g = torch.ops.aten.threshold_backward(g, acts[i], 0.0)
+                    # the mask run 10x slower on CPU), written into the fresh gradient through the op's
+                    # out argument: a second batch-wide buffer per layer is memory the allocator may
+                    # have to fault in again on every step
+                    g = torch.ops.aten.threshold_backward(g, acts[i], 0.0, grad_input=g)
         return (g if needs[0] else None, *out)
 
 
@@ -183,6 +194,43 @@ def relu_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
     out = _apply(_ReLUMLP, relu_mlp_reference, flat, *params)
     return out if x.dim() == 2 else out.reshape(x.shape[:-1] + out.shape[-1:])
+
+
+# ----------------------------------------------------------------------------- soft-clamped affine
+
+
+def _soft_clamped_affine_values(
+    v: torch.Tensor, raw: torch.Tensor, bound: float | None, event_dim: int, inverse: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(output, log-det)`` with every in-place op writing to a tensor made here."""
+    h, t = raw.chunk(2, dim=-event_dim)
+    s = h if bound is None else torch.div(h, bound).tanh_().mul_(bound)
+    if inverse:
+        out = torch.sub(v, t).mul_(torch.neg(s).exp_())
+    else:
+        out = torch.addcmul(t, v, torch.exp(s))
+    return out, s.sum(tuple(range(-event_dim, 0)))
+
+
+def soft_clamped_affine(
+    v: torch.Tensor, raw: torch.Tensor, bound: float | None, event_dim: int, inverse: bool
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    r"""``(output, log|det J| of the forward map)`` of :math:`y = v\,e^{s} + t` (``inverse``:
+    :math:`(v - t)\,e^{-s}`) with :math:`[h, t]` = ``raw`` split in two along dim ``-event_dim`` and
+    :math:`s = B\tanh(h/B)` (:math:`s = h` when ``bound`` is None), computed with the fewest ops
+    when autograd records nothing (sampling), or None otherwise (then call the plain map).
+
+    ``raw`` must have ``v``'s shape with twice the features (no broadcasting) and its dtype. Any
+    device.
+    """
+    if not _ENABLED or (torch.is_grad_enabled() and (v.requires_grad or raw.requires_grad)):
+        return None
+    if raw.dtype != v.dtype or raw.dim() != v.dim() or v.dim() < event_dim:
+        return None
+    dim = v.dim() - event_dim
+    if raw.shape[:dim] != v.shape[:dim] or raw.shape[dim + 1 :] != v.shape[dim + 1 :] or raw.shape[dim] != 2 * v.shape[dim]:
+        return None
+    return _soft_clamped_affine_values(v, raw, bound, event_dim, inverse)
 
 
 # ----------------------------------------------------------------------------- planar

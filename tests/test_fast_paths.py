@@ -94,6 +94,53 @@ def test_relu_mlp_without_grad_equals_the_layers_and_leaves_the_input(batch):
     assert torch.equal(fused.relu_mlp(layers, x), layers(x))  # grad mode on, nothing to record
 
 
+def _plain_affine(v, raw, bound, event_dim, inverse):
+    from pyroflows.transforms.base import soft_clamp
+    from pyroflows.transforms.elementwise import elementwise_affine
+
+    h, t = raw.chunk(2, dim=-event_dim)
+    return elementwise_affine(v, soft_clamp(h, bound), t, event_dim, inverse)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("bound", [2.0, None])
+@pytest.mark.parametrize(("event_dim", "shape"), [(1, (6, 3)), (2, (2, 3, 5)), (3, (2, 2, 3, 4))])
+def test_soft_clamped_affine_without_grad_is_the_plain_map_and_leaves_its_inputs(event_dim, shape, bound, inverse):
+    raw_shape = list(shape)
+    raw_shape[-event_dim] *= 2
+    v, raw = torch.randn(shape, dtype=torch.float64), 2.0 * torch.randn(raw_shape, dtype=torch.float64)
+    kept = v.clone(), raw.clone()
+    out, ladj = fused.soft_clamped_affine(v, raw, bound, event_dim, inverse)
+    ref_out, ref_ladj = _plain_affine(v, raw, bound, event_dim, inverse)
+    assert torch.allclose(out, ref_out) and torch.allclose(ladj, ref_ladj) and ladj.shape == shape[: len(shape) - event_dim]
+    assert torch.equal(v, kept[0]) and torch.equal(raw, kept[1])
+    # where autograd records, or the shapes broadcast, or the switch is off: the caller's plain map
+    assert fused.soft_clamped_affine(v, raw.requires_grad_(True), bound, event_dim, inverse) is None
+    assert fused.soft_clamped_affine(v, kept[1][:1], bound, event_dim, inverse) is None
+    assert fused.soft_clamped_affine(v, kept[1].float(), bound, event_dim, inverse) is None  # autocast's half raw values
+    with fused.enabled(False):
+        assert fused.soft_clamped_affine(v, kept[1], bound, event_dim, inverse) is None
+
+
+def test_double_backward_counts_each_path_once_when_inputs_depend_on_each_other():
+    # the graph of the gradient (create_graph) must count a path from one input of a node through
+    # another input once, as plain autograd does: here the MLP's input is computed from its weight
+    layers = _mlp_layers((3, 6, 2))
+    weight = layers[0].weight
+    u = torch.randn(5, 3, dtype=torch.float64)
+
+    def loss(fast):
+        x = u * weight.sum(0)
+        return ((fused.relu_mlp(layers, x) if fast else layers(x)) ** 2).sum()
+
+    d = torch.randn_like(weight)
+    got = []
+    for fast in (True, False):
+        (g,) = torch.autograd.grad(loss(fast), weight, create_graph=True)
+        got.append((g, torch.autograd.grad((g * d).sum(), weight)[0]))
+    assert torch.allclose(got[0][0], got[1][0]) and torch.allclose(got[0][1], got[1][1])
+
+
 def test_broadcast_shapes_matches_torch():
     shapes = [(), (1,), (3,), (2, 1), (2, 3), (1, 3), (4, 1, 3), (5, 2, 3), (2, 2)]
     for a, b in itertools.product(shapes, shapes):

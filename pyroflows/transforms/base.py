@@ -48,9 +48,9 @@ def tensor_version(t: torch.Tensor) -> int | None:
 
 
 def drop_kept_pass(state: dict | None) -> dict:
-    """An object's pickled state without its kept pass, cache stamp and inverse."""
+    """An object's pickled state without its kept pass, cache stamp, inverse and kept map."""
     state = dict(state or {})
-    for name in ("_last", "_cache_stamp", "_inverse"):
+    for name in ("_last", "_cache_stamp", "_inverse", "_kept_map"):
         state.pop(name, None)
     return state
 

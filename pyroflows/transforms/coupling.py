@@ -148,7 +148,16 @@ class ElementwiseCoupling(FlowModule):
         self.set_event((num_features,) + (None,) * (check_event_dim(event_dim) - 1))
 
     def transform(self) -> Coupling:
-        return Coupling(self.conditioner, self.num_features, self.split, len(self.event_shape_spec), self.elementwise)
+        # the map holds the conditioner module itself, not tensors computed from its parameters, so one
+        # map serves every call until an attribute it was built from is replaced
+        key = (self.conditioner, self.elementwise, self.num_features, self.split, self.event_shape_spec)
+        kept = self.__dict__.get("_kept_map")
+        if kept is None or any(a is not b for a, b in zip(kept[0], key, strict=True)):
+            kept = self.__dict__["_kept_map"] = (
+                key,
+                Coupling(self.conditioner, self.num_features, self.split, len(key[4]), self.elementwise),
+            )
+        return kept[1]
 
 
 class ConditionalElementwiseCoupling(ConditionalFlowModule):

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Transform
 
+from .. import fused
 from ..precision import full_precision
 from ..shapes import broadcast_shapes, sum_event
 from ..validation import check_positive
@@ -98,6 +99,10 @@ class Affine:
 
     def __call__(self, v: torch.Tensor, raw: torch.Tensor, event_dim: int, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(output, log-det of the forward map)`` for the transformed part ``v``."""
+        if self.scale == "softclamp":
+            fast = fused.soft_clamped_affine(v, raw, self.clamp, event_dim, inverse)
+            if fast is not None:
+                return fast
         log_scale, shift = self.log_scale_shift(raw, -event_dim)
         return elementwise_affine(v, log_scale, shift, event_dim, inverse)
 
