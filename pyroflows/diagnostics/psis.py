@@ -332,9 +332,9 @@ def pareto_k_reliability(
     ``"undecided"``, and how many draws it took. The remaining arguments are those of
     :func:`~pyroflows.infer.log_importance_weights` (``data_plate``: one verdict per data point).
 
-    On the banana and funnel guides of ``docs/diagnostics.md`` the defaults (4000 draws doubling
-    to at most 128000) give the same verdict over five seeds for each guide
-    (``analyses/pareto_k_stability.py``).
+    A guide whose :math:`k` lies near the bar can end ``"reliable"`` on one run and
+    ``"undecided"`` on another (``analyses/pareto_k_stability.py`` measures how often, on the
+    guides of ``docs/diagnostics.md``); ``draws`` and the bounds say how close the call was.
 
     Example::
 
