@@ -1,13 +1,23 @@
-"""How stable Pareto-k̂ and its verdict are over seeds, for the guides of ``docs/diagnostics.md``.
+"""How stable Pareto-k̂ and its verdicts are over seeds, for the guides of ``docs/diagnostics.md``.
 
 A diagonal normal and a coupling-flow guide are fitted to the banana of the docs page and to Neal's
-funnel; each is then scored ``--seeds`` times at every draw count of ``--draws``: the point estimate
-k̂, its bin (``k_category``) and the verdict from the bootstrap interval (``k_verdict``, a bin only
-when the whole interval lies in it). The table in ``docs/diagnostics.md`` comes from
+funnel; each is then scored ``--seeds`` times (draw seeds 100, 101, ...):
 
+- at the defaults of ``pareto_k_reliability`` (4000 draws, doubling while undecided, at most
+  128000): the reliability verdict ("reliable", "unreliable" or "undecided", from the asymmetric
+  bootstrap bounds of ``RELIABILITY_TAILS``), the draws it took and k̂ at those draws; printed per
+  guide with whether the verdicts agree over the seeds (``--max-draws``, ``--start-draws`` change
+  the schedule);
+- at every fixed draw count of ``--draws`` (none by default): the point estimate k̂, its bin
+  (``k_category``), the 4-bin verdict of the 90 % bootstrap interval (``k_verdict``) and the
+  reliability verdict at those draws.
+
+The tables in ``docs/diagnostics.md`` come from
+
+    python -m analyses.pareto_k_stability
     python -m analyses.pareto_k_stability --draws 4000 20000 50000
 
-and the rows are written to ``pareto_k_stability.csv`` in ``--out``.
+and the rows are written to ``pareto_k_reliability.csv`` and ``pareto_k_stability.csv`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -26,7 +36,15 @@ from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
 
 from analyses.posterior_diagnostics import banana, funnel
-from pyroflows.diagnostics import k_category, k_verdict, pareto_k_from_log_weights, pareto_k_interval
+from pyroflows.diagnostics import (
+    RELIABILITY_TAILS,
+    k_category,
+    k_reliability,
+    k_verdict,
+    pareto_k_from_log_weights,
+    pareto_k_interval,
+    pareto_k_reliability,
+)
 from pyroflows.infer import log_importance_weights
 from pyroflows.transforms import coupling_flow
 
@@ -47,10 +65,17 @@ def fitted(model: Callable, guide: Callable, steps: int, lr: float, args: tuple 
     return guide
 
 
+def agreement(rows: pd.DataFrame, by: list[str], column: str) -> pd.DataFrame:
+    """Per group of ``by``: the verdicts of ``column`` over the seeds, in seed order, and whether they agree."""
+    return rows.groupby(by, sort=False)[column].agg(verdicts=lambda v: ", ".join(v), agree=lambda v: v.nunique() == 1)
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--draws", type=int, nargs="+", default=[4000, 20000, 50000], help="draw counts")
-    parser.add_argument("--seeds", type=int, default=5, help="scoring seeds per draw count")
+    parser.add_argument("--draws", type=int, nargs="*", default=[], help="fixed draw counts to score as well")
+    parser.add_argument("--start-draws", type=int, default=4000, help="draws of the first look of the reliability verdict")
+    parser.add_argument("--max-draws", type=int, default=128000, help="cap on the draws of the reliability verdict")
+    parser.add_argument("--seeds", type=int, default=5, help="scoring seeds")
     parser.add_argument("--out", type=Path, default=Path("results/pareto_k_stability"), help="output folder")
     args = parser.parse_args(argv)
     pyro.set_rng_seed(0)
@@ -70,22 +95,52 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             (),
         ),
     }
-    rows = []
+    decided, rows = [], []
     for name, (model, make, model_args) in tqdm(guides.items(), desc="guides", disable=None):
         guide = make()  # fitted and scored before the next guide clears the param store
+        for seed in range(args.seeds):
+            torch.manual_seed(100 + seed)
+            result = pareto_k_reliability(
+                model, guide, *model_args, num_samples=args.start_draws, max_samples=args.max_draws, chunk_size=10000, vectorize=True
+            )
+            found = dict(reliability=result.reliability, draws=result.draws, k=result.k, k_low=result.low, k_high=result.high)
+            decided.append(dict(guide=name, seed=seed, **found))
         for draws in args.draws:
             for seed in range(args.seeds):
                 torch.manual_seed(100 + seed)
                 lw = log_importance_weights(model, guide, *model_args, num_samples=draws, chunk_size=10000, vectorize=True)
                 low, high = pareto_k_interval(lw)
+                lower, upper = pareto_k_interval(lw, tails=RELIABILITY_TAILS)
                 k = pareto_k_from_log_weights(lw)
-                verdict = k_verdict(low, high)
-                rows.append(dict(guide=name, draws=draws, seed=seed, k=k, k_low=low, k_high=high, category=k_category(k), verdict=verdict))
-    table = pd.DataFrame(rows)
+                rows.append(
+                    dict(
+                        guide=name,
+                        draws=draws,
+                        seed=seed,
+                        k=k,
+                        k_low=low,
+                        k_high=high,
+                        category=k_category(k),
+                        verdict=k_verdict(low, high),
+                        reliability=k_reliability(lower, upper, draws),
+                    )
+                )
     args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "pareto_k_stability.csv", index=False)
-    print(table.groupby(["guide", "draws"])["verdict"].agg(lambda v: ", ".join(f"{k} ({n})" for k, n in v.value_counts().items())))
-    return table
+    decided = pd.DataFrame(decided)
+    decided.to_csv(args.out / "pareto_k_reliability.csv", index=False)
+    with pd.option_context("display.width", 200, "display.max_colwidth", 120):
+        summary = agreement(decided, ["guide"], "reliability")
+        summary.insert(1, "draws", decided.groupby("guide", sort=False)["draws"].agg(lambda v: ", ".join(map(str, v))))
+        summary.insert(2, "k", decided.groupby("guide", sort=False)["k"].agg(lambda v: ", ".join(f"{x:.2f}" for x in v)))
+        print(f"reliability verdict, {args.start_draws} draws doubling to at most {args.max_draws}, seeds 100..{99 + args.seeds}:")
+        print(summary)
+        if rows:
+            table = pd.DataFrame(rows)
+            table.to_csv(args.out / "pareto_k_stability.csv", index=False)
+            print("\nat fixed draw counts:")
+            by = ["guide", "draws"]
+            print(agreement(table, by, "verdict").join(agreement(table, by, "reliability"), rsuffix="_reliability"))
+    return decided
 
 
 if __name__ == "__main__":

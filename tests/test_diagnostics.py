@@ -16,11 +16,15 @@ from pyro.infer.autoguide import AutoDiagonalNormal, AutoNormalizingFlow
 from pyro.optim import ClippedAdam
 
 from pyroflows.diagnostics import (
+    RELIABILITY_TAILS,
     guide_report,
+    k_reliability,
     k_verdict,
     pareto_k,
     pareto_k_from_log_weights,
     pareto_k_interval,
+    pareto_k_reliability,
+    pareto_k_until_decided,
     to_inference_data,
 )
 from pyroflows.infer import log_importance_weights
@@ -192,11 +196,14 @@ def test_pareto_k_exact_guide_low_narrow_guide_high():
     idata = to_inference_data(model, partial(guide, scale=0.35), X, num_samples=4000, posterior_predictive=False)
     report = guide_report(idata)
     assert list(report.columns) == [
-        "elbo", "log_evidence", "ess", "ess_fraction", "pareto_k", "pareto_k_low", "pareto_k_high", "k_category", "k_verdict"
+        "elbo", "log_evidence", "ess", "ess_fraction", "pareto_k", "pareto_k_low", "pareto_k_high", "k_category", "k_verdict",
+        "k_reliability",
     ]  # fmt: skip
     row = report.loc["joint"]
     assert row["pareto_k_low"] < truth < row["pareto_k_high"] and "bad" in row["k_verdict"] and row["ess_fraction"] < 0.3
     assert row["k_verdict"] == k_verdict(row["pareto_k_low"], row["pareto_k_high"])
+    weights = idata.sample_stats["log_weight"].values.reshape(-1)
+    assert row["k_reliability"] == k_reliability(*pareto_k_interval(weights, tails=RELIABILITY_TAILS)) != "reliable"
 
 
 def test_pareto_k_interval_covers_known_tails_and_the_verdict_names_one_bin_only_when_sure():
@@ -216,6 +223,70 @@ def test_pareto_k_interval_covers_known_tails_and_the_verdict_names_one_bin_only
     assert k_verdict(*pareto_k_interval(torch.full((100,), 3.0))) == "good"
     with pytest.raises(ValueError, match="level: expected a float in"):
         pareto_k_interval(np.zeros(10), level=90)
+
+
+def test_k_reliability_compares_the_interval_with_the_bar():
+    assert k_reliability(0.2, 0.69) == "reliable" and k_reliability(0.7, 0.9) == "unreliable"
+    assert k_reliability(0.6, 0.7) == "undecided" and k_reliability(0.69, 1.3) == "undecided"
+    assert k_reliability(-np.inf, -np.inf) == "reliable"  # equal weights: no tail
+    lows, highs = np.array([0.1, 0.75, 0.5]), np.array([0.4, 1.2, 0.8])
+    assert k_reliability(lows, highs).tolist() == ["reliable", "unreliable", "undecided"]
+    # below 2155 draws the bar is 1 - 1/log10(S): 2/3 at 1000 draws
+    assert k_reliability(0.5, 0.68) == "reliable" and k_reliability(0.5, 0.68, num_samples=1000) == "undecided"
+    assert k_reliability(0.67, 0.9, num_samples=1000) == "unreliable"
+    # the asymmetric bounds lie inside the central 90 % interval on the low side, outside on the high side
+    lw = np.log1p(np.random.default_rng(0).pareto(1 / 0.6, size=4000))
+    (low90, high90), (lower, upper) = pareto_k_interval(lw), pareto_k_interval(lw, tails=RELIABILITY_TAILS)
+    assert low90 == pytest.approx(lower) and upper > high90
+    with pytest.raises(ValueError, match="tails: expected two floats"):
+        pareto_k_interval(lw, tails=(0.05, 0.6))
+
+
+def _pareto_draws(k, seed, calls):
+    """A draw function of log importance ratios with a Pareto tail of shape ``k`` (the ratios are
+    ``1 + Lomax``, whose excesses are generalized Pareto with shape ``k``), recording each request."""
+    g = np.random.default_rng(seed)
+
+    def draw(n):
+        calls.append(n)
+        return np.log1p(g.pareto(1 / np.asarray(k), size=(n, *np.shape(k))))
+
+    return draw
+
+
+def test_pareto_k_until_decided_stops_as_soon_as_decided_and_agrees_over_seeds():
+    # k far from the bar: decided at the first look, the same verdict on every seed
+    for k, expected in [(0.2, "reliable"), (1.1, "unreliable")]:
+        for seed in range(5):
+            calls = []
+            result = pareto_k_until_decided(_pareto_draws(k, seed, calls))
+            assert (result.reliability, result.draws, calls) == (expected, 4000, [4000])
+            assert result.low <= result.k <= result.high
+    # k on the bar: more draws (doubling, up to the cap), and never a false "reliable"
+    for seed in range(5):
+        calls = []
+        result = pareto_k_until_decided(_pareto_draws(0.7, seed, calls), num_samples=2000, max_samples=16000)
+        assert result.reliability != "reliable" and result.draws == sum(calls)
+        assert calls == [2000, 2000, 4000, 8000][: len(calls)]
+        assert result.reliability == "unreliable" or result.draws == 16000
+    # several columns (data points): drawn until every one is decided
+    calls = []
+    result = pareto_k_until_decided(_pareto_draws([0.2, 1.1], 0, calls))
+    assert result.reliability.tolist() == ["reliable", "unreliable"] and result.k.shape == (2,) and calls == [4000]
+    with pytest.raises(ValueError, match="max_samples: expected an integer >= 4000"):
+        pareto_k_until_decided(_pareto_draws(0.2, 0, []), max_samples=1000)
+
+
+def test_pareto_k_reliability_of_guides_with_known_tails():
+    # normal proposal and normal posterior: ratios with a Pareto tail of shape 1 - (scale ratio)^2
+    verdicts = set()
+    for seed in range(5):
+        torch.manual_seed(seed)
+        wide = pareto_k_reliability(model, partial(guide, scale=1.5), X)  # k < 0: bounded ratios
+        narrow = pareto_k_reliability(model, partial(guide, scale=0.3), X)  # k = 0.91
+        verdicts.add((wide.reliability, wide.draws, narrow.reliability))
+        assert narrow.low >= 0.7 and narrow.draws in (4000, 8000, 16000, 32000, 64000, 128000)
+    assert verdicts == {("reliable", 4000, "unreliable")}
 
 
 def test_pareto_k_from_log_weights_and_equal_weights():

@@ -53,7 +53,18 @@ from ..infer.importance import (
 )
 from ..infer.importance import vectorize as vectorize_model
 from ..validation import check_size
-from .psis import K_GOOD, K_OK, K_VERY_BAD, good_k_threshold, k_category, k_verdict, pareto_k_from_log_weights, pareto_k_interval
+from .psis import (
+    K_GOOD,
+    K_OK,
+    K_VERY_BAD,
+    RELIABILITY_TAILS,
+    good_k_threshold,
+    k_category,
+    k_reliability,
+    k_verdict,
+    pareto_k_from_log_weights,
+    pareto_k_interval,
+)
 
 _PLATE = "plate"  # marker in a dim spec: ("plate", name) or ("anon", None)
 
@@ -313,9 +324,12 @@ def guide_report(idata: az.InferenceData) -> pd.DataFrame:
     :math:`\operatorname{logsumexp}_s \log w_s - \log S`), ``ess`` (Kish's effective sample size
     :math:`(\sum_s w_s)^2 / \sum_s w_s^2`), ``ess_fraction`` (``ess / S``), ``pareto_k``, its
     90 % bootstrap interval ``pareto_k_low`` / ``pareto_k_high`` (:func:`pareto_k_interval`),
-    ``k_category`` (the bin of the point estimate) and ``k_verdict`` (the bin only when the whole
-    interval lies in it, else the two bins it spans; see :mod:`pyroflows.diagnostics.psis`). ``df.attrs["good_k"]`` holds ArviZ's
-    sample-size dependent bar.
+    ``k_category`` (the bin of the point estimate), ``k_verdict`` (the bin only when the whole
+    interval lies in it, else the two bins it spans) and ``k_reliability`` (:func:`k_reliability`
+    of the asymmetric bounds of :data:`RELIABILITY_TAILS`: ``"reliable"``, ``"unreliable"`` or
+    ``"undecided"`` at these draws; :func:`pareto_k_reliability` draws until it is decided); see
+    :mod:`pyroflows.diagnostics.psis`. ``df.attrs["good_k"]`` holds ArviZ's sample-size dependent
+    bar.
 
     Example::
 
@@ -344,6 +358,7 @@ def guide_report(idata: az.InferenceData) -> pd.DataFrame:
     lse = logsumexp(lw, axis=0)
     k = np.atleast_1d(stats["pareto_k"].values) if "pareto_k" in stats else np.atleast_1d(pareto_k_from_log_weights(lw, axis=0))
     low, high = (np.atleast_1d(bound) for bound in pareto_k_interval(lw, axis=0))
+    lower, upper = pareto_k_interval(lw, axis=0, tails=RELIABILITY_TAILS)  # the same resamples (same seed)
     df = pd.DataFrame(
         {
             "elbo": lw.mean(0),
@@ -354,6 +369,7 @@ def guide_report(idata: az.InferenceData) -> pd.DataFrame:
             "pareto_k_high": high,
             "k_category": np.atleast_1d(k_category(k)),
             "k_verdict": np.atleast_1d(k_verdict(low, high)),
+            "k_reliability": np.atleast_1d(k_reliability(lower, upper, s if s > 10 else None)),
         },
         index=index,
     )

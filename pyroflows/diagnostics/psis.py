@@ -22,6 +22,17 @@ ArviZ's ``loo`` also uses a sample-size dependent bar, :math:`\min(1 - 1/\log_{1
 posterior, to rounding) have no tail to fit; :func:`pareto_k_from_log_weights` reports
 :math:`-\infty` for them, where ArviZ would return :math:`+\infty`.
 
+:math:`\hat k` is itself an estimate, and its bin flips between runs when :math:`k` is near an
+edge. :func:`k_verdict` names a bin only when a bootstrap interval (:func:`pareto_k_interval`) lies
+in it. :func:`k_reliability` asks the question a user acts on, whether :math:`k` lies below the bar
+:math:`t` = :func:`good_k_threshold` (0.7 from 2155 draws on): ``"reliable"`` when the upper bound
+lies below it, ``"unreliable"`` when the lower bound lies at or above it, else ``"undecided"``.
+A false ``"reliable"`` costs more than a false ``"unreliable"``, so the bounds of
+:data:`RELIABILITY_TAILS` are asymmetric: the 99 % one-sided upper bound (the 1 % tail of the
+bootstrap) for ``"reliable"``, the 95 % one-sided lower bound for ``"unreliable"``.
+:func:`pareto_k_until_decided` and :func:`pareto_k_reliability` draw more (doubling) until the
+verdict is decided or a cap is reached.
+
 References: A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry, "Pareto smoothed importance
 sampling", JMLR 25(72), 2024; Y. Yao, A. Vehtari, D. Simpson, A. Gelman, "Yes, but did it work?:
 Evaluating variational inference", ICML 2018.
@@ -31,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import arviz as az
@@ -47,6 +59,9 @@ K_OK = 0.7
 """Below this (and at least :data:`K_GOOD`) ``ok``; from here on ``bad``."""
 K_VERY_BAD = 1.0
 """From here on ``very bad``: the importance ratios have no finite mean."""
+RELIABILITY_TAILS = (0.05, 0.01)
+"""Bootstrap probability left below the lower and above the upper bound that :func:`k_reliability`
+reads: a 95 % one-sided bound for ``"unreliable"``, a 99 % one for ``"reliable"``."""
 
 
 def good_k_threshold(num_samples: int) -> float:
@@ -134,6 +149,7 @@ def pareto_k_interval(
     level: float = 0.9,
     num_resamples: int = 200,
     seed: int = 0,
+    tails: tuple[float, float] | None = None,
 ) -> tuple[float | np.ndarray, float | np.ndarray]:
     r"""A bootstrap interval for :math:`\hat k`: the central ``level`` quantiles of
     :func:`pareto_k_from_log_weights` over ``num_resamples`` resamples of the draws (with
@@ -143,6 +159,10 @@ def pareto_k_interval(
     independent runs is of order :math:`(1 + k) / \sqrt{3 \sqrt S}`, about 0.14 at
     :math:`S = 4000`: a verdict read off the point estimate alone flips between runs when
     :math:`k` is near a bin edge. :func:`k_verdict` names a bin only when the interval lies in it.
+
+    Args:
+        tails: ``(below, above)``, the bootstrap probability left below ``low`` and above ``high``
+            (an asymmetric interval, such as :data:`RELIABILITY_TAILS`); replaces ``level``.
 
     Returns:
         ``(low, high)``, floats for 1-d input, else arrays of the shape without ``axis``.
@@ -156,12 +176,25 @@ def pareto_k_interval(
     """
     if not (isinstance(level, float) and 0.0 < level < 1.0):
         raise ValueError(f"level: expected a float in (0, 1), got {level!r}")
-    num_resamples = check_size("num_resamples", num_resamples)
+    below, above = _check_tails(((1 - level) / 2, (1 - level) / 2) if tails is None else tails)
     lw, eps = _draws_last(log_weights, axis)
-    index = np.random.default_rng(seed).integers(0, lw.shape[-1], size=(num_resamples, lw.shape[-1]))
-    k = _pareto_k(lw[..., index], eps)  # one k per resample: (..., num_resamples)
-    low, high = (_quantile(np.asarray(k), q) for q in ((1 - level) / 2, (1 + level) / 2))
+    k = _bootstrap_k(lw, eps, num_resamples, seed)
+    low, high = _quantile(k, below), _quantile(k, 1 - above)
     return (float(low), float(high)) if np.ndim(low) == 0 else (low, high)
+
+
+def _check_tails(tails: tuple[float, float]) -> tuple[float, float]:
+    if len(tails) != 2 or not all(isinstance(t, float) and 0.0 < t < 0.5 for t in tails):
+        raise ValueError(f"tails: expected two floats in (0, 0.5), got {tails!r}")
+    return float(tails[0]), float(tails[1])
+
+
+def _bootstrap_k(lw: np.ndarray, eps: float, num_resamples: int, seed: int) -> np.ndarray:
+    r""":math:`\hat k` of ``num_resamples`` resamples (with replacement) of the draws of ``lw``
+    (draws last), all in one call: shape ``lw.shape[:-1] + (num_resamples,)``."""
+    num_resamples = check_size("num_resamples", num_resamples)
+    index = np.random.default_rng(seed).integers(0, lw.shape[-1], size=(num_resamples, lw.shape[-1]))
+    return np.asarray(_pareto_k(lw[..., index], eps))
 
 
 def _quantile(k: np.ndarray, q: float) -> np.ndarray:
@@ -188,6 +221,147 @@ def k_verdict(low: npt.ArrayLike, high: npt.ArrayLike) -> str | np.ndarray:
     lo, hi = np.atleast_1d(k_category(low)), np.atleast_1d(k_category(high))
     out = np.where(lo == hi, lo, np.char.add(np.char.add(lo.astype(str), " to "), hi.astype(str)))
     return str(out[0]) if np.ndim(low) == 0 else out
+
+
+def k_reliability(low: npt.ArrayLike, high: npt.ArrayLike, num_samples: int | None = None) -> str | np.ndarray:
+    r"""Whether :math:`k` lies below the bar :math:`t` of PSIS (Vehtari et al. 2024), read off an
+    interval ``[low, high]``: ``"reliable"`` when ``high`` < :math:`t`, ``"unreliable"`` when
+    ``low`` :math:`\ge t`, else ``"undecided"`` (draw more). :math:`t` is
+    :func:`good_k_threshold` of ``num_samples``, or :data:`K_OK` (0.7, the bar from 2155 draws
+    on) without it. Read it off the asymmetric bounds of :data:`RELIABILITY_TAILS`
+    (``pareto_k_interval(lw, tails=RELIABILITY_TAILS)``), as :func:`guide_report` and
+    :func:`pareto_k_until_decided` do.
+
+    Example::
+
+        >>> k_reliability(0.2, 0.6), k_reliability(0.75, 1.1), k_reliability(0.6, 0.8)
+        ('reliable', 'unreliable', 'undecided')
+        >>> k_reliability(0.5, 0.68), k_reliability(0.5, 0.68, num_samples=1000)  # the bar is 2/3 at 1000 draws
+        ('reliable', 'undecided')
+    """
+    bar = K_OK if num_samples is None else good_k_threshold(num_samples)
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    out = np.select([high < bar, low >= bar], ["reliable", "unreliable"], "undecided")
+    return str(out) if out.ndim == 0 else out
+
+
+@dataclass(frozen=True)
+class ParetoKDecision:
+    r"""What :func:`pareto_k_until_decided` found: the point estimate ``k``, the bounds ``low`` /
+    ``high`` (of :data:`RELIABILITY_TAILS` unless told otherwise), the :func:`k_reliability`
+    verdict and the number of ``draws`` it took; floats and a str, or arrays with one entry per
+    data point."""
+
+    k: float | np.ndarray
+    low: float | np.ndarray
+    high: float | np.ndarray
+    reliability: str | np.ndarray
+    draws: int
+
+
+def pareto_k_until_decided(
+    draw: Callable[[int], torch.Tensor | npt.ArrayLike],
+    num_samples: int = 4000,
+    max_samples: int = 128000,
+    num_resamples: int = 200,
+    tails: tuple[float, float] = RELIABILITY_TAILS,
+    seed: int = 0,
+) -> ParetoKDecision:
+    r""":func:`k_reliability` with as many draws as it takes: ``num_samples`` log weights, then as
+    many again (doubling the total) while any verdict is ``"undecided"`` and the total stays within
+    ``max_samples``.
+
+    Each look reads the bootstrap bounds of ``tails`` of all draws so far; up to
+    :math:`\log_2(\text{max\_samples}/\text{num\_samples}) + 1` looks (6 at the defaults) at a
+    99 % one-sided bound give a false ``"reliable"`` at :math:`k = t` with probability at most
+    6 % (Bonferroni), and the 95 % bound for ``"unreliable"`` errs, where it errs, on the safe
+    side. The verdict holds for the draws it took: a tail that larger samples would reach (a
+    guide whose :math:`\hat k` grows with :math:`S`) is beyond any finite-sample diagnostic.
+
+    Args:
+        draw: ``draw(n)`` returns ``n`` new log importance weights, draws on the first axis
+            (any other axes: one verdict per entry, e.g. per data point).
+        num_samples: the draws of the first look.
+        max_samples: the cap on the total.
+        num_resamples, seed: of the bootstrap (:func:`pareto_k_interval`).
+        tails: the bootstrap probability below ``low`` and above ``high``.
+
+    Example::
+
+        >>> g = np.random.default_rng(0)
+        >>> result = pareto_k_until_decided(lambda n: np.log(g.pareto(1 / 0.2, size=n)))  # k = 0.2
+        >>> result.reliability, result.draws
+        ('reliable', 4000)
+    """
+    num_samples = check_size("num_samples", num_samples, minimum=11)
+    max_samples = check_size("max_samples", max_samples, minimum=num_samples)
+    below, above = _check_tails(tails)
+    chunks = []
+    total = 0
+    while True:
+        lw, eps = _draws_last(draw(num_samples if total == 0 else total), 0)
+        chunks.append(lw)
+        total += lw.shape[-1]
+        lw = np.concatenate(chunks, axis=-1)
+        k_boot = _bootstrap_k(lw, eps, num_resamples, seed)
+        low, high = _quantile(k_boot, below), _quantile(k_boot, 1 - above)
+        verdict = np.asarray(k_reliability(low, high, total))
+        if not (verdict == "undecided").any() or 2 * total > max_samples:
+            break
+    k = _pareto_k(lw, eps)
+    if np.ndim(low) == 0:
+        return ParetoKDecision(float(k), float(low), float(high), str(verdict), total)
+    return ParetoKDecision(k, low, high, verdict, total)
+
+
+def pareto_k_reliability(
+    model: Callable,
+    guide: Callable,
+    *args: Any,
+    num_samples: int = 4000,
+    max_samples: int = 128000,
+    num_resamples: int = 200,
+    chunk_size: int | None = None,
+    data_plate: str | None = None,
+    max_plate_nesting: int | None = None,
+    vectorize: bool | None = None,
+    **kwargs: Any,
+) -> ParetoKDecision:
+    r""":func:`pareto_k_until_decided` for a guide's importance weights: whether importance sampling
+    with the guide is ``"reliable"``, ``"unreliable"`` or, after ``max_samples`` draws, still
+    ``"undecided"``, and how many draws it took. The remaining arguments are those of
+    :func:`~pyroflows.infer.log_importance_weights` (``data_plate``: one verdict per data point).
+
+    A guide whose :math:`k` lies near the bar can end ``"reliable"`` on one run and
+    ``"undecided"`` on another (``analyses/pareto_k_stability.py`` measures how often, on the
+    guides of ``docs/diagnostics.md``); ``draws`` and the bounds say how close the call was.
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist
+        >>> def model():
+        ...     pyro.sample("z", dist.Normal(0.0, 1.0))
+        >>> def wide():
+        ...     pyro.sample("z", dist.Normal(0.0, 1.5))
+        >>> pyro.set_rng_seed(0)
+        >>> pareto_k_reliability(model, wide).reliability
+        'reliable'
+    """
+
+    def draw(n: int) -> torch.Tensor:
+        return log_importance_weights(
+            model,
+            guide,
+            *args,
+            num_samples=n,
+            chunk_size=chunk_size,
+            data_plate=data_plate,
+            max_plate_nesting=max_plate_nesting,
+            vectorize=vectorize,
+            **kwargs,
+        )
+
+    return pareto_k_until_decided(draw, num_samples, max_samples, num_resamples)
 
 
 def pareto_k(
