@@ -319,10 +319,11 @@ def test_funnel_diagonal_guide_is_flagged_and_a_flow_guide_does_better():
     torch.manual_seed(0)
     diagonal = _fit(AutoDiagonalNormal(_funnel), 500)
     # the funnel's weights have heavy, slowly converging tails: over 5 seeds at 20000 draws k scattered
-    # in 0.85-1.02 for a diagonal guide fitted like this one and 0.58-0.69 for a flow guide (docs/diagnostics.md)
+    # in 0.85-1.02 for a diagonal guide fitted like this one (docs/diagnostics.md), and over 4 seeds in
+    # 0.64-0.69 for the flow guide below
     k_diagonal = pareto_k(_funnel, diagonal, num_samples=20000, chunk_size=10000, vectorize=True)
     torch.manual_seed(0)
-    flow = _fit(AutoNormalizingFlow(_funnel, partial(coupling_flow, num_blocks=4, hidden=(32, 32))), 600)
+    flow = _fit(AutoNormalizingFlow(_funnel, partial(coupling_flow, num_blocks=4, hidden=(32, 32))), 300)
     k_flow = pareto_k(_funnel, flow, num_samples=20000, chunk_size=10000, vectorize=True)
     assert k_diagonal > 0.7, k_diagonal
     assert k_flow < k_diagonal, (k_flow, k_diagonal)
