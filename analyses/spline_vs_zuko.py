@@ -2,15 +2,16 @@ r"""The spline coupling flow against zuko's coupling NSF: held-out NLL at the sa
 
 For each dataset and seed, two flows are fitted by maximum likelihood with everything shared but
 the library: pyroflows' :func:`~pyroflows.transforms.spline_coupling_flow` (``permutation="reverse"``,
-one coupling per block) and ``zuko.flows.NSF(passes=2)`` (zuko's coupling form, whose MADE orders
+one coupling per block, ``transform_passive=True``) and ``zuko.flows.NSF(passes=2)`` (zuko's coupling form, whose MADE orders
 alternate forward and reversed), with the same number of blocks, hidden widths, bins and interval
 :math:`[-5, 5]` (zuko's fixed one), the same Adam optimiser, cosine learning-rate schedule, batch
 size and number of steps, and the same batches (one data generator seeded by the seed, redrawn
 identically for each library). ``torch.manual_seed(seed)`` precedes each flow's construction.
-The two layouts are not identical, and the differences are part of what is compared: zuko's
-masked network sees all features and also gives the conditioning half an input-independent spline
-(a learned element-wise map), and zuko initialises its last layer randomly, ours at zero (a fresh
-flow is the identity).
+Both layouts map every feature in every block: the coupling's conditioning half with a learned,
+input-independent spline (``transform_passive=True``; in zuko's masked network those outputs
+depend on nothing but the last layer's bias), the other half with a spline conditioned on the
+first. What still differs: zuko initialises its last layer randomly, ours at zero (a fresh flow is
+the identity), and the floors of bins and slopes.
 
 Datasets:
 
@@ -44,11 +45,15 @@ Output in ``--out`` (default ``results/spline_vs_zuko``), also printed:
 
 Run::
 
-    python -m analyses.spline_vs_zuko                  # every dataset, seeds 0 1 2 (about 35 CPU minutes)
+    python -m analyses.spline_vs_zuko                  # every dataset, seeds 0 1 2 (about 40 CPU minutes)
     python -m analyses.spline_vs_zuko --quick          # tiny budgets, seconds
     python -m analyses.spline_vs_zuko --datasets 8gaussians digits --seeds 0
     python -m analyses.spline_vs_zuko --datasets digits --libraries pyroflows --two-sided
+    python -m analyses.spline_vs_zuko --no-transform-passive     # the conditioning half unchanged
+    python -m analyses.spline_vs_zuko --init random              # last layers drawn as zuko's
 
+``--no-transform-passive`` leaves each coupling's conditioning half unchanged (:math:`y_a = x_a`):
+half the spline maps per block, 3 * bins - 1 parameters fewer per conditioning feature.
 ``--two-sided`` gives pyroflows' flow two couplings per block (a swap between), so that every
 feature is transformed in every block as in zuko's layout; it is a diagnostic of the layout, not
 the same size. ``--libraries`` fits only the libraries named (no summary unless both).
@@ -75,7 +80,8 @@ from models.common.data.digits import sklearn_digits
 from models.ffjord_toy import gaussian_nll
 from pyroflows import validation
 from pyroflows.distributions.dequantize import bits_per_dim, uniform_dequantize
-from pyroflows.transforms import spline_coupling_flow
+from pyroflows.nn import MLP
+from pyroflows.transforms import ContextParameters, spline_coupling_flow
 
 LIBRARIES = ("pyroflows", "zuko")
 DATASETS = (*toy2d.NAMES, "digits")
@@ -97,6 +103,8 @@ class Budget:
     lr: float
     test_samples: int = 20_000
     two_sided: bool = False  # pyroflows only: two couplings per block, a diagnostic of the layout
+    transform_passive: bool = True  # pyroflows only: a learned spline on each conditioning half, as zuko's
+    init: str = "zero"  # pyroflows only: "random" draws the conditioners' last layers as zuko does
 
 
 TOYS = Budget(blocks=4, hidden=(64, 64), bins=8, steps=1500, batch=256, lr=3e-3)
@@ -137,11 +145,30 @@ class Data:
         return s.logit(), ladj
 
 
+@torch.no_grad()
+def random_last_layers(flow: torch.nn.Module, fan_in: int) -> None:
+    r"""zuko's initialisation instead of ours: each conditioner's last layer drawn as torch's
+    ``nn.Linear`` draws it (zuko's masked layers keep that default), and the conditioning half's
+    spline parameters, which in zuko's masked network are the last layer's bias alone, uniform in
+    :math:`\pm 1/\sqrt{\text{fan in}}` like that bias."""
+    for module in flow.modules():
+        if isinstance(module, MLP):
+            module.net[-1].reset_parameters()
+        elif isinstance(module, ContextParameters):
+            for value in module.base():
+                value.uniform_(-(fan_in**-0.5), fan_in**-0.5)
+
+
 def build(library: str, dim: int, budget: Budget, seed: int):
     """A fresh flow of ``library`` and its ``log_prob``."""
     torch.manual_seed(seed)
     if library == "pyroflows":
-        flow = spline_coupling_flow(dim, budget.blocks, budget.hidden, budget.bins, BOUND, "reverse", two_sided=budget.two_sided)
+        flow = spline_coupling_flow(
+            dim, budget.blocks, budget.hidden, budget.bins, BOUND, "reverse",
+            two_sided=budget.two_sided, transform_passive=budget.transform_passive,
+        )  # fmt: skip
+        if budget.init == "random":
+            random_last_layers(flow, budget.hidden[-1])
         d = dist.TransformedDistribution(dist.Normal(torch.zeros(dim), 1.0).to_event(1), [flow])
         return flow, d.log_prob
     if library == "zuko":
@@ -256,6 +283,13 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     parser.add_argument("--steps", type=int, default=None, help="override the training steps of every dataset")
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES, help="no summary unless both")
     parser.add_argument("--two-sided", action="store_true", help="pyroflows: two couplings per block (a diagnostic)")
+    parser.add_argument(
+        "--transform-passive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pyroflows: a learned input-independent spline on each coupling's conditioning half, as zuko's layout (default)",
+    )
+    parser.add_argument("--init", choices=("zero", "random"), default="zero", help="pyroflows: conditioners' last layers (random: zuko's)")
     parser.add_argument("--out", type=Path, default=Path("results/spline_vs_zuko"))
     args = parser.parse_args(argv)
     rows = []
@@ -263,7 +297,7 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         budget = (QUICK_DIGITS if args.quick else DIGITS) if name == "digits" else (QUICK_TOYS if args.quick else TOYS)
         if args.steps:
             budget = replace(budget, steps=args.steps)
-        budget = replace(budget, two_sided=args.two_sided)
+        budget = replace(budget, two_sided=args.two_sided, transform_passive=args.transform_passive, init=args.init)
         rows += compare(name, budget, args.seeds, sys.stderr.isatty(), args.libraries)
     comparison = pd.DataFrame(rows)
     summary = summarize(comparison) if set(args.libraries) == set(LIBRARIES) else pd.DataFrame(columns=["dataset"])

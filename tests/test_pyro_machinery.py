@@ -53,6 +53,9 @@ FAMILIES = {
     "actnorm_linear": lambda dim: FlowSequence([T.ActNorm(dim), T.InvertibleLinear(dim)]),
     "cnf_rk4": lambda dim: T.cnf(dim, hidden=(8,), method="rk4", step_size=0.25, trace="exact"),
     "spline_coupling_flow": lambda dim: T.spline_coupling_flow(dim, num_blocks=2, hidden=(8,), count_bins=4),
+    "spline_coupling_flow_transform_passive": lambda dim: T.spline_coupling_flow(
+        dim, num_blocks=2, hidden=(8,), count_bins=4, transform_passive=True
+    ),
     "maf": lambda dim: T.maf(dim, num_blocks=2, hidden=(8,)),
     "iaf": lambda dim: T.iaf(dim, num_blocks=2, hidden=(8,)),
     "spline_autoregressive_iaf": lambda dim: T.spline_autoregressive(dim, (8,), cheap="forward", count_bins=4),
@@ -68,7 +71,7 @@ FAMILIES = {
 ODE = ("cnf_rk4",)
 # rational-quadratic splines are C^1: the log-density's gradient is continuous but its derivative
 # jumps at the knots, where a mode can sit without a Hessian (the Laplace approximation's premise)
-C1 = ("spline_coupling_flow", "spline_autoregressive_iaf")
+C1 = ("spline_coupling_flow", "spline_coupling_flow_transform_passive", "spline_autoregressive_iaf")
 ELBOS = {
     "Trace_ELBO": Trace_ELBO,
     "TraceMeanField_ELBO": TraceMeanField_ELBO,
@@ -268,6 +271,10 @@ COMPILED = {
     "glow": lambda dim: FL.glow((1, 4, 4), num_levels=1, num_steps=1, hidden_channels=4),
     "spline_coupling_flow": FAMILIES["spline_coupling_flow"],
     "conditional_spline_coupling_flow": lambda dim: T.conditional_spline_coupling_flow(dim, 1, num_blocks=2, hidden=(8,), count_bins=4),
+    "spline_coupling_flow_transform_passive": FAMILIES["spline_coupling_flow_transform_passive"],
+    "conditional_spline_coupling_flow_transform_passive": lambda dim: T.conditional_spline_coupling_flow(
+        dim, 1, num_blocks=2, hidden=(8,), count_bins=4, transform_passive=True
+    ),
     "maf": FAMILIES["maf"],
     "iaf": FAMILIES["iaf"],
     "conditional_maf": lambda dim: T.conditional_maf(dim, 1, num_blocks=2, hidden=(8,)),

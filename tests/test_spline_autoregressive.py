@@ -23,6 +23,8 @@ SPLINE_FLOWS = {
     "conditional_spline_coupling": lambda: T.conditional_spline_coupling(4, 2, (16,), bound=2.0),
     "conditional_spline_autoregressive": lambda: T.conditional_spline_autoregressive(4, 2, (16,), bound=2.0),
     "spline_coupling_flow": lambda: T.spline_coupling_flow(4, num_blocks=2, hidden=(16,), bound=2.0, seed=0),
+    "spline_coupling_transform_passive": lambda: T.spline_coupling(4, (16,), bound=2.0, transform_passive=True),
+    "conditional_spline_coupling_transform_passive": lambda: T.conditional_spline_coupling(4, 2, (16,), bound=2.0, transform_passive=True),
 }
 
 
@@ -73,6 +75,65 @@ def test_zero_raw_values_give_the_identity():
     x = torch.randn(50, dtype=torch.float64)
     y, logd = T.rational_quadratic(x, torch.zeros(50, 3 * 8 - 1, dtype=torch.float64))
     assert torch.allclose(y, x, atol=1e-12) and logd.abs().max() < 1e-12
+
+
+def test_a_transformed_passive_half_is_an_input_independent_spline_and_the_conditioner_sees_x_a():
+    torch.manual_seed(0)
+    plain = T.spline_coupling(4, (16,), count_bins=5).double()
+    passive = T.spline_coupling(4, (16,), count_bins=5, transform_passive=True).double()
+    x = torch.randn(50, 4, dtype=torch.float64)
+    y = passive(x)
+    assert torch.allclose(y, x, atol=1e-12)  # zero raw values: the identity at initialisation
+    passive.conditioner.load_state_dict(perturb_parameters(plain, 0.3).conditioner.state_dict())
+    with torch.no_grad():
+        passive.passive.raw.normal_(0.0, 0.5)
+    y, y_plain = passive(x), plain(x)
+    # the second half is the plain coupling's map, conditioned on x_a, not on y_a
+    assert torch.allclose(y[:, 2:], y_plain[:, 2:], atol=1e-12)
+    # the first half: one spline per feature, the same for every input
+    phi = passive.passive.raw.unflatten(0, (14, 2)).T
+    expected, logd = T.rational_quadratic(x[:, :2], phi, bound=3.0)
+    assert torch.allclose(y[:, :2], expected, atol=1e-12) and not torch.allclose(y[:, :2], x[:, :2])
+    ladj = passive.log_abs_det_jacobian(x, y)
+    assert torch.allclose(ladj, plain.log_abs_det_jacobian(x, y_plain) + logd.sum(-1), atol=1e-10)
+    assert torch.allclose(passive.inv(y.clone()), x, atol=1e-10)
+
+
+def test_a_conditional_transformed_passive_half_depends_on_the_context_only():
+    torch.manual_seed(0)
+    flow = perturb_parameters(T.conditional_spline_coupling(4, 2, (16,), transform_passive=True).double(), 0.3)
+    x = torch.randn(1, 4, dtype=torch.float64).expand(3, 4)
+    c = torch.randn(3, 2, dtype=torch.float64)
+    y = flow.condition(c)(x)
+    assert not torch.allclose(y[0, :2], y[1, :2])  # other contexts, other splines
+    x2 = x.clone()
+    x2[:, 2:] += 1.0
+    assert torch.allclose(flow.condition(c)(x2)[:, :2], y[:, :2], atol=1e-12)  # not a function of x_b
+
+
+def test_a_transformed_passive_half_learns_the_marginal_a_plain_coupling_cannot():
+    # x_0 is bimodal and conditions x_1: a single plain coupling leaves x_0 as it is, so its density
+    # stays Gaussian in x_0; the passive spline learns the bimodal marginal
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n):
+        x0 = torch.where(torch.rand(n, generator=g) < 0.5, -1.5, 1.5) + 0.3 * torch.randn(n, generator=g)
+        return torch.stack([x0, 0.5 * x0 + 0.2 * torch.randn(n, generator=g)], -1)
+
+    losses = {}
+    for transform_passive in (False, True):
+        torch.manual_seed(0)
+        flow = T.spline_coupling(2, (32,), split=1, count_bins=8, transform_passive=transform_passive)
+        d = dist.TransformedDistribution(dist.Normal(torch.zeros(2), 1.0).to_event(1), [flow])
+        opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
+        for _ in range(300):
+            opt.zero_grad()
+            loss = -d.log_prob(batch(256)).mean()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            losses[transform_passive] = -d.log_prob(batch(4096)).mean().item()
+    assert losses[True] < losses[False] - 0.3, losses
 
 
 @pytest.mark.parametrize("hidden", [(), (7,), (5, 9, 4)])

@@ -54,3 +54,14 @@ def test_quick_comparison(tmp_path):
     digits = comparison[comparison.dataset == "digits"]
     # bits/dim of the discrete digits: below the uniform model's log2(17)
     assert digits.bits_per_dim.between(0, math.log2(17)).all()
+
+
+def test_the_comparison_transforms_the_conditioning_half_unless_told_not_to(tmp_path):
+    args = ["--quick", "--datasets", "8gaussians", "--seeds", "0", "--libraries", "pyroflows", "--steps", "5"]
+    default, _ = analysis.main([*args, "--out", str(tmp_path / "a")])
+    plain, _ = analysis.main([*args, "--no-transform-passive", "--out", str(tmp_path / "b")])
+    # one learned spline (3 * bins - 1 raw values) per conditioning feature (one in 2-D) and block
+    extra = analysis.QUICK_TOYS.blocks * (3 * analysis.QUICK_TOYS.bins - 1)
+    assert default.params.iloc[0] - plain.params.iloc[0] == extra
+    flow, _ = analysis.build("pyroflows", 2, analysis.QUICK_TOYS, 0)
+    assert sum(p.numel() for n, p in flow.named_parameters() if ".passive." in n) == extra

@@ -19,6 +19,23 @@ def cases() -> list[TransformCase]:
             "conditional_spline_coupling_vector", lambda: T.conditional_spline_coupling(5, 3, (16,), count_bins=4), (5,), (3,), **_TOL
         ),
         TransformCase("spline_coupling_image", lambda: T.spline_coupling(4, 8, event_dim=3, count_bins=3), img, **_TOL),
+        # the passive features mapped too, by a learned input-independent spline (a function of the context)
+        TransformCase(
+            "spline_coupling_transform_passive", lambda: T.spline_coupling(5, (16,), count_bins=4, transform_passive=True), (5,), **_TOL
+        ),
+        TransformCase(
+            "conditional_spline_coupling_transform_passive",
+            lambda: T.conditional_spline_coupling(5, 3, (16,), count_bins=4, transform_passive=True),
+            (5,),
+            (3,),
+            **_TOL,
+        ),
+        TransformCase(
+            "spline_coupling_image_transform_passive",
+            lambda: T.spline_coupling(4, 8, event_dim=3, split=1, count_bins=3, transform_passive=True),
+            img,
+            **_TOL,
+        ),
         TransformCase("spline_coupling_sequence", lambda: T.spline_coupling(2, 4, event_dim=2, count_bins=3), seq, **_TOL),
         TransformCase(
             "conditional_spline_coupling_image",
@@ -33,6 +50,19 @@ def cases() -> list[TransformCase]:
         TransformCase(
             "conditional_spline_coupling_flow",
             lambda: T.conditional_spline_coupling_flow(4, 2, num_blocks=2, hidden=(8,), count_bins=3, seed=0),
+            (4,),
+            (2,),
+            **_TOL,
+        ),
+        TransformCase(
+            "spline_coupling_flow_transform_passive",
+            lambda: T.spline_coupling_flow(4, num_blocks=2, hidden=(8,), count_bins=3, seed=0, transform_passive=True),
+            (4,),
+            **_TOL,
+        ),
+        TransformCase(
+            "conditional_spline_coupling_flow_transform_passive",
+            lambda: T.conditional_spline_coupling_flow(4, 2, num_blocks=2, hidden=(8,), count_bins=3, seed=0, transform_passive=True),
             (4,),
             (2,),
             **_TOL,

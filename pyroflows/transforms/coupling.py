@@ -12,7 +12,9 @@ with a soft bound ``B`` (``clamp``) on the log-scale (or Glow's :math:`e^{\tilde
 ``scale="sigmoid"``). The inverse is :math:`x_b = (y_b - t) \odot \exp(-\tilde s)` and needs no
 inverse of the network. :class:`Coupling` is this math for any conditioner and any element-wise
 map (:class:`~pyroflows.transforms.elementwise.Affine`), on vectors, sequences, images and volumes
-(event dims 1-4); :class:`ElementwiseCoupling` and :class:`ConditionalElementwiseCoupling` are its
+(event dims 1-4), optionally with a second, input-independent element-wise map of the same kind on
+the passive part (``transform_passive``: :math:`y_a = f_{\phi}(x_a)`, the layout of a two-pass
+MADE such as zuko's coupling flows); :class:`ElementwiseCoupling` and :class:`ConditionalElementwiseCoupling` are its
 Pyro modules for any element-wise map, :class:`AffineCoupling` and :class:`ConditionalAffineCoupling`
 those of the affine one.
 
@@ -37,7 +39,7 @@ from ..shapes import batch_shape_of, context_event_shape
 from ..validation import check_event_dim, check_size
 from .base import OnePassTransform, event_constraint
 from .elementwise import Affine, Elementwise
-from .parameterized import ConditionalFlowModule, FlowModule
+from .parameterized import ConditionalFlowModule, ContextParameters, FlowModule
 
 
 def check_split(num_features: int, split: int | None) -> int:
@@ -66,6 +68,11 @@ class Coupling(OnePassTransform, Transform):
             :class:`~pyroflows.transforms.spline.Spline`): ``elementwise(v_b, raw, event_dim, inverse)``
             returns the output and the forward map's log-det.
         context_batch_shape: batch shape of a context the conditioner broadcasts against the input.
+        passive_raw: raw parameters of ``elementwise`` for the passive part, which is then mapped too,
+            :math:`y_a = f_{\phi}(x_a)`, while the conditioner still sees :math:`x_a` (in the inverse,
+            :math:`x_a = f_{\phi}^{-1}(y_a)` first); shape ``context_batch_shape +
+            (params_per_feature * split,) + (1,) * (event_dim - 1)`` (one map per feature or channel).
+            None (default): :math:`y_a = x_a`.
     """
 
     bijective = True
@@ -78,9 +85,10 @@ class Coupling(OnePassTransform, Transform):
         event_dim: int = 1,
         elementwise: Elementwise | None = None,
         context_batch_shape: Sequence[int] = (),
+        passive_raw: torch.Tensor | None = None,
     ) -> None:
         super().__init__(cache_size=1)
-        self.conditioner = conditioner
+        self.conditioner, self.passive_raw = conditioner, passive_raw
         self.num_features, self.split = num_features, check_split(num_features, split)
         self._edim = check_event_dim(event_dim)
         self.elementwise = Affine() if elementwise is None else elementwise
@@ -88,17 +96,26 @@ class Coupling(OnePassTransform, Transform):
         self.domain = self.codomain = event_constraint(event_dim)
         self.context_batch_shape = torch.Size(context_batch_shape)
 
+    def held_tensors(self) -> tuple:
+        return () if self.passive_raw is None else (self.passive_raw,)
+
     def _couple(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         edim = self._edim
         v_a, v_b = v.split([self.split, self.num_features - self.split], dim=-edim)
+        out_a, x_a = v_a, v_a
+        if self.passive_raw is not None:
+            out_a, ladj_a = self.elementwise(v_a, full_precision(self.passive_raw, v_a), edim, inverse)
+            x_a = out_a if inverse else v_a
         # under autocast the conditioner runs in half precision; its output is brought back to the
         # data's dtype so that the element-wise map (exp, spline bins) and the log-det are float32
-        raw = full_precision(self.conditioner(v_a), v_b)
+        raw = full_precision(self.conditioner(x_a), v_b)
         out_b, ladj = self.elementwise(v_b, raw, edim, inverse)
+        if self.passive_raw is not None:
+            ladj = ladj + ladj_a
         batch = batch_shape_of(out_b, edim)
-        if batch_shape_of(v_a, edim) != batch:  # a context broadcast the batch
-            v_a = v_a.expand(batch + v_a.shape[v_a.dim() - edim :])
-        return torch.cat([v_a, out_b], dim=-edim), ladj
+        if batch_shape_of(out_a, edim) != batch:  # a context broadcast the batch
+            out_a = out_a.expand(batch + out_a.shape[out_a.dim() - edim :])
+        return torch.cat([out_a, out_b], dim=-edim), ladj
 
     def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._couple(x, inverse=False)
@@ -124,6 +141,29 @@ def ConditionedAffineCoupling(  # noqa: N802 (the class name of earlier releases
     return Coupling(conditioner, num_features, split, event_dim, Affine(scale, clamp))
 
 
+def passive_parameters(
+    transform_passive: bool, elementwise: Elementwise, split: int, event_dim: int, context_shape: Sequence[int] | None = None
+) -> ContextParameters | None:
+    """The raw parameters of the passive part's input-independent element-wise map when
+    ``transform_passive``: one map per feature (channel), zero at initialisation (the identity for
+    :class:`~pyroflows.transforms.spline.Spline` and the soft-clamped
+    :class:`~pyroflows.transforms.elementwise.Affine`), plus a zero-initialised network of the
+    context when ``context_shape`` is given; None otherwise."""
+    if not isinstance(transform_passive, bool):
+        raise TypeError(f"transform_passive: expected True or False, got {transform_passive!r}")
+    if not transform_passive:
+        return None
+    raw = torch.zeros((elementwise.params_per_feature * split,) + (1,) * (event_dim - 1))
+    return ContextParameters({"raw": raw}, context_shape)
+
+
+def _set_state_with_passive(module: torch.nn.Module, state: dict) -> None:
+    """Unpickling of a coupling module, also of one pickled before it had a passive part."""
+    torch.nn.Module.__setstate__(module, state)
+    if "passive" not in module._modules:
+        module.__dict__.setdefault("passive", None)
+
+
 class ElementwiseCoupling(FlowModule):
     r"""A coupling layer with any element-wise map: :math:`y_a = x_a`, :math:`y_b = f_{\theta(x_a)}(x_b)`;
     the Pyro module of :class:`Coupling`.
@@ -135,29 +175,42 @@ class ElementwiseCoupling(FlowModule):
         elementwise: the element-wise map (:class:`~pyroflows.transforms.elementwise.Affine`,
             :class:`~pyroflows.transforms.spline.Spline`).
         event_dim: 1 for vectors, 2 for sequences, 3 for images ``(C, H, W)``, 4 for volumes.
-        split: number of features passed through unchanged (default half).
+        split: number of passive features, those the conditioner sees (default half).
+        transform_passive: also map the passive features, each with its own learned,
+            input-independent ``elementwise`` map, :math:`y_a = f_{\phi}(x_a)` (the conditioner
+            still sees :math:`x_a`); its raw parameters :math:`\phi` start at zero. False (default):
+            :math:`y_a = x_a`.
     """
 
     def __init__(
-        self, num_features: int, conditioner: torch.nn.Module, elementwise: Elementwise, event_dim: int = 1, split: int | None = None
+        self,
+        num_features: int,
+        conditioner: torch.nn.Module,
+        elementwise: Elementwise,
+        event_dim: int = 1,
+        split: int | None = None,
+        transform_passive: bool = False,
     ) -> None:
         super().__init__()
-        self.num_features, self.split = num_features, check_split(num_features, split)
+        self.num_features, self.split, event_dim = num_features, check_split(num_features, split), check_event_dim(event_dim)
         self.elementwise = elementwise
         self.conditioner = conditioner
-        self.set_event((num_features,) + (None,) * (check_event_dim(event_dim) - 1))
+        self.passive = passive_parameters(transform_passive, elementwise, self.split, event_dim)
+        self.set_event((num_features,) + (None,) * (event_dim - 1))
 
     def transform(self) -> Coupling:
-        # the map holds the conditioner module itself, not tensors computed from its parameters, so one
-        # map serves every call until an attribute it was built from is replaced
-        key = (self.conditioner, self.elementwise, self.num_features, self.split, self.event_shape_spec)
+        # the map holds the conditioner module and the passive part's parameter tensor themselves, not
+        # tensors computed from them, so one map serves every call until one of these is replaced
+        passive_raw = None if self.passive is None else self.passive()[0]
+        key = (self.conditioner, self.elementwise, passive_raw, self.num_features, self.split, self.event_shape_spec)
         kept = self.__dict__.get("_kept_map")
         if kept is None or any(a is not b for a, b in zip(kept[0], key, strict=True)):
-            kept = self.__dict__["_kept_map"] = (
-                key,
-                Coupling(self.conditioner, self.num_features, self.split, len(key[4]), self.elementwise),
-            )
+            coupling = Coupling(self.conditioner, self.num_features, self.split, len(key[5]), self.elementwise, (), passive_raw)
+            kept = self.__dict__["_kept_map"] = (key, coupling)
         return kept[1]
+
+    def __setstate__(self, state: dict) -> None:
+        _set_state_with_passive(self, state)
 
 
 class ConditionalElementwiseCoupling(ConditionalFlowModule):
@@ -172,6 +225,10 @@ class ConditionalElementwiseCoupling(ConditionalFlowModule):
         num_features, elementwise, event_dim, split: as in :class:`ElementwiseCoupling`.
         conditioner: network ``(x_a, context) -> raw``.
         context_shape: event shape of the context, e.g. ``(K,)``.
+        transform_passive: also map the passive features element-wise, as in
+            :class:`ElementwiseCoupling`, with raw parameters that depend on the context only,
+            :math:`\phi(c) = \phi_0 + h(c)` (:class:`~pyroflows.transforms.parameterized.ContextParameters`:
+            :math:`\phi_0` and the last layer of the network :math:`h` start at zero).
     """
 
     def __init__(
@@ -182,17 +239,24 @@ class ConditionalElementwiseCoupling(ConditionalFlowModule):
         context_shape: Sequence[int],
         event_dim: int = 1,
         split: int | None = None,
+        transform_passive: bool = False,
     ) -> None:
         super().__init__()
         self.num_features, self.split, self.event_dim = num_features, check_split(num_features, split), check_event_dim(event_dim)
         self.elementwise = elementwise
         self.conditioner = conditioner
         self.context_shape = tuple(context_shape)
+        self.passive = passive_parameters(transform_passive, elementwise, self.split, self.event_dim, self.context_shape)
         self.set_event((num_features,) + (None,) * (event_dim - 1))
 
     def transform(self, context: torch.Tensor) -> Coupling:
         batch = batch_shape_of(context, len(self.context_shape))
-        return Coupling(partial(self.conditioner, context=context), self.num_features, self.split, self.event_dim, self.elementwise, batch)
+        passive_raw = None if self.passive is None else self.passive(context)[0]
+        conditioner = partial(self.conditioner, context=context)
+        return Coupling(conditioner, self.num_features, self.split, self.event_dim, self.elementwise, batch, passive_raw)
+
+    def __setstate__(self, state: dict) -> None:
+        _set_state_with_passive(self, state)
 
 
 class AffineCoupling(ElementwiseCoupling):

@@ -25,7 +25,9 @@ the identity. Inputs outside :math:`[-B, B]` pass through the tails: no error, n
 :class:`SplineCoupling` and :class:`ConditionalSplineCoupling` are the coupling's Pyro modules.
 
 Reference: Durkan, Bekasov, Murray, Papamakarios, "Neural Spline Flows", NeurIPS 2019
-(Gregory and Delbourgo 1982 for the rational-quadratic interpolant).
+(Gregory and Delbourgo 1982 for the rational-quadratic interpolant); Papamakarios, Pavlakou,
+Murray, "Masked Autoregressive Flow for Density Estimation", NeurIPS 2017, and zuko's ``NSF`` for
+the two-pass MADE layout that ``transform_passive`` reproduces.
 """
 
 from __future__ import annotations
@@ -168,13 +170,28 @@ class SplineCoupling(ElementwiseCoupling):
     r"""Rational-quadratic spline coupling: :math:`y_a = x_a`, :math:`y_b = \mathrm{RQS}_{\theta(x_a)}(x_b)`
     element-wise, with linear tails outside :math:`[-B, B]` (Durkan et al. 2019).
 
+    With ``transform_passive=True`` the passive part gets a learned spline of its own that does not
+    depend on the input, one per feature (channel), as the conditioning half does in a two-pass
+    MADE (zuko's coupling ``NSF``):
+
+    .. math::
+
+        y_a = \mathrm{RQS}_{\phi}(x_a), \qquad y_b = \mathrm{RQS}_{\theta(x_a)}(x_b), \qquad
+        \log|\det J| = \textstyle\sum \log \mathrm{RQS}_{\phi}'(x_a) + \sum \log \mathrm{RQS}_{\theta(x_a)}'(x_b),
+
+    the conditioner seeing :math:`x_a` in both directions (the inverse first recovers
+    :math:`x_a = \mathrm{RQS}_{\phi}^{-1}(y_a)`); :math:`\phi` (``passive.raw``, ``3 * count_bins - 1``
+    values per passive feature) starts at zero, so a fresh layer is still the identity.
+
     Args:
         num_features: size of the feature (vector) or channel (image, volume) axis.
         conditioner: network ``x_a -> raw`` with ``(3 * count_bins - 1) * (num_features - split)``
             output features (channels); see :func:`spline_coupling` for a default.
         event_dim: 1 for vectors, 2 for sequences, 3 for images ``(C, H, W)``, 4 for volumes.
-        split: number of features passed through unchanged (default half).
+        split: number of passive features, those the conditioner sees (default half).
         count_bins, bound: the spline's bins and interval (:class:`Spline`).
+        transform_passive: also map the passive features with the learned, input-independent
+            spline :math:`\mathrm{RQS}_{\phi}` (default False: :math:`y_a = x_a`).
 
     Example::
 
@@ -182,6 +199,9 @@ class SplineCoupling(ElementwiseCoupling):
         >>> x = 10 * torch.randn(10, 4)  # many in the tails
         >>> torch.allclose(t.inv(t(x)), x, atol=1e-5)
         True
+        >>> t = spline_coupling(4, hidden=(16,), transform_passive=True)
+        >>> tuple(t.passive.raw.shape)  # (3 * 8 - 1) raw values for each of the 2 passive features
+        (46,)
     """
 
     def __init__(
@@ -192,8 +212,9 @@ class SplineCoupling(ElementwiseCoupling):
         split: int | None = None,
         count_bins: int = 8,
         bound: float = 3.0,
+        transform_passive: bool = False,
     ) -> None:
-        super().__init__(num_features, conditioner, Spline(count_bins, bound), event_dim, split)
+        super().__init__(num_features, conditioner, Spline(count_bins, bound), event_dim, split, transform_passive)
 
 
 class ConditionalSplineCoupling(ConditionalElementwiseCoupling):
@@ -202,8 +223,14 @@ class ConditionalSplineCoupling(ConditionalElementwiseCoupling):
     The context has shape ``batch' + context_shape``, ``batch'`` broadcasting against the input's
     batch shape.
 
+    With ``transform_passive=True`` the passive part is mapped by a spline whose parameters depend
+    on the context only, :math:`y_a = \mathrm{RQS}_{\phi(c)}(x_a)` with
+    :math:`\phi(c) = \phi_0 + h(c)`, :math:`\phi_0` and :math:`h`'s last layer zero at
+    initialisation (:class:`~pyroflows.transforms.parameterized.ContextParameters`); a two-pass
+    MADE's conditioning half likewise sees only the context.
+
     Args:
-        num_features, event_dim, split, count_bins, bound: as in :class:`SplineCoupling`.
+        num_features, event_dim, split, count_bins, bound, transform_passive: as in :class:`SplineCoupling`.
         conditioner: network ``(x_a, context) -> raw``.
         context_shape: event shape of the context, e.g. ``(K,)``.
 
@@ -224,8 +251,9 @@ class ConditionalSplineCoupling(ConditionalElementwiseCoupling):
         split: int | None = None,
         count_bins: int = 8,
         bound: float = 3.0,
+        transform_passive: bool = False,
     ) -> None:
-        super().__init__(num_features, conditioner, Spline(count_bins, bound), context_shape, event_dim, split)
+        super().__init__(num_features, conditioner, Spline(count_bins, bound), context_shape, event_dim, split, transform_passive)
 
 
 def spline_coupling(
@@ -235,13 +263,16 @@ def spline_coupling(
     split: int | None = None,
     count_bins: int = 8,
     bound: float = 3.0,
+    transform_passive: bool = False,
 ) -> SplineCoupling:
     """Spline coupling with a default conditioner: an MLP for vectors (``hidden`` widths), Glow's
-    conv net for sequences, images and volumes (``hidden`` channels); Pyro's ``spline_coupling``."""
+    conv net for sequences, images and volumes (``hidden`` channels); Pyro's ``spline_coupling``.
+    ``transform_passive``: also map the passive features with a learned, input-independent spline
+    (:class:`SplineCoupling`)."""
     split = check_split(num_features, split)
     spline = Spline(count_bins, bound)
     net = default_conditioner(num_features, split, event_dim, hidden, 0, spline.params_per_feature)
-    return SplineCoupling(num_features, net, event_dim, split, count_bins, bound)
+    return SplineCoupling(num_features, net, event_dim, split, count_bins, bound, transform_passive)
 
 
 def conditional_spline_coupling(
@@ -253,14 +284,16 @@ def conditional_spline_coupling(
     count_bins: int = 8,
     bound: float = 3.0,
     context_shape: Sequence[int] | None = None,
+    transform_passive: bool = False,
 ) -> ConditionalSplineCoupling:
     """Conditional spline coupling with a default conditioner; for images and volumes the context is
     a vector ``(context_dim,)`` tiled over space, or a map when ``context_shape = (context_dim,
-    *spatial)`` is given."""
+    *spatial)`` is given. ``transform_passive``: also map the passive features with a spline whose
+    parameters depend on the context only (:class:`ConditionalSplineCoupling`)."""
     split = check_split(num_features, split)
     context_shape = context_event_shape(context_dim, context_shape)
     spline = Spline(count_bins, bound)
     net = default_conditioner(
         num_features, split, event_dim, hidden, context_dim, spline.params_per_feature, context_is_map=len(context_shape) > 1
     )
-    return ConditionalSplineCoupling(num_features, net, context_shape, event_dim, split, count_bins, bound)
+    return ConditionalSplineCoupling(num_features, net, context_shape, event_dim, split, count_bins, bound, transform_passive)

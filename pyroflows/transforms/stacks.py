@@ -204,10 +204,17 @@ def spline_coupling_flow(
     actnorm: bool = False,
     seed: int | None = None,
     two_sided: bool = False,
+    transform_passive: bool = False,
 ) -> FlowSequence:
-    """A neural spline flow of coupling layers (Durkan et al. 2019's RQ-NSF (C)): ``num_blocks``
+    r"""A neural spline flow of coupling layers (Durkan et al. 2019's RQ-NSF (C)): ``num_blocks``
     blocks of a :func:`~pyroflows.transforms.spline.spline_coupling` (two with a swap between when
     ``two_sided``) and a permutation; ``permutation``, ``actnorm`` and ``seed`` as in :func:`coupling_flow`.
+
+    ``transform_passive=True`` gives each coupling's passive features a learned, input-independent
+    spline as well, :math:`y_a = \mathrm{RQS}_{\phi}(x_a)`,
+    :math:`y_b = \mathrm{RQS}_{\theta(x_a)}(x_b)` (:class:`~pyroflows.transforms.spline.SplineCoupling`),
+    so that every block maps every feature at the cost of ``3 * count_bins - 1`` parameters per
+    passive feature: the layout of zuko's coupling ``NSF`` (a two-pass MADE) at the same size.
 
     Example::
 
@@ -218,7 +225,7 @@ def spline_coupling_flow(
         torch.Size([10])
     """
     dim = check_split_dim(dim)
-    make = lambda s: spline_coupling(dim, hidden, split=s, count_bins=count_bins, bound=bound)  # noqa: E731
+    make = lambda s: spline_coupling(dim, hidden, split=s, count_bins=count_bins, bound=bound, transform_passive=transform_passive)  # noqa: E731
     return FlowSequence(_stack(dim, num_blocks, make, permutation, actnorm, seed, two_sided))
 
 
@@ -233,8 +240,13 @@ def conditional_spline_coupling_flow(
     actnorm: bool = False,
     seed: int | None = None,
     two_sided: bool = False,
+    transform_passive: bool = False,
 ) -> ConditionalFlowSequence:
-    """:func:`spline_coupling_flow` whose conditioners see a context of shape ``batch' + (context_dim,)``."""
+    """:func:`spline_coupling_flow` whose conditioners see a context of shape ``batch' + (context_dim,)``;
+    with ``transform_passive`` the passive features' splines depend on the context only
+    (:class:`~pyroflows.transforms.spline.ConditionalSplineCoupling`)."""
     dim = check_split_dim(dim, conditional=True)
-    make = lambda s: conditional_spline_coupling(dim, context_dim, hidden, split=s, count_bins=count_bins, bound=bound)  # noqa: E731
+    make = lambda s: conditional_spline_coupling(  # noqa: E731
+        dim, context_dim, hidden, split=s, count_bins=count_bins, bound=bound, transform_passive=transform_passive
+    )
     return conditional_sequence(_stack(dim, num_blocks, make, permutation, actnorm, seed, two_sided), context_dim)
