@@ -3,6 +3,8 @@ names, no private API of torchdiffeq, no experiment code or optional extra in th
 
 import ast
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,10 @@ def test_no_file_name_twice():
             names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
     twice = {k: v for k, v in names.items() if len(v) > 1}
     assert not twice, f"file names used more than once in the package: {twice}"
+
+
+def test_importing_the_package_leaves_the_compiler_unloaded():
+    # torch._dynamo (with sympy) costs about a second of CPU per process; only torch.compile needs it
+    code = "import sys, pyroflows; print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Transform
-from torchdiffeq import odeint, odeint_adjoint
 
 from ..nn.concatsquash import ConcatSquashNet
 from ..shapes import batch_shape_of, broadcast_batch, flatten_batch
@@ -255,17 +254,21 @@ class ConditionedCNF(OnePassTransform, Transform):
     def held_tensors(self) -> tuple:
         return () if self.context is None else (self.context,)
 
-    @torch.compiler.disable(
-        reason="torchdiffeq's solvers check their inputs by reading tensor values, which torch.compile cannot trace: "
-        "the solve runs eagerly (a graph break), so fullgraph=True is not possible with a CNF"
-    )
     def _solve(self, v: torch.Tensor, direction: int, with_ladj: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if torch.compiler.is_compiling():
+            return _solve_outside_the_graph()(self, v, direction, with_ladj)
+        return self._solve_eagerly(v, direction, with_ladj)
+
+    def _solve_eagerly(self, v: torch.Tensor, direction: int, with_ladj: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         if torch.jit.is_tracing():
             raise RuntimeError(
                 "CNF: torch.jit.trace (and so Pyro's JitTrace_ELBO and the other Jit* ELBOs) cannot trace an ODE "
                 "solve: torchdiffeq reads tensor values to choose its steps, and the exact trace calls "
                 "torch.autograd.grad; use the non-JIT ELBO"
             )
+        # imported here: torchdiffeq imports scipy.integrate, a third of a second of every import of the package
+        from torchdiffeq import odeint, odeint_adjoint
+
         m, solver = self.flow, self.flow.solver
         v, c = broadcast_batch(v, 1, self.context, 1)
         flat, batch = flatten_batch(v, 1)
@@ -397,6 +400,24 @@ class _ODEFlow:
         if o.step_size is not None:
             solver += f", step_size={o.step_size:g}"
         return f"trace={o.trace!r}, noise={o.noise!r}, {solver}, norm={o.norm!r}, adjoint={o.adjoint}"
+
+
+_SOLVE_OUTSIDE_THE_GRAPH: list[Callable[..., tuple[torch.Tensor, torch.Tensor | None]]] = []
+
+
+def _solve_outside_the_graph() -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
+    """``ConditionedCNF._solve_eagerly`` excluded from ``torch.compile``'s graph (a graph break, with
+    the reason). Made on first use under the compiler, which has imported ``torch._dynamo`` by then:
+    decorating at import would import it for every user of the package."""
+    if not _SOLVE_OUTSIDE_THE_GRAPH:
+        _SOLVE_OUTSIDE_THE_GRAPH.append(
+            torch.compiler.disable(
+                ConditionedCNF._solve_eagerly,
+                reason="torchdiffeq's solvers check their inputs by reading tensor values, which torch.compile cannot "
+                "trace: the solve runs eagerly (a graph break), so fullgraph=True is not possible with a CNF",
+            )
+        )
+    return _SOLVE_OUTSIDE_THE_GRAPH[0]
 
 
 class CNF(_ODEFlow, FlowModule):
