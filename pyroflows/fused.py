@@ -1,4 +1,4 @@
-r"""Speed paths: hand-written forward and backward passes for two hot spots of CPU training.
+r"""Speed paths: hand-written forward and backward passes for the hot spots of CPU training.
 
 Each is one autograd node computing exactly what a plain reference computes with differentiable
 ops, with fewer intermediate tensors and graph nodes:
@@ -6,6 +6,9 @@ ops, with fewer intermediate tensors and graph nodes:
 - :func:`relu_mlp`: a ``Linear - ReLU - ... - Linear`` stack (the default conditioner), ReLU and
   its backward in place, products with few output columns in the orientation CPU BLAS is fast at;
   reference :func:`relu_mlp_reference`;
+- :func:`relu_mlp_soft_clamped_affine`: a vector coupling's step, that MLP as its conditioner and
+  the soft-clamped affine map of the other features with the conditioner's output, in one node; its
+  reference is passed in by the caller (the network's reference and the affine map's plain ops);
 - :func:`planar`: the forward planar map with the reparameterisation of :math:`u`; its reference is
   passed in by the caller (the planar transform's own plain map).
 
@@ -18,8 +21,9 @@ inputs, so every derivative is exact. The tests compare each path with its refer
 
 Where autograd records nothing (sampling), :func:`relu_mlp` and :func:`soft_clamped_affine` (a
 coupling's affine map from the conditioner's raw output) run their plain ops with fewer
-intermediate tensors, overwriting the tensors they made. A node of their own for the affine map
-was tried and did not pay: it cost more per call than the few autograd nodes it replaced.
+intermediate tensors, overwriting the tensors they made. A node for the affine map alone was tried
+and did not pay (it cost more per call than the few autograd nodes it replaced); joined with the
+conditioner's node it does.
 """
 
 from __future__ import annotations
@@ -122,43 +126,55 @@ def relu_mlp_reference(x: torch.Tensor, *params: torch.Tensor, in_place: bool = 
     return x
 
 
+def _relu_mlp_forward(x: torch.Tensor, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The output of the MLP on a 2-d ``x`` and the layers' inputs (``x``, then each ReLU's output)."""
+    n = len(params) // 2
+    acts, h = [x], x
+    for i in range(n):
+        h = torch.addmm(params[2 * i + 1], h, params[2 * i].mT)
+        if i < n - 1:
+            h = h.relu_()
+            acts.append(h)
+    return h, acts
+
+
+def _relu_mlp_backward(grad: torch.Tensor, acts: Sequence[torch.Tensor], params: Sequence[torch.Tensor], needs: Sequence[bool]) -> tuple:
+    """``(gradient of x, gradients of W0, b0, W1, b1, ...)`` from the output's gradient ``grad``
+    (None where ``needs``, one flag per input ``x, W0, b0, ...``, is False)."""
+    n = len(params) // 2
+    out: list[torch.Tensor | None] = [None] * (2 * n)
+    g = grad
+    for i in range(n - 1, -1, -1):
+        if needs[2 * i + 2]:
+            out[2 * i + 1] = g.sum(0)
+        if needs[2 * i + 1]:
+            out[2 * i] = mm_narrow(g.mT, acts[i])
+        if i > 0 or needs[0]:
+            g = mm_narrow(g, params[2 * i])
+            if i > 0:
+                # ReLU's backward, the kernel autograd itself uses (masked_fill_ or a product with
+                # the mask run 10x slower on CPU), written into the fresh gradient through the op's
+                # out argument: a second batch-wide buffer per layer is memory the allocator may
+                # have to fault in again on every step
+                g = torch.ops.aten.threshold_backward(g, acts[i], 0.0, grad_input=g)
+    return (g if needs[0] else None, *out)
+
+
 class _ReLUMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        n = len(params) // 2
-        acts, h = [x], x
-        for i in range(n):
-            h = torch.addmm(params[2 * i + 1], h, params[2 * i].mT)
-            if i < n - 1:
-                h = h.relu_()
-                acts.append(h)
+        h, acts = _relu_mlp_forward(x, params)
         ctx.save_for_backward(*acts, *params)
-        ctx.n = n
+        ctx.n = len(acts)
         return h
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         saved, n = ctx.saved_tensors, ctx.n
         acts, params = saved[:n], saved[n:]
-        needs = ctx.needs_input_grad
         if torch.is_grad_enabled():
-            return _differentiable_backward(relu_mlp_reference, (acts[0], *params), needs, (grad,))
-        out: list[torch.Tensor | None] = [None] * (2 * n)
-        g = grad
-        for i in range(n - 1, -1, -1):
-            if needs[2 * i + 2]:
-                out[2 * i + 1] = g.sum(0)
-            if needs[2 * i + 1]:
-                out[2 * i] = mm_narrow(g.mT, acts[i])
-            if i > 0 or needs[0]:
-                g = mm_narrow(g, params[2 * i])
-                if i > 0:
-                    # ReLU's backward, the kernel autograd itself uses (masked_fill_ or a product with
-                    # the mask run 10x slower on CPU), written into the fresh gradient through the op's
-                    # out argument: a second batch-wide buffer per layer is memory the allocator may
-                    # have to fault in again on every step
-                    g = torch.ops.aten.threshold_backward(g, acts[i], 0.0, grad_input=g)
-        return (g if needs[0] else None, *out)
+            return _differentiable_backward(relu_mlp_reference, (acts[0], *params), ctx.needs_input_grad, (grad,))
+        return _relu_mlp_backward(grad, acts, params, ctx.needs_input_grad)
 
 
 def relu_mlp_parameters(layers: nn.Sequential) -> list[torch.Tensor] | None:
@@ -200,16 +216,65 @@ def relu_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 
 def _soft_clamped_affine_values(
-    v: torch.Tensor, raw: torch.Tensor, bound: float | None, event_dim: int, inverse: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(output, log-det)`` with every in-place op writing to a tensor made here."""
+    v: torch.Tensor, raw: torch.Tensor, bound: float | None, event_dim: int, inverse: bool, keep: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    r"""``(output, log-det, factor, tanh)`` with every in-place op writing to a tensor made here:
+    ``factor`` multiplies the input (:math:`e^{\pm s}`); ``tanh`` is :math:`\tanh(h/B)` when ``keep``
+    (for a backward pass; None without a bound), else overwritten."""
     h, t = raw.chunk(2, dim=-event_dim)
-    s = h if bound is None else torch.div(h, bound).tanh_().mul_(bound)
+    th = None if bound is None else torch.tanh(h / bound)
+    s = h if th is None else (th * bound if keep else th.mul_(bound))
     if inverse:
-        out = torch.sub(v, t).mul_(torch.neg(s).exp_())
+        factor = torch.neg(s).exp_()
+        out = torch.sub(v, t).mul_(factor)
     else:
-        out = torch.addcmul(t, v, torch.exp(s))
-    return out, s.sum(tuple(range(-event_dim, 0)))
+        factor = torch.exp(s)
+        out = torch.addcmul(t, v, factor)
+    return out, s.sum(tuple(range(-event_dim, 0))), factor, (th if keep else None)
+
+
+class _ReLUMLPSoftClampedAffine(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, reference: Callable, bound: float | None, inverse: bool, v: torch.Tensor, x: torch.Tensor, *params: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raw, acts = _relu_mlp_forward(x, params)
+        out, ladj, factor, th = _soft_clamped_affine_values(v, raw, bound, 1, inverse, keep=True)
+        ctx.save_for_backward(v, out, factor, th, *acts, *params)
+        ctx.reference, ctx.inverse, ctx.n = reference, inverse, len(acts)
+        return out, ladj
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, g_out: torch.Tensor, g_ladj: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        v, out, factor, th, *rest = ctx.saved_tensors
+        acts, params = rest[: ctx.n], rest[ctx.n :]
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled():
+            return (None, None, None) + _differentiable_backward(ctx.reference, (v, acts[0], *params), needs[3:], (g_out, g_ladj))
+        g_v = g_out * factor
+        # y = v e^s + t: dy/ds = v e^s; x = (v - t) e^-s: dx/ds = -x, dx/dt = -e^-s
+        g_ladj = g_ladj.unsqueeze(-1)
+        g_s = torch.addcmul(g_ladj, g_out, out, value=-1.0) if ctx.inverse else torch.addcmul(g_ladj, g_v, v)
+        g_h = g_s if th is None else g_s.mul_(1.0 - th * th)
+        g_raw = torch.cat([g_h, torch.neg(g_v) if ctx.inverse else g_out], dim=-1)
+        return (None, None, None, g_v if needs[3] else None) + _relu_mlp_backward(g_raw, acts, params, needs[4:])
+
+
+def relu_mlp_soft_clamped_affine(
+    reference: Callable, params: Sequence[torch.Tensor], x: torch.Tensor, v: torch.Tensor, bound: float | None, inverse: bool
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    r"""A coupling's conditioner and affine map as one node: ``raw`` = the ReLU MLP ``params``
+    (``W0, b0, W1, b1, ...``) at ``x``, then :func:`soft_clamped_affine` of ``v`` with it; or None
+    where this does not apply (then call the conditioner and the map).
+
+    ``reference(v, x, *params)`` computes the same with plain ops. Vectors only: ``x`` ``(N, K)``
+    and ``v`` ``(N, D)`` with the network's ``2 D`` outputs, on CPU, when :func:`applicable`.
+    """
+    if x.dim() != 2 or v.dim() != 2 or x.shape[0] != v.shape[0] or v.shape[0] == 0 or params[-1].shape[0] != 2 * v.shape[1]:
+        return None
+    if not applicable(x, v, *params):
+        return None
+    return _apply(_ReLUMLPSoftClampedAffine, lambda ref, bound_, inverse_, *a: ref(*a), reference, bound, inverse, v, x, *params)
 
 
 def soft_clamped_affine(
@@ -230,7 +295,7 @@ def soft_clamped_affine(
     dim = v.dim() - event_dim
     if raw.shape[:dim] != v.shape[:dim] or raw.shape[dim + 1 :] != v.shape[dim + 1 :] or raw.shape[dim] != 2 * v.shape[dim]:
         return None
-    return _soft_clamped_affine_values(v, raw, bound, event_dim, inverse)
+    return _soft_clamped_affine_values(v, raw, bound, event_dim, inverse)[:2]
 
 
 # ----------------------------------------------------------------------------- planar

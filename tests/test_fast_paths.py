@@ -122,6 +122,70 @@ def test_soft_clamped_affine_without_grad_is_the_plain_map_and_leaves_its_inputs
         assert fused.soft_clamped_affine(v, kept[1], bound, event_dim, inverse) is None
 
 
+def _mlp_and_affine_reference(inverse, bound):
+    def reference(v, x, *params):
+        return _plain_affine(v, fused.relu_mlp_reference(x, *params), bound, 1, inverse)
+
+    return reference
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("bound", [2.0, None])
+def test_relu_mlp_soft_clamped_affine_is_its_reference_to_second_order(inverse, bound):
+    params = _mlp_params((3, 8, 4))
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    reference = _mlp_and_affine_reference(inverse, bound)
+
+    def fast(v_, x_, *p):
+        return fused.relu_mlp_soft_clamped_affine(reference, p, x_, v_, bound, inverse)
+
+    out, ladj = fast(v, x, *params)
+    assert out.grad_fn.name().endswith("_ReLUMLPSoftClampedAffineBackward")
+    ref_out, ref_ladj = reference(v, x, *params)
+    assert torch.allclose(out, ref_out) and torch.allclose(ladj, ref_ladj)
+    assert torch.autograd.gradcheck(fast, (v, x, *params))
+    assert torch.autograd.gradgradcheck(fast, (v, x, *params))
+    # where it does not apply: broadcast rows, the wrong number of outputs, no gradient, switched off
+    assert fused.relu_mlp_soft_clamped_affine(reference, params, x[:1], v, bound, inverse) is None
+    assert fused.relu_mlp_soft_clamped_affine(reference, params, x, v[:, :1], bound, inverse) is None
+    with torch.no_grad():
+        assert fused.relu_mlp_soft_clamped_affine(reference, params, x, v, bound, inverse) is None
+    with fused.enabled(False):
+        assert fused.relu_mlp_soft_clamped_affine(reference, params, x, v, bound, inverse) is None
+
+
+def test_a_coupling_fuses_its_relu_mlp_and_affine_map_unless_the_conditioner_has_hooks():
+    from pyroflows.transforms import affine_coupling
+
+    torch.manual_seed(0)
+    t = affine_coupling(4, hidden=(8,)).double()
+    with torch.no_grad():
+        for p in t.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+
+    def node_names(y):
+        names, todo = set(), [y.grad_fn]
+        while todo:
+            node = todo.pop()
+            if node is not None and node.name() not in names:
+                names.add(node.name())
+                todo += [n for n, _ in node.next_functions]
+        return names
+
+    y, ladj = t.inverse_and_ladj(x)
+    assert any(n.endswith("_ReLUMLPSoftClampedAffineBackward") for n in node_names(y))
+    with fused.enabled(False):
+        y_plain, ladj_plain = t.inverse_and_ladj(x)
+    assert torch.allclose(y, y_plain) and torch.allclose(ladj, ladj_plain)
+    seen = []
+    t.conditioner.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    y_hooked, _ = t.inverse_and_ladj(x)
+    assert seen and not any(n.endswith("_ReLUMLPSoftClampedAffineBackward") for n in node_names(y_hooked))
+    assert torch.allclose(y_hooked, y)
+
+
 def test_double_backward_counts_each_path_once_when_inputs_depend_on_each_other():
     # the graph of the gradient (create_graph) must count a path from one input of a node through
     # another input once, as plain autograd does: here the MLP's input is computed from its weight

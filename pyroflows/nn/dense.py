@@ -82,6 +82,15 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return fused.relu_mlp(self.net, join_context(x, context, self.context_features))
 
+    def relu_stack(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
+        """``(the network's input for x and context, [W0, b0, W1, b1, ...])`` when the network is a
+        plain ReLU stack without hooks, so that a caller may fuse it with what follows
+        (:func:`pyroflows.fused.relu_mlp_soft_clamped_affine`); None otherwise."""
+        if self._forward_hooks or self._forward_pre_hooks:
+            return None
+        params = fused.relu_mlp_parameters(self.net)
+        return None if params is None else (join_context(x, context, self.context_features), params)
+
 
 def context_mlp(context_shape: Sequence[int], out_features: int, hidden_features: Sequence[int] = (64,)) -> nn.Module:
     """A zero-initialised :class:`MLP` from a context of event shape ``context_shape`` to

@@ -32,6 +32,7 @@ from functools import partial
 import torch
 from torch.distributions import Transform
 
+from .. import fused
 from ..nn.conv import ConvNet
 from ..nn.dense import MLP
 from ..precision import full_precision
@@ -106,10 +107,14 @@ class Coupling(OnePassTransform, Transform):
         if self.passive_raw is not None:
             out_a, ladj_a = self.elementwise(v_a, full_precision(self.passive_raw, v_a), edim, inverse)
             x_a = out_a if inverse else v_a
-        # under autocast the conditioner runs in half precision; its output is brought back to the
-        # data's dtype so that the element-wise map (exp, spline bins) and the log-det are float32
-        raw = full_precision(self.conditioner(x_a), v_b)
-        out_b, ladj = self.elementwise(v_b, raw, edim, inverse)
+        fast = _fused_conditioner_and_map(self.conditioner, self.elementwise, x_a, v_b, inverse) if edim == 1 else None
+        if fast is None:
+            # under autocast the conditioner runs in half precision; its output is brought back to the
+            # data's dtype so that the element-wise map (exp, spline bins) and the log-det are float32
+            raw = full_precision(self.conditioner(x_a), v_b)
+            out_b, ladj = self.elementwise(v_b, raw, edim, inverse)
+        else:
+            out_b, ladj = fast
         if self.passive_raw is not None:
             ladj = ladj + ladj_a
         batch = batch_shape_of(out_b, edim)
@@ -122,6 +127,29 @@ class Coupling(OnePassTransform, Transform):
 
     def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._couple(y, inverse=True)
+
+
+def _fused_conditioner_and_map(
+    conditioner: Callable, elementwise: Elementwise, x_a: torch.Tensor, v_b: torch.Tensor, inverse: bool
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The conditioner and the soft-clamped affine map as one speed-path node
+    (:func:`pyroflows.fused.relu_mlp_soft_clamped_affine`) when the conditioner is a plain ReLU
+    :class:`~pyroflows.nn.MLP` (or one with a context bound by ``partial``); None otherwise."""
+    # without a gradient to record (sampling) the plain path is the fast one
+    if not (torch.is_grad_enabled() and fused.is_enabled() and isinstance(elementwise, Affine) and elementwise.scale == "softclamp"):
+        return None
+    net, keywords = (conditioner.func, conditioner.keywords) if isinstance(conditioner, partial) else (conditioner, {})
+    if not isinstance(net, MLP):
+        return None
+    stack = net.relu_stack(x_a, **keywords)
+    if stack is None:
+        return None
+    x, params = stack
+
+    def reference(v: torch.Tensor, x: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return elementwise(v, fused.relu_mlp_reference(x, *params), 1, inverse)
+
+    return fused.relu_mlp_soft_clamped_affine(reference, params, x, v_b, elementwise.clamp, inverse)
 
 
 def ConditionedAffineCoupling(  # noqa: N802 (the class name of earlier releases)
