@@ -83,6 +83,7 @@ from pyroflows import validation
 from pyroflows.infer import FlowMatching, fit
 from pyroflows.transforms import CNF, cnf, cnf_regularization
 from pyroflows.transforms.stacks import FlowSequence
+from pyroflows.validation import check_positive
 
 PAPER = (
     'W. Grathwohl, R. T. Q. Chen, J. Bettencourt, I. Sutskever, D. Duvenaud, "FFJORD: free-form continuous dynamics '
@@ -227,19 +228,38 @@ def fit_flow(
 
 
 def fit_flow_matching(
-    toy: str, settings: Settings, seed: int = 0, steps: int | None = None, ot: bool = True, progress: bool = True
+    toy: str,
+    settings: Settings,
+    seed: int = 0,
+    steps: int | None = None,
+    ot: bool = True,
+    progress: bool = True,
+    lr: float | None = None,
+    time_loc: float | None = None,
 ) -> tuple[FlowSequence, pd.DataFrame]:
     """The CNF of :func:`fit_flow` (one block) fitted by flow matching instead of maximum likelihood
     (:class:`~pyroflows.infer.FlowMatching`, minibatch OT pairing when ``ot``): the same network,
-    batch size and cosine learning-rate schedule, no ODE solve and so no RNODE penalty while training.
+    batch size and cosine learning-rate schedule (from the peak ``lr``, ``settings.lr`` when None,
+    down to ``settings.lr_final``), no ODE solve and so no RNODE penalty while training. The
+    training times are uniform on [0, 1], or logit-normal when ``time_loc`` is set: the sigmoid of
+    a Normal with mean ``time_loc`` and scale 1 (times near the data end when ``time_loc > 0``).
     The recorded history is the flow-matching loss."""
     if settings.blocks != 1:
         raise ValueError(f"settings.blocks: flow matching trains one CNF, got {settings.blocks}")
+    if check_positive("lr", lr, allow_none=True) is not None:
+        settings = replace(settings, lr=float(lr))
     steps = settings.steps_for(toy) if steps is None else steps
     torch.manual_seed(seed)
     data_rng = torch.Generator().manual_seed(seed)
     flow = make_flow(replace(settings, kinetic_energy=0.0, jacobian_norm=0.0))
-    loss_fn = FlowMatching(cnfs(flow)[0], ot=ot)
+    times = None
+    if time_loc is not None:
+        if isinstance(time_loc, bool) or not isinstance(time_loc, (int, float)) or not math.isfinite(time_loc):
+            raise ValueError(f"time_loc: expected a finite number or None, got {time_loc!r}")
+        times = torch.distributions.TransformedDistribution(
+            torch.distributions.Normal(float(time_loc), 1.0), [torch.distributions.SigmoidTransform()]
+        )
+    loss_fn = FlowMatching(cnfs(flow)[0], ot=ot, time_distribution=times)
     opt = torch.optim.Adam(flow.parameters(), lr=settings.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, settings, steps))
 

@@ -199,6 +199,27 @@ def test_a_base_distribution_supplies_the_base_points():
     assert loss.item() == pytest.approx(200.0, rel=1e-3)
 
 
+def test_a_time_distribution_supplies_the_times():
+    flow = affine_flow(time=2.0, dtype=torch.float32)
+    seen = []
+    flow.dynamics.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    FlowMatching(flow, time_distribution=dist.Delta(torch.tensor(0.25)))(torch.randn(6, 2))
+    # the field is T f(z, sT): the network sees s T = 0.5 for every sample
+    torch.testing.assert_close(seen[0], torch.full((6,), 0.5))
+    seen.clear()
+    torch.manual_seed(5)
+    logit_normal = dist.TransformedDistribution(dist.Normal(2.0, 1.0), [dist.transforms.SigmoidTransform()])
+    FlowMatching(flow, time_distribution=logit_normal)(torch.randn(4000, 2))
+    s = seen[0] / 2.0
+    # E[sigmoid(u)] for u ~ N(2, 1) is 0.845; uniform times would average 0.5
+    assert s.shape == (4000,) and 0.0 <= s.min() and s.max() <= 1.0
+    assert s.mean().item() == pytest.approx(0.845, abs=0.01)
+    seen.clear()
+    torch.manual_seed(5)
+    FlowMatching(flow)(torch.randn(4000, 2))
+    assert (seen[0] / 2.0).mean().item() == pytest.approx(0.5, abs=0.02)
+
+
 def test_per_sample_times_of_the_concatsquash_net():
     torch.manual_seed(4)
     net = ConcatSquashNet(2, (8,), context_features=3, zero_init=False)
@@ -230,6 +251,18 @@ def test_bad_input_gets_clear_errors():
         (lambda: FlowMatching(flow, ot=1), TypeError, "ot: expected True or False"),
         (lambda: FlowMatching(cflow, ot=True), ValueError, "ot: minibatch OT pairing needs an unconditional flow"),
         (lambda: FlowMatching(flow, base=dist.Normal(torch.zeros(3), 1.0).to_event(1)), ValueError, r"base: expected event shape \(2,\)"),
+        (lambda: FlowMatching(flow, time_distribution=0.5), TypeError, "time_distribution: expected a torch Distribution"),
+        (
+            lambda: FlowMatching(flow, time_distribution=dist.Uniform(torch.zeros(2), 1.0)),
+            ValueError,
+            r"time_distribution: expected event shape \(\)",
+        ),
+        (lambda: FlowMatching(flow, time_distribution=dist.Normal(0.0, 1.0))(x), ValueError, r"time sample: expected times in \[0, 1\]"),
+        (
+            lambda: FlowMatching(flow, time_distribution=dist.Delta(torch.tensor(0.5, dtype=F64)))(x),
+            TypeError,
+            "time sample: expected dtype",
+        ),
         (lambda: FlowMatching(flow)(torch.randn(10, 3)), ValueError, r"x: expected shape \(\.\.\., 2\)"),
         (lambda: FlowMatching(flow)(x.double()), TypeError, "x: expected dtype torch.float32"),
         (lambda: FlowMatching(flow)(torch.full((10, 2), float("nan"))), ValueError, "x: expected finite values"),

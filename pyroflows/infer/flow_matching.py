@@ -5,8 +5,9 @@ A :class:`~pyroflows.transforms.CNF` maps base samples to data (Pyro's direction
 on the normalised time :math:`s \in [0, 1]` from the base at :math:`s = 0` to the data at
 :math:`s = 1` with the field :math:`v_\theta(z, s[, c]) = T f_\theta(z, sT[, c])`
 (:meth:`~pyroflows.transforms.CNF.velocity`). For a data point :math:`x_1` (with its context
-:math:`c`), a base draw :math:`x_0 \sim p_0`, a time :math:`s \sim \mathcal U(0, 1)` and
-:math:`\varepsilon \sim \mathcal N(0, I)`, the conditional path and its velocity are
+:math:`c`), a base draw :math:`x_0 \sim p_0`, a time :math:`s \sim p(s)` on :math:`[0, 1]`
+(:math:`\mathcal U(0, 1)` by default) and :math:`\varepsilon \sim \mathcal N(0, I)`, the
+conditional path and its velocity are
 
 .. math::
 
@@ -26,10 +27,18 @@ draws of a minibatch are paired with its data points by the permutation :math:`\
 :math:`\sum_i \lVert x_0^{\pi(i)} - x_1^i \rVert^2` (an exact assignment), which straightens the
 learned paths.
 
+The time density :math:`p(s)` weights the regression over time and leaves its minimiser, the
+marginal field, unchanged wherever :math:`p(s) > 0`; it moves the network's capacity and the
+gradient's samples to the times it favours. The logit-normal
+:math:`s = 1 / (1 + e^{-u})`, :math:`u \sim \mathcal N(m, \varsigma^2)` (Esser et al. 2024) with
+:math:`m > 0` favours the data end, where the field of a density with sharp edges is hardest.
+
 References: Y. Lipman, R. T. Q. Chen, H. Ben-Hamu, M. Nickel, M. Le, "Flow matching for generative
 modeling", ICLR 2023; A. Tong, K. Fatras, N. Malkin, G. Huguet, Y. Zhang, J. Rector-Brooks, G. Wolf,
 Y. Bengio, "Improving and generalizing flow-based generative models with minibatch optimal
-transport", TMLR 2024.
+transport", TMLR 2024; P. Esser, S. Kulal, A. Blattmann, R. Entezari, J. Müller, H. Saini, Y. Levi,
+D. Lorenz, A. Sauer, F. Boesel et al., "Scaling rectified flow transformers for high-resolution image
+synthesis", ICML 2024 (logit-normal times).
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from torch.distributions import Distribution
 from ..shapes import broadcast_batch, flatten_batch
 from ..transforms.base import module_reference
 from ..transforms.cnf import CNF, ConditionalCNF
-from ..validation import check_broadcast, check_tensor
+from ..validation import check_broadcast, check_tensor, is_validation_enabled
 
 
 def ot_pairing(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
@@ -100,6 +109,10 @@ class FlowMatching:
             only: with a context the pairing would couple the base with the data's marginal over
             the batch's contexts instead of with each conditional.
         sigma: standard deviation :math:`\sigma \ge 0` of the Gaussian noise around the straight paths.
+        time_distribution: the time density :math:`p(s)`, a distribution on :math:`[0, 1]` with event
+            and batch shape ``()`` whose samples have the flow's dtype and device; None for
+            :math:`\mathcal U(0, 1)`. For the logit-normal times of Esser et al. (2024), centred
+            at :math:`m`: ``TransformedDistribution(Normal(m, 1.0), [SigmoidTransform()])``.
 
     ``loss(x, context=None)`` (also ``fm(x, context)``) returns the scalar loss for a minibatch ``x``
     of shape ``batch + (dim,)``; the context of a conditional flow has shape
@@ -118,10 +131,18 @@ class FlowMatching:
 
     Reference: Lipman et al., "Flow matching for generative modeling", ICLR 2023; Tong et al.,
     "Improving and generalizing flow-based generative models with minibatch optimal transport",
-    TMLR 2024.
+    TMLR 2024; Esser et al., "Scaling rectified flow transformers for high-resolution image
+    synthesis", ICML 2024 (logit-normal times).
     """
 
-    def __init__(self, flow: CNF | ConditionalCNF, base: Distribution | None = None, ot: bool = False, sigma: float = 0.0) -> None:
+    def __init__(
+        self,
+        flow: CNF | ConditionalCNF,
+        base: Distribution | None = None,
+        ot: bool = False,
+        sigma: float = 0.0,
+        time_distribution: Distribution | None = None,
+    ) -> None:
         if not isinstance(flow, (CNF, ConditionalCNF)):
             raise TypeError(f"flow: expected a CNF or ConditionalCNF, got {type(flow).__name__}")
         if base is not None:
@@ -141,10 +162,24 @@ class FlowMatching:
             )
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
             raise ValueError(f"sigma: expected a finite number >= 0, got {sigma!r}")
+        if time_distribution is not None:
+            if not isinstance(time_distribution, Distribution):
+                raise TypeError(
+                    f"time_distribution: expected a torch Distribution on [0, 1] or None, got {type(time_distribution).__name__}"
+                )
+            if tuple(time_distribution.event_shape) != () or tuple(time_distribution.batch_shape) != ():
+                raise ValueError(
+                    f"time_distribution: expected event shape () and batch shape (), got event shape "
+                    f"{tuple(time_distribution.event_shape)} and batch shape {tuple(time_distribution.batch_shape)}"
+                )
         self.flow, self.base, self.ot, self.sigma = flow, base, ot, float(sigma)
+        self.time_distribution = time_distribution
 
     def __repr__(self) -> str:
-        return f"FlowMatching(flow={type(self.flow).__name__}(dim={self.flow.dim}), base={self.base!r}, ot={self.ot}, sigma={self.sigma:g})"
+        return (
+            f"FlowMatching(flow={type(self.flow).__name__}(dim={self.flow.dim}), base={self.base!r}, ot={self.ot}, "
+            f"sigma={self.sigma:g}, time_distribution={self.time_distribution!r})"
+        )
 
     def _inputs(self, x: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` and the context checked, broadcast and flattened to ``(N, dim)`` and ``(N, context_dim)``."""
@@ -170,6 +205,18 @@ class FlowMatching:
         x0 = self.base.sample((n,))
         check_tensor("base sample", x0, (self.flow.dim,), like.dtype, like.device)
         return x0
+
+    def sample_time(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        r"""``n`` times :math:`s \sim p(s)` with ``like``'s dtype and device, shape ``(n,)``: uniform on
+        :math:`[0, 1]` unless ``time_distribution`` is set (whose samples are checked to lie in
+        :math:`[0, 1]` while validation is on)."""
+        if self.time_distribution is None:
+            return torch.rand((n,), dtype=like.dtype, device=like.device)
+        s = self.time_distribution.sample((n,))
+        check_tensor("time sample", s, (n,), like.dtype, like.device)
+        if is_validation_enabled() and not bool(((s >= 0) & (s <= 1)).all()):
+            raise ValueError(f"time sample: expected times in [0, 1], got values in [{float(s.min()):g}, {float(s.max()):g}]")
+        return s
 
     def regression(
         self, x0: torch.Tensor, x1: torch.Tensor, s: torch.Tensor, context: torch.Tensor | None = None, noise: torch.Tensor | None = None
@@ -203,7 +250,7 @@ class FlowMatching:
         x0 = self.sample_base(x1.shape[0], x1)
         if self.ot:
             x0 = x0[ot_pairing(x0, x1)]
-        s = torch.rand(x1.shape[:1], dtype=x1.dtype, device=x1.device)
+        s = self.sample_time(x1.shape[0], x1)
         noise = self.sigma * torch.randn_like(x1) if self.sigma > 0 else None
         return self.regression(x0, x1, s, c, noise)
 
