@@ -233,7 +233,8 @@ class ElementwiseCoupling(FlowModule):
         key = (self.conditioner, self.elementwise, passive_raw, self.num_features, self.split, self.event_shape_spec)
         kept = self.__dict__.get("_kept_map")
         if kept is None or any(a is not b for a, b in zip(kept[0], key, strict=True)):
-            coupling = Coupling(self.conditioner, self.num_features, self.split, len(key[5]), self.elementwise, (), passive_raw)
+            event_dim = len(self.event_shape_spec)
+            coupling = Coupling(self.conditioner, self.num_features, self.split, event_dim, self.elementwise, (), passive_raw)
             kept = self.__dict__["_kept_map"] = (key, coupling)
         return kept[1]
 
