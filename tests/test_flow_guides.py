@@ -21,7 +21,7 @@ def _target(shape):
 
 
 def _steps(case) -> int:
-    return 12 if "cnf" in case.name else 40
+    return 12 if "cnf" in case.name else 20
 
 
 def _neg_elbo(model, guide, particles=64):

@@ -159,7 +159,7 @@ def test_nuts_with_a_flow_likelihood(family):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", dist.TransformedDistribution(dist.Normal(mu, 1.0).to_event(1), [flow]), obs=x)
 
-    mcmc = MCMC(NUTS(model), num_samples=20, warmup_steps=20, disable_progbar=True)
+    mcmc = MCMC(NUTS(model, max_tree_depth=5), num_samples=20, warmup_steps=20, disable_progbar=True)
     mcmc.run(X)
     mu = mcmc.get_samples()["mu"]
     assert mu.shape == (20, D) and torch.isfinite(mu).all()
@@ -185,9 +185,9 @@ def test_laplace_approximation_with_a_flow_prior_is_the_inverse_hessian(family):
             pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
 
     guide = AutoLaplaceApproximation(model)
-    # the identity holds at any point where the Hessian is negative definite: near the mode is enough
+    # the identity holds at any point where the Hessian is negative definite: 30 steps toward the mode reach one
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.1}), Trace_ELBO())
-    for _ in range(100):
+    for _ in range(30):
         svi.step(x)
     laplace = guide.laplace_approximation(x)
     posterior = laplace.get_posterior()
