@@ -138,6 +138,9 @@ def _relu_mlp_forward(x: torch.Tensor, params: Sequence[torch.Tensor]) -> tuple[
     return h, acts
 
 
+_THRESHOLD_BACKWARD_INTO = torch.ops.aten.threshold_backward.grad_input
+
+
 def _relu_mlp_backward(grad: torch.Tensor, acts: Sequence[torch.Tensor], params: Sequence[torch.Tensor], needs: Sequence[bool]) -> tuple:
     """``(gradient of x, gradients of W0, b0, W1, b1, ...)`` from the output's gradient ``grad``
     (None where ``needs``, one flag per input ``x, W0, b0, ...``, is False)."""
@@ -155,8 +158,9 @@ def _relu_mlp_backward(grad: torch.Tensor, acts: Sequence[torch.Tensor], params:
                 # ReLU's backward, the kernel autograd itself uses (masked_fill_ or a product with
                 # the mask run 10x slower on CPU), written into the fresh gradient through the op's
                 # out argument: a second batch-wide buffer per layer is memory the allocator may
-                # have to fault in again on every step
-                g = torch.ops.aten.threshold_backward(g, acts[i], 0.0, grad_input=g)
+                # have to fault in again on every step. The overload is named, so that no call
+                # resolves it from the arguments again.
+                g = _THRESHOLD_BACKWARD_INTO(g, acts[i], 0.0, grad_input=g)
     return (g if needs[0] else None, *out)
 
 
@@ -180,7 +184,9 @@ class _ReLUMLP(torch.autograd.Function):
 def relu_mlp_parameters(layers: nn.Sequential) -> list[torch.Tensor] | None:
     """``[W0, b0, W1, b1, ...]`` when ``layers`` is exactly Linear, ReLU, ..., Linear (with biases,
     without hooks), else None."""
-    mods = list(layers)
+    # read from the modules' dicts: Module.__getattr__ costs more than the rest of this check,
+    # which runs on every call of every block
+    mods = tuple(layers._modules.values())
     if len(mods) % 2 == 0:
         return None
     params = []
@@ -188,9 +194,10 @@ def relu_mlp_parameters(layers: nn.Sequential) -> list[torch.Tensor] | None:
         if m._forward_hooks or m._forward_pre_hooks or type(m) is not (nn.Linear if k % 2 == 0 else nn.ReLU):
             return None
         if k % 2 == 0:
-            if m.bias is None:
+            weight, bias = m._parameters.get("weight"), m._parameters.get("bias")
+            if weight is None or bias is None:
                 return None
-            params += [m.weight, m.bias]
+            params += [weight, bias]
     return params
 
 
