@@ -39,20 +39,24 @@ def _regression(x, y=None):
         pyro.sample("y", dist.Normal((x * w).sum(-1), sigma), obs=y)
 
 
-def _kill_at(kill_at: int | None, step):
+def _kill_at(kill_at: int | None, step, calls: list):
     """``step`` that kills the process when step ``kill_at`` starts (``fit_svi`` asks for step 0's
-    data once more before training, so ``kill_at`` is at least 1)."""
+    data once more before training, so ``kill_at`` is at least 1), and appends each step it runs to
+    ``calls``."""
 
     def wrapped(i):
         if i == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        calls.append(i)
         return step(i)
 
     return wrapped
 
 
 def run(kind: str, num_steps: int, checkpoint=None, kill_at: int | None = None) -> dict:
-    """Train ``kind`` from seed 0 and return its final parameters (and the loss history)."""
+    """Train ``kind`` from seed 0 and return its final parameters, the loss history and the steps
+    this call ran (fewer than ``num_steps`` when it resumed a checkpoint)."""
+    calls: list[int] = []
     torch.manual_seed(0)
     np.random.seed(0)
     random.seed(0)
@@ -71,14 +75,14 @@ def run(kind: str, num_steps: int, checkpoint=None, kill_at: int | None = None) 
             opt.step()
             return loss
 
-        history = fit(_kill_at(kill_at, step), num_steps, {"net": net, "opt": opt}, **opts)
-        return {"params": {k: v.detach().clone() for k, v in net.state_dict().items()}, "loss": history.loss.tolist()}
+        history = fit(_kill_at(kill_at, step, calls), num_steps, {"net": net, "opt": opt}, **opts)
+        return {"params": {k: v.detach().clone() for k, v in net.state_dict().items()}, "loss": history.loss.tolist(), "steps_run": calls}
 
     optim = pyro.optim.Adam({"lr": 0.02})
     if kind == "autoguide":
         guide = AutoNormal(_regression)
         svi = SVI(_regression, guide, optim, Trace_ELBO())
-        history = fit_svi(svi, num_steps, data=_kill_at(kill_at, lambda i: (x, y)), **opts)
+        history = fit_svi(svi, num_steps, data=_kill_at(kill_at, lambda i: (x, y), calls), **opts)
     else:
         flow = coupling_flow(3, num_blocks=2, hidden=(8,))
 
@@ -91,12 +95,12 @@ def run(kind: str, num_steps: int, checkpoint=None, kill_at: int | None = None) 
 
         svi = SVI(_regression, guide, optim, Trace_ELBO())
         if kind == "pyro_module_guide":
-            history = fit_svi(svi, num_steps, data=_kill_at(kill_at, lambda i: (x, y)), **opts)
+            history = fit_svi(svi, num_steps, data=_kill_at(kill_at, lambda i: (x, y), calls), **opts)
         else:  # the plain loop, the flow named in the state beside the param store
-            step = _kill_at(kill_at, lambda i: svi.step(x, y))
+            step = _kill_at(kill_at, lambda i: svi.step(x, y), calls)
             history = fit(step, num_steps, {"params": pyro.get_param_store(), "optim": optim, "flow": flow}, **opts)
     params = {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
-    return {"params": params, "loss": history.loss.tolist()}
+    return {"params": params, "loss": history.loss.tolist(), "steps_run": calls}
 
 
 if __name__ == "__main__":

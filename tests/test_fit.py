@@ -56,6 +56,8 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_run_bit_for_bit(kind, tm
     ckpt = tmp_path / "run.pt"
     for k in kills:
         assert _forked_run(kind, num_steps, ckpt, kill_at=k) == -9  # SIGKILL
+    start = load_checkpoint(ckpt)["step"]
+    assert 0 < start < num_steps
     if kind == resume_worker.KINDS[0]:
         resumed = _child(kind, num_steps, ckpt, tmp_path / "resumed.out")
         assert resumed.returncode == 0, resumed.stderr
@@ -66,6 +68,9 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_run_bit_for_bit(kind, tm
     for name in a["params"]:
         assert torch.equal(a["params"][name], b["params"][name]), f"{kind}: {name} differs after resuming"
     assert a["loss"] == b["loss"]
+    # the resumed run took up where the checkpoint left off (a run from scratch would match too);
+    # fit_svi asks for step 0's data once before training
+    assert b["steps_run"] in (list(range(start, num_steps)), [0, *range(start, num_steps)]), b["steps_run"]
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.lock"))
 
 
