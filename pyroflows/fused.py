@@ -36,6 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import FunctionCtx
 
+from .shapes import sum_event
+
 _ENABLED = True
 
 #: Products with at most this many output columns (and more rows) are handed to BLAS transposed.
@@ -237,7 +239,7 @@ def _soft_clamped_affine_values(
     else:
         factor = torch.exp(s)
         out = torch.addcmul(t, v, factor)
-    return out, s.sum(tuple(range(-event_dim, 0))), factor, (th if keep else None)
+    return out, sum_event(s, event_dim), factor, (th if keep else None)
 
 
 class _ReLUMLPSoftClampedAffine(torch.autograd.Function):

@@ -123,6 +123,16 @@ def test_soft_clamped_affine_without_grad_is_the_plain_map_and_leaves_its_inputs
         assert fused.soft_clamped_affine(v, kept[1], bound, event_dim, inverse) is None
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+def test_soft_clamped_affine_of_half_inputs_sums_the_log_det_as_the_plain_map(inverse):
+    # a model cast to bfloat16: the plain map sums the log-det in float32, and so must the fast one
+    v, raw = torch.randn(6, 3).bfloat16(), torch.randn(6, 6).bfloat16()
+    out, ladj = fused.soft_clamped_affine(v, raw, 2.0, 1, inverse)
+    ref_out, ref_ladj = _plain_affine(v, raw, 2.0, 1, inverse)
+    assert ladj.dtype == ref_ladj.dtype == torch.float32 and out.dtype == ref_out.dtype == torch.bfloat16
+    assert torch.allclose(ladj, ref_ladj, atol=1e-2)
+
+
 def _mlp_and_affine_reference(inverse, bound):
     def reference(v, x, *params):
         return _plain_affine(v, fused.relu_mlp_reference(x, *params), bound, 1, inverse)
