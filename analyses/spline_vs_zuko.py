@@ -3,15 +3,19 @@ r"""The spline coupling flow against zuko's coupling NSF: held-out NLL at the sa
 For each dataset and seed, two flows are fitted by maximum likelihood with everything shared but
 the library: pyroflows' :func:`~pyroflows.transforms.spline_coupling_flow` (``permutation="reverse"``,
 one coupling per block, ``transform_passive=True``) and ``zuko.flows.NSF(passes=2)`` (zuko's coupling form, whose MADE orders
-alternate forward and reversed), with the same number of blocks, hidden widths, bins and interval
+alternate forward and reversed), both in the density direction (pyroflows' flow enters the
+distribution as ``flow.inv``: it maps data to noise, so ``log_prob`` evaluates the splines' closed
+form, as zuko's flow does; ``--direction sampling`` keeps Pyro's direction, where ``log_prob``
+runs the splines' inverse), with the same number of blocks, hidden widths, bins and interval
 :math:`[-5, 5]` (zuko's fixed one), the same Adam optimiser, cosine learning-rate schedule, batch
 size and number of steps, and the same batches (one data generator seeded by the seed, redrawn
 identically for each library). ``torch.manual_seed(seed)`` precedes each flow's construction.
 Both layouts map every feature in every block: the coupling's conditioning half with a learned,
 input-independent spline (``transform_passive=True``; in zuko's masked network those outputs
 depend on nothing but the last layer's bias), the other half with a spline conditioned on the
-first. What still differs: zuko initialises its last layer randomly, ours at zero (a fresh flow is
-the identity), and the floors of bins and slopes.
+first. What still differs: the initialisation (zuko's last layer is random, ours zero, so a fresh
+flow is the identity; zuko's first layer is drawn for all features with half of them masked) and
+the floors of bins and slopes.
 
 Datasets:
 
@@ -51,6 +55,7 @@ Run::
     python -m analyses.spline_vs_zuko --datasets digits --libraries pyroflows --two-sided
     python -m analyses.spline_vs_zuko --no-transform-passive     # the conditioning half unchanged
     python -m analyses.spline_vs_zuko --init random              # last layers drawn as zuko's
+    python -m analyses.spline_vs_zuko --direction sampling       # log_prob through the splines' inverse
 
 ``--no-transform-passive`` leaves each coupling's conditioning half unchanged (:math:`y_a = x_a`):
 half the spline maps per block, 3 * bins - 1 parameters fewer per conditioning feature.
@@ -84,6 +89,7 @@ from pyroflows.nn import MLP
 from pyroflows.transforms import ContextParameters, spline_coupling_flow
 
 LIBRARIES = ("pyroflows", "zuko")
+DIRECTIONS = ("density", "sampling")
 DATASETS = (*toy2d.NAMES, "digits")
 BOUND = 5.0  # zuko's spline interval is fixed at [-5, 5]
 LEVELS = 17  # the digits' pixel levels 0..16
@@ -105,6 +111,7 @@ class Budget:
     two_sided: bool = False  # pyroflows only: two couplings per block, a diagnostic of the layout
     transform_passive: bool = True  # pyroflows only: a learned spline on each conditioning half, as zuko's
     init: str = "zero"  # pyroflows only: "random" draws the conditioners' last layers as zuko does
+    direction: str = "density"  # pyroflows only: which way the splines' closed form runs (see build)
 
 
 TOYS = Budget(blocks=4, hidden=(64, 64), bins=8, steps=1500, batch=256, lr=3e-3)
@@ -169,7 +176,11 @@ def build(library: str, dim: int, budget: Budget, seed: int):
         )  # fmt: skip
         if budget.init == "random":
             random_last_layers(flow, budget.hidden[-1])
-        d = dist.TransformedDistribution(dist.Normal(torch.zeros(dim), 1.0).to_event(1), [flow])
+        # "density": the flow maps data to noise, so log_prob runs the splines' closed form, as
+        # zuko's does; "sampling": Pyro's direction, noise to data, so log_prob runs their inverse.
+        d = dist.TransformedDistribution(
+            dist.Normal(torch.zeros(dim), 1.0).to_event(1), [flow.inv if budget.direction == "density" else flow]
+        )
         return flow, d.log_prob
     if library == "zuko":
         import zuko
@@ -290,6 +301,12 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         help="pyroflows: a learned input-independent spline on each coupling's conditioning half, as zuko's layout (default)",
     )
     parser.add_argument("--init", choices=("zero", "random"), default="zero", help="pyroflows: conditioners' last layers (random: zuko's)")
+    parser.add_argument(
+        "--direction",
+        choices=DIRECTIONS,
+        default="density",
+        help="pyroflows: density (the flow maps data to noise, as zuko's) or sampling (Pyro's direction, noise to data)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/spline_vs_zuko"))
     args = parser.parse_args(argv)
     rows = []
@@ -297,7 +314,9 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         budget = (QUICK_DIGITS if args.quick else DIGITS) if name == "digits" else (QUICK_TOYS if args.quick else TOYS)
         if args.steps:
             budget = replace(budget, steps=args.steps)
-        budget = replace(budget, two_sided=args.two_sided, transform_passive=args.transform_passive, init=args.init)
+        budget = replace(
+            budget, two_sided=args.two_sided, transform_passive=args.transform_passive, init=args.init, direction=args.direction
+        )
         rows += compare(name, budget, args.seeds, sys.stderr.isatty(), args.libraries)
     comparison = pd.DataFrame(rows)
     summary = summarize(comparison) if set(args.libraries) == set(LIBRARIES) else pd.DataFrame(columns=["dataset"])

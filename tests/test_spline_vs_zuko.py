@@ -65,3 +65,22 @@ def test_the_comparison_transforms_the_conditioning_half_unless_told_not_to(tmp_
     assert default.params.iloc[0] - plain.params.iloc[0] == extra
     flow, _ = analysis.build("pyroflows", 2, analysis.QUICK_TOYS, 0)
     assert sum(p.numel() for n, p in flow.named_parameters() if ".passive." in n) == extra
+
+
+@pytest.mark.parametrize("direction", analysis.DIRECTIONS)
+def test_the_direction_says_which_way_log_prob_runs_the_splines(direction):
+    budget = analysis.replace(analysis.QUICK_TOYS, blocks=2, direction=direction)
+    flow, log_prob = analysis.build("pyroflows", 2, budget, 0)
+    with torch.no_grad():  # a flow away from the identity
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(64, 2)
+    base = torch.distributions.Normal(torch.zeros(2), 1.0)
+    if direction == "density":  # data to noise through the forward call: the splines' closed form
+        z = flow(x)
+        expected = base.log_prob(z).sum(-1) + flow.log_abs_det_jacobian(x, z)
+    else:  # Pyro's direction: data to noise through the inverse
+        z = flow.inv(x)
+        expected = base.log_prob(z).sum(-1) - flow.log_abs_det_jacobian(z, x)
+    assert torch.allclose(log_prob(x), expected, atol=1e-5)
+    assert not torch.allclose(z, x, atol=1e-2)
