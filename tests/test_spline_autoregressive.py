@@ -77,6 +77,30 @@ def test_zero_raw_values_give_the_identity():
     assert torch.allclose(y, x, atol=1e-12) and logd.abs().max() < 1e-12
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+def test_shared_raw_values_give_what_the_same_values_per_element_give(inverse):
+    # raw values shared by a batch are normalised once and broadcast; values and first and second
+    # derivatives must be those of the same values repeated for every element
+    torch.manual_seed(0)
+    raw = torch.randn(3, 3 * 5 - 1, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(7, 3, dtype=torch.float64) * 2.5
+    v[0, 0] = 40.0  # a tail element
+    per_element = raw.expand(7, 3, -1)
+
+    def outputs(r):
+        out, logd = T.rational_quadratic(v, r, bound=3.0, inverse=inverse)
+        return out.sin().sum() + logd.cos().sum()
+
+    shared, repeated = outputs(raw), outputs(per_element.clone())
+    assert torch.allclose(shared, repeated, atol=1e-12)
+    (g_shared,) = torch.autograd.grad(outputs(raw), raw, create_graph=True)
+    (g_repeated,) = torch.autograd.grad(outputs(per_element.clone()), raw, create_graph=True)
+    assert torch.allclose(g_shared, g_repeated, atol=1e-10)
+    (h_shared,) = torch.autograd.grad(g_shared.square().sum(), raw)
+    (h_repeated,) = torch.autograd.grad(g_repeated.square().sum(), raw)
+    assert torch.allclose(h_shared, h_repeated, atol=1e-8)
+
+
 def test_a_transformed_passive_half_is_an_input_independent_spline_and_the_conditioner_sees_x_a():
     torch.manual_seed(0)
     plain = T.spline_coupling(4, (16,), count_bins=5).double()

@@ -86,13 +86,17 @@ def rational_quadratic(
     """
     k = (raw.shape[-1] + 1) // 3
     shape = torch.broadcast_shapes(v.shape, raw.shape[:-1])
-    v, raw = v.expand(shape), raw.expand(shape + raw.shape[-1:])
+    # the knots from raw values as they come, then broadcast: raw values shared by many elements
+    # (a layer's own parameters) are normalised once, not once per element
     knots_x, widths = _knots(raw[..., :k], bound, min_bin_width)
     knots_y, heights = _knots(raw[..., k : 2 * k], bound, min_bin_height)
     # softplus(offset) = 1 - min_derivative: raw zeros give unit derivatives
     offset = math.log(math.expm1(1.0 - min_derivative))
-    ones = raw.new_ones(shape + (1,))
+    ones = raw.new_ones(raw.shape[:-1] + (1,))
     derivs = torch.cat([ones, min_derivative + F.softplus(raw[..., 2 * k :] + offset), ones], dim=-1)
+    v = v.expand(shape)
+    if raw.shape[:-1] != shape:
+        knots_x, widths, knots_y, heights, derivs = (t.expand(shape + t.shape[-1:]) for t in (knots_x, widths, knots_y, heights, derivs))
 
     inside = (v >= -bound) & (v <= bound)
     vc = v.clamp(-bound, bound)  # the tails' elements run through the spline at +-B, then are replaced
