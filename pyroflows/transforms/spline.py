@@ -46,12 +46,6 @@ from .coupling import ConditionalElementwiseCoupling, ElementwiseCoupling, check
 def _knots(unnormalized: torch.Tensor, bound: float, minimum: float, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """Knot positions (``K + 1``, from ``-bound`` to exactly ``bound``) and bin sizes (``K``) along
     ``dim`` from unnormalised sizes: a softmax with each bin at least ``minimum`` of the interval."""
-    if dim == -1 and unnormalized.dim() > 1 and unnormalized.stride(-1) != 1:
-        # a conditioner's raw values lie parameter-major (bins strided, features contiguous): the
-        # softmax and cumsum run over the bins of the transposed view, whose CPU kernels vectorise
-        # across the features, several times faster than over a short strided last dim
-        knots, sizes = _knots(unnormalized.transpose(-1, -2), bound, minimum, dim=-2)
-        return knots.transpose(-1, -2), sizes.transpose(-1, -2)
     k = unnormalized.shape[dim]
     frac = minimum + (1.0 - minimum * k) * torch.softmax(unnormalized, dim=dim)
     inner = 2.0 * bound * torch.cumsum(frac.narrow(dim, 0, k - 1), dim=dim) - bound
@@ -90,29 +84,31 @@ def rational_quadratic(
         >>> torch.allclose(y, x), torch.allclose(logd, torch.zeros(3), atol=1e-6)
         (True, True)
     """
+    if raw.dim() == 1:  # one spline for every element: give it a feature axis of one
+        out, logd = rational_quadratic(v.unsqueeze(-1), raw.unsqueeze(0), bound, inverse, min_bin_width, min_bin_height, min_derivative)
+        return out.squeeze(-1), logd.squeeze(-1)
     k = (raw.shape[-1] + 1) // 3
     shape = torch.broadcast_shapes(v.shape, raw.shape[:-1])
-    # the knots from raw values as they come, then broadcast: raw values shared by many elements
-    # (a layer's own parameters) are normalised once, not once per element
-    # one split, not three slices: its backward joins the three gradients instead of zero-filling
-    # a raw-sized tensor for each
-    raw_widths, raw_heights, raw_derivs = raw.split([k, k, k - 1], dim=-1)
-    knots_x, widths = _knots(raw_widths, bound, min_bin_width)
-    knots_y, heights = _knots(raw_heights, bound, min_bin_height)
+    # The per-bin tables lie with the bins on dim -2 and the last element axis on dim -1. A
+    # conditioner's raw values arrive that way in memory (parameter-major, features contiguous), so
+    # the softmax, cumsum and softplus run over contiguous rows, the one split's backward is a
+    # contiguous join, and the tables are built from raw values as they come, then broadcast: a
+    # layer's own raw values, shared by every element, are normalised once.
+    raw_widths, raw_heights, raw_derivs = raw.transpose(-1, -2).split([k, k, k - 1], dim=-2)
+    knots_x, widths = _knots(raw_widths, bound, min_bin_width, dim=-2)
+    knots_y, heights = _knots(raw_heights, bound, min_bin_height, dim=-2)
     # softplus(offset) = 1 - min_derivative: raw zeros give unit derivatives
     offset = math.log(math.expm1(1.0 - min_derivative))
-    ones = raw.new_ones(raw.shape[:-1] + (1,))
-    derivs = torch.cat([ones, min_derivative + F.softplus(raw_derivs + offset), ones], dim=-1)
+    ones = raw_derivs.new_ones(raw_derivs.shape[:-2] + (1, raw_derivs.shape[-1]))
+    derivs = torch.cat([ones, min_derivative + F.softplus(raw_derivs + offset), ones], dim=-2)
     v = v.expand(shape)
-    if raw.shape[:-1] != shape:
-        knots_x, widths, knots_y, heights, derivs = (t.expand(shape + t.shape[-1:]) for t in (knots_x, widths, knots_y, heights, derivs))
 
     inside = (v >= -bound) & (v <= bound)
     vc = v.clamp(-bound, bound)  # the tails' elements run through the spline at +-B, then are replaced
-    idx = (vc.unsqueeze(-1) >= (knots_y if inverse else knots_x)[..., 1:k]).sum(-1, keepdim=True)
+    idx = (vc.unsqueeze(-2) >= (knots_y if inverse else knots_x)[..., 1:k, :]).sum(-2, keepdim=True)
 
     def at(t: torch.Tensor, shift: int = 0) -> torch.Tensor:
-        return t.gather(-1, idx + shift).squeeze(-1)
+        return t.expand(shape[:-1] + (t.shape[-2], shape[-1])).gather(-2, idx + shift).squeeze(-2)
 
     x_k, w, y_k, h, d0, d1 = at(knots_x), at(widths), at(knots_y), at(heights), at(derivs), at(derivs, 1)
     s = h / w
