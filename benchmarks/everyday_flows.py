@@ -18,6 +18,12 @@ machine shared with other jobs):
     pyroflows ``maf(D, blocks, hidden)``; ``zuko.flows.MAF(D, transforms=blocks,
     hidden_features=hidden)``; Pyro's ``affine_autoregressive(D, hidden)`` through ``.inv``.
 
+``--direction density`` times pyroflows' spline flows the way zuko's run: the flow enters the
+distribution as ``flow.inv``, so ``log_prob`` evaluates the splines' closed form (the coupling
+flow with ``transform_passive=True``, zuko's layout at the same size; the autoregressive layers
+with ``cheap="forward"``). ``--direction both`` times both, as ``pyroflows`` (Pyro's direction)
+and ``pyroflows_density``, in the same rounds.
+
 **step**: zero_grad + mean negative log-likelihood of the batch + backward + Adam step.
 **sample**: one sampling call of ``batch`` points under ``no_grad`` (D network passes per layer for
 the autoregressive flows, in every library). Ratios are pyroflows over the fastest peer, inside
@@ -88,13 +94,13 @@ def _zuko_case(flow):
     return Case(flow.parameters(), lambda x: flow().log_prob(x), lambda n: flow().sample((n,)))
 
 
-def _ours_case(flow, dim):
+def _ours_case(flow, dim, density: bool = False):
     import pyro.distributions as dist
 
     import pyroflows
 
     pyroflows.set_validation(False)
-    d = dist.TransformedDistribution(dist.Normal(torch.zeros(dim), 1.0).to_event(1), [flow])
+    d = dist.TransformedDistribution(dist.Normal(torch.zeros(dim), 1.0).to_event(1), [flow.inv if density else flow])
     return Case(flow.parameters(), d.log_prob, lambda n: d.sample((n,)))
 
 
@@ -108,7 +114,7 @@ def _pyro_stack(make, dim, blocks, inverse):
     return parts
 
 
-def build(config: str, dim: int, blocks: int, hidden: tuple) -> dict:
+def build(config: str, dim: int, blocks: int, hidden: tuple, direction: str = "sampling") -> dict:
     import pyro.distributions.transforms as PT
     import zuko
 
@@ -116,25 +122,32 @@ def build(config: str, dim: int, blocks: int, hidden: tuple) -> dict:
     from pyroflows.transforms.stacks import FlowSequence
 
     out = {}
+    ours = {"sampling": ["pyroflows"], "density": ["pyroflows_density"], "both": ["pyroflows", "pyroflows_density"]}[direction]
     if config == "spline_coupling":
-        out["pyroflows"] = lambda: _ours_case(
-            T.spline_coupling_flow(dim, blocks, hidden, count_bins=BINS, bound=BOUND, permutation="reverse"), dim
-        )
+        if "pyroflows" in ours:
+            out["pyroflows"] = lambda: _ours_case(
+                T.spline_coupling_flow(dim, blocks, hidden, count_bins=BINS, bound=BOUND, permutation="reverse"), dim
+            )
+        if "pyroflows_density" in ours:
+            out["pyroflows_density"] = lambda: _ours_case(
+                T.spline_coupling_flow(dim, blocks, hidden, count_bins=BINS, bound=BOUND, permutation="reverse", transform_passive=True),
+                dim,
+                density=True,
+            )
         out["zuko_nsf_coupling"] = lambda: _zuko_case(zuko.flows.NSF(dim, bins=BINS, transforms=blocks, hidden_features=hidden, passes=2))
         out["pyro_spline_coupling"] = lambda: _pyro_case(
             _pyro_stack(lambda: PT.spline_coupling(dim, hidden_dims=list(hidden), count_bins=BINS, bound=BOUND), dim, blocks, False), dim
         )
     elif config == "spline_autoregressive":
-        out["pyroflows"] = lambda: _ours_case(
-            FlowSequence(
-                [
-                    p
-                    for _ in range(blocks)
-                    for p in (T.spline_autoregressive(dim, hidden, count_bins=BINS, bound=BOUND), T.permute(dim, "reverse"))
-                ]
-            ),
-            dim,
-        )
+
+        def autoregressive(cheap):
+            layers = (T.spline_autoregressive(dim, hidden, cheap, count_bins=BINS, bound=BOUND) for _ in range(blocks))
+            return FlowSequence([p for layer in layers for p in (layer, T.permute(dim, "reverse"))])
+
+        if "pyroflows" in ours:
+            out["pyroflows"] = lambda: _ours_case(autoregressive("inverse"), dim)
+        if "pyroflows_density" in ours:
+            out["pyroflows_density"] = lambda: _ours_case(autoregressive("forward"), dim, density=True)
         out["zuko_nsf"] = lambda: _zuko_case(zuko.flows.NSF(dim, bins=BINS, transforms=blocks, hidden_features=hidden))
         out["pyro_spline_autoregressive"] = lambda: _pyro_case(
             _pyro_stack(lambda: PT.spline_autoregressive(dim, hidden_dims=list(hidden), count_bins=BINS, bound=BOUND), dim, blocks, True),
@@ -182,16 +195,15 @@ def run(cases: dict, x: torch.Tensor, rounds: int, target: float) -> dict:
 
 def table(res: dict) -> str:
     med = {k: {w: statistics.median(v[w]) for w in ("step", "sample")} for k, v in res.items()}
-    peers = [k for k in med if k != "pyroflows"]
+    ours = [k for k in med if k.startswith("pyroflows")]
+    peers = [k for k in med if k not in ours]
     lines = ["| impl | step CPU ms | sample CPU ms |", "|---|---|---|"]
     for k in sorted(med, key=lambda k: med[k]["step"]):
-        lines.append(
-            f"| {'**pyroflows**' if k == 'pyroflows' else '`' + k + '`'} | {med[k]['step'] * 1e3:.2f} | {med[k]['sample'] * 1e3:.2f} |"
-        )
-    if "pyroflows" in med and peers:
+        lines.append(f"| {'**' + k + '**' if k in ours else '`' + k + '`'} | {med[k]['step'] * 1e3:.2f} | {med[k]['sample'] * 1e3:.2f} |")
+    for k in ours if peers else []:
         for w in ("step", "sample"):
-            best = min(peers, key=lambda k: med[k][w])
-            lines.append(f"\npyroflows / fastest peer ({best}), {w}: {med['pyroflows'][w] / med[best][w]:.2f}")
+            best = min(peers, key=lambda p: med[p][w])
+            lines.append(f"\n{k} / fastest peer ({best}), {w}: {med[k][w] / med[best][w]:.2f}")
     return "\n".join(lines)
 
 
@@ -205,6 +217,7 @@ def main(argv=None) -> None:
     p.add_argument("--target", type=float, default=0.05, help="CPU seconds per timing sample")
     p.add_argument("--only", default="spline_coupling,spline_autoregressive,maf")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--direction", choices=("sampling", "density", "both"), default="sampling", help="pyroflows' spline flows")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -213,7 +226,7 @@ def main(argv=None) -> None:
     out = {"args": vars(args), "torch": torch.__version__, "clock": "time.thread_time, 1 torch thread", "results": {}}
     for config in args.only.split(","):
         torch.manual_seed(args.seed)
-        cases = {k: make() for k, make in build(config, args.dim, args.blocks, hidden).items()}
+        cases = {k: make() for k, make in build(config, args.dim, args.blocks, hidden, args.direction).items()}
         res = run(cases, x, args.rounds, args.target)
         out["results"][config] = res
         print(f"\n### {config}: D={args.dim}, batch {args.batch}, {args.blocks} layers, hidden {hidden}, {args.rounds} rounds")
