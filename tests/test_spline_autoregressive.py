@@ -193,9 +193,9 @@ def test_the_cheap_direction_takes_one_network_pass_the_other_one_per_feature(ch
     assert (forward_calls, inverse_calls) == ((1, d) if cheap == "forward" else (d, 1))
 
 
-def test_iaf_matches_pyro_affine_autoregressive_on_copied_weights():
+def _pyro_and_ours_on_copied_weights(d, hidden):
+    """Pyro's ``AffineAutoregressive`` and ours with ``cheap="forward"``, the same weights."""
     torch.manual_seed(0)
-    d, hidden = 4, [12, 12]
     arn = AutoRegressiveNN(d, hidden, param_dims=[1, 1], permutation=torch.arange(d), skip_connections=False)
     pyro_layer = PyroAffineAutoregressive(arn)
     ours = T.affine_autoregressive(d, tuple(hidden), cheap="forward", clamp=None)
@@ -209,6 +209,12 @@ def test_iaf_matches_pyro_affine_autoregressive_on_copied_weights():
             mine.weight.copy_(w)
             mine.bias.copy_(b)
             mine.mask.copy_(m)
+    return pyro_layer, ours
+
+
+def test_iaf_matches_pyro_affine_autoregressive_on_copied_weights():
+    d = 4
+    pyro_layer, ours = _pyro_and_ours_on_copied_weights(d, [12, 12])
     base = dist.Normal(torch.zeros(d), 1.0).to_event(1)
     x = torch.randn(10, d)
     want = dist.TransformedDistribution(base, [pyro_layer]).log_prob(x)
@@ -216,6 +222,24 @@ def test_iaf_matches_pyro_affine_autoregressive_on_copied_weights():
     assert torch.allclose(got, want, atol=1e-6), (got - want).abs().max()
     eps = torch.randn(10, d)
     assert torch.allclose(ours(eps), pyro_layer(eps), atol=1e-6)
+
+
+def test_maf_in_pyros_form_matches_pyro_on_copied_weights():
+    # Pyro's MAF is its affine autoregressive layer entered as .inv: log_prob runs the layer's
+    # one-pass direction on the data; ours in the same form is the same density, weight for weight
+    d = 4
+    pyro_layer, ours = _pyro_and_ours_on_copied_weights(d, [12, 12])
+    base = dist.Normal(torch.zeros(d), 1.0).to_event(1)
+    x = 2.0 * torch.randn(10, d)
+    want = dist.TransformedDistribution(base, [pyro_layer.inv]).log_prob(x)
+    got = dist.TransformedDistribution(base, [ours.inv]).log_prob(x)
+    assert torch.allclose(got, want, atol=1e-6), (got - want).abs().max()
+    calls = []
+    ours.conditioner.register_forward_hook(lambda *args: calls.append(1))
+    dist.TransformedDistribution(base, [ours.inv]).log_prob(x.clone())
+    assert len(calls) == 1  # one MADE pass per layer for the density
+    eps = torch.randn(10, d)
+    assert torch.allclose(ours.inv(eps), pyro_layer.inv(eps), atol=1e-5)  # sampling: D passes in both
 
 
 def test_iaf_is_a_one_line_swap_for_auto_normalizing_flow():
