@@ -1,0 +1,88 @@
+"""A compiled training step against the eager one, on the coupling benchmark's flow.
+
+Builds the peer benchmark's configuration 1a (16-D, 8 one-sided affine couplings with hidden width
+256 and fixed random permutations, soft clamp 2) twice from the same seed; one trains eagerly,
+the other through :func:`pyroflows.compile_step` (inductor by default). After the compile and a
+warm-up, both are timed in interleaved rounds with thread CPU time at one torch thread, and the
+matmul calls of one step of each are counted with ``torch.profiler``.
+
+    python benchmarks/compile_step.py [--batch 1600] [--rounds 9] [--backend inductor]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import pyro.distributions as dist
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import pyroflows
+from pyroflows.transforms import coupling_flow
+
+D, H, BLOCKS = 16, 256, 8
+
+
+def matmul_calls(fn) -> int:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1600)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--backend", default="inductor")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    pyroflows.set_validation(False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, D, generator=g)
+    perms = [torch.randperm(D, generator=g) for _ in range(BLOCKS)]
+    base = dist.Normal(torch.zeros(D), torch.ones(D), validate_args=False).to_event(1)
+
+    def make():
+        torch.manual_seed(0)
+        flow = coupling_flow(D, BLOCKS, hidden=(H,), clamp=2.0, two_sided=False, permutation=[p.clone() for p in perms])
+        return flow, torch.optim.Adam(flow.parameters(), lr=1e-3)
+
+    eager_flow, eager_opt = make()
+    flow, opt = make()
+
+    def eager():
+        eager_opt.zero_grad(set_to_none=True)
+        loss = -dist.TransformedDistribution(base, [eager_flow], validate_args=False).log_prob(x).mean()
+        loss.backward()
+        eager_opt.step()
+
+    compiled = pyroflows.compile_step(
+        lambda v: -dist.TransformedDistribution(base, [flow], validate_args=False).log_prob(v).mean(), opt, backend=args.backend
+    )
+    start = time.perf_counter()
+    compiled(x)
+    print(f"first call (compiles): {time.perf_counter() - start:.1f} s wall; compiled: {compiled.compiled}")
+    cases = {"eager": eager, "compiled": lambda: compiled(x)}
+    for fn in cases.values():  # warm-up
+        for _ in range(3):
+            fn()
+    number = max(1, 2000 // args.batch)
+    times = {k: [] for k in cases}
+    for r in range(args.rounds):
+        for k in list(cases) if r % 2 else list(cases)[::-1]:
+            t = time.thread_time()
+            for _ in range(number):
+                cases[k]()
+            times[k].append((time.thread_time() - t) / number)
+    for k, v in times.items():
+        print(
+            f"{k}: step {statistics.median(v) * 1e3:.2f} ms CPU (median of {args.rounds}); matmul calls per step {matmul_calls(cases[k])}"
+        )
+    ratios = [c / e for c, e in zip(times["compiled"], times["eager"], strict=True)]
+    print(f"compiled / eager, per round: median {statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()
