@@ -82,6 +82,31 @@ def test_traced_steps_train_as_the_eager_loop_does():
         assert torch.allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "make, linears_per_pass",
+    [
+        (lambda: T.coupling_flow(D, num_blocks=2, hidden=(8,)), 2 * 2 * 2),  # 2 blocks of 2 couplings, 2 layers each
+        (lambda: T.affine_coupling(D, hidden=(8,)), 2),
+    ],
+    ids=["flow_sequence", "one_transform"],
+)
+def test_a_traced_log_prob_runs_each_conditioner_once(make, linears_per_pass):
+    # log_prob asks for the log-det of the inverse it has just run: inside the traced graph the pass
+    # is kept for it, as in eager mode, instead of running every conditioner a second time
+    torch._dynamo.reset()
+    flow, loss_fn, x = _problem(make)
+    linears = []
+
+    def counting_backend(gm, example_inputs):
+        linears.append(sum(n.op == "call_function" and n.target is torch._C._nn.linear for n in gm.graph.nodes))
+        return gm.forward
+
+    got = torch.compile(loss_fn, backend=counting_backend, fullgraph=True)(x)
+    assert linears == [linears_per_pass]
+    assert torch.allclose(got, loss_fn(x), atol=1e-6)
+    assert flow.__dict__.get("_traced_pass") is None  # the graph's tensors are not held after it
+
+
 def test_a_failing_backend_falls_back_to_eager_with_one_warning():
     flow, loss_fn, x = _problem()
     want = _eager_loss_and_grads(flow, loss_fn, x)

@@ -42,6 +42,23 @@ def compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+def keep_traced(owner: object, x: torch.Tensor, y: torch.Tensor, ladj: torch.Tensor) -> None:
+    """While ``torch.compile`` traces, keep the pass just made for the log-det asked next in the
+    same graph (``TransformedDistribution.log_prob`` asks for it right after the inverse): without
+    it, the log-det would run the map a second time inside the graph."""
+    owner.__dict__["_traced_pass"] = (x, y, ladj)
+
+
+def traced_ladj(owner: object, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+    """The log-det of the pass kept by :func:`keep_traced` if it was made with these very tensors
+    (inside one traced function no version counter is read: the tensors are the graph's own)."""
+    kept = owner.__dict__.get("_traced_pass")
+    if kept is None or kept[0] is not x or kept[1] is not y:
+        return None
+    owner.__dict__["_traced_pass"] = None  # one use: the graph's tensors are not held after it
+    return kept[2]
+
+
 def tensor_version(t: torch.Tensor) -> int | None:
     """``t``'s in-place version counter, or ``None`` for tensors that keep none (inference tensors)."""
     return None if t.is_inference() else t._version
@@ -50,7 +67,7 @@ def tensor_version(t: torch.Tensor) -> int | None:
 def drop_kept_pass(state: dict | None) -> dict:
     """An object's pickled state without its kept pass, cache stamp, inverse and kept map."""
     state = dict(state or {})
-    for name in ("_last", "_cache_stamp", "_inverse", "_kept_map"):
+    for name in ("_last", "_cache_stamp", "_inverse", "_kept_map", "_traced_pass"):
         state.pop(name, None)
     return state
 
@@ -175,7 +192,7 @@ class OnePassTransform:
             self._cache_stamp = stamp
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if compiling():  # no kept pass while torch.compile traces: every call computes
+        if compiling():  # no kept pass while torch.compile traces, only the trace-local one
             return self._call(x, keep=False)
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.forward_of(x)
@@ -240,6 +257,8 @@ class OnePassTransform:
         self.check_output("forward", y, ladj)
         if keep:
             self._last = LastPass(x, y, ladj, inverse=False)
+        elif compiling():
+            keep_traced(self, x, y, ladj)
         return y
 
     def _inverse(self, y: torch.Tensor, keep: bool = True) -> torch.Tensor:
@@ -248,11 +267,14 @@ class OnePassTransform:
         self.check_output("inverse", x, ladj)
         if keep:
             self._last = LastPass(x, y, ladj, inverse=True)
+        elif compiling():
+            keep_traced(self, x, y, ladj)
         return x
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        kept = None
-        if not compiling():
+        if compiling():
+            kept = traced_ladj(self, x, y)
+        else:
             self._drop_stale_cache()
             kept = None if self._last is None else self._last.ladj_of(x, y)
         if kept is not None:
@@ -396,7 +418,9 @@ class OnePassCompose:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if compiling():
-            return self._run(x, inverse=False)[0]
+            y, total = self._run(x, inverse=False)
+            keep_traced(self, x, y, total)
+            return y
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.forward_of(x)
         if kept is not None:
@@ -407,7 +431,9 @@ class OnePassCompose:
 
     def _inv_call(self, y: torch.Tensor) -> torch.Tensor:
         if compiling():
-            return self._run(y, inverse=True)[0]
+            x, total = self._run(y, inverse=True)
+            keep_traced(self, x, y, total)
+            return x
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.inverse_of(y)
         if kept is not None:
@@ -418,7 +444,8 @@ class OnePassCompose:
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if compiling():
-            return self._run(x, inverse=False)[1]
+            kept = traced_ladj(self, x, y)
+            return self._run(x, inverse=False)[1] if kept is None else kept
         self._drop_stale_cache()
         kept = None if self._last is None else self._last.ladj_of(x, y)
         return self._run(x, inverse=False)[1] if kept is None else kept
