@@ -26,7 +26,13 @@ Registered implementations (all timed in the same interleaved rounds as the peer
     a swap, then a random permutation), i.e. twice the subnet FLOPs of the one-sided peers; compare
     it with ``freia_glow_coupling``, the peer with the same layout.
 
-Both use the direction Pyro uses: the flow maps base samples to data, so ``log_prob`` runs the
+``pyroflows_coupling_compiled``
+    ``pyroflows_coupling``'s flow with its training step compiled whole by
+    :func:`pyroflows.compile_step` (inductor; forward and backward as one graph, the optimiser step
+    eager) and its sampling call by :func:`pyroflows.compile_sampler`. The first calls compile;
+    the harness's warm-up absorbs them.
+
+All use the direction Pyro uses: the flow maps base samples to data, so ``log_prob`` runs the
 inverse couplings and sampling runs the forward ones (FLOPs are the same either way).
 Validation (the per-call NaN check) is switched off with ``pyroflows.set_validation(False)``.
 """
@@ -52,7 +58,7 @@ def _base(cfg):
     return dist.Normal(torch.zeros(cfg.D), torch.ones(cfg.D)).to_event(1)
 
 
-def _case(cfg, flow, notes, linears):
+def _case(cfg, flow, notes, linears, compiled: bool = False):
     """Wire a pyroflows flow (a ComposeTransformModule or its conditional twin) into a Case."""
     import pyro.distributions as dist
 
@@ -87,6 +93,16 @@ def _case(cfg, flow, notes, linears):
             d = make(cfg.c)
             return d.sample() if cfg.C else d.sample((cfg.batch,))
 
+    if compiled:
+        compiled_step = pyroflows.compile_step(lambda x, c: -make(c).log_prob(x).mean(), opt)
+        compiled_sampler = pyroflows.compile_sampler(cond if cfg.C else make(None))
+
+        def step():
+            return compiled_step(cfg.x, cfg.c)
+
+        def sample():
+            return compiled_sampler((), cfg.c) if cfg.C else compiled_sampler((cfg.batch,))
+
     extra = {"nominal_flops_step": 6.0 * cfg.batch * sum(i * o for i, o in linears)}
     # identity-init probe: pyroflows zero-initialises the last conditioner layer, so the fresh flow
     # (a deep copy of the timed one is not needed) must score exactly N(0, I)
@@ -106,7 +122,7 @@ def _case(cfg, flow, notes, linears):
     return common.Case(step=step, sample=sample, params=common.count_params(flow), notes=notes, extra=extra)
 
 
-def build_one_sided(cfg):
+def build_one_sided(cfg, compiled: bool = False):
     from pyroflows import transforms as T
 
     perms = [p.clone() for p in cfg.perms[: cfg.blocks]]
@@ -120,7 +136,13 @@ def build_one_sided(cfg):
             "hidden layer, soft clamp 2.0) + Permute per block, in TransformedDistribution / ConditionalFlowDistribution"
         )
     ]
-    return _case(cfg, flow, notes, linears)
+    if compiled:
+        notes.append("training step and sampling compiled by pyroflows.compile_step / compile_sampler (inductor)")
+    return _case(cfg, flow, notes, linears, compiled=compiled)
+
+
+def build_one_sided_compiled(cfg):
+    return build_one_sided(cfg, compiled=True)
 
 
 def build_factory_two_sided(cfg):
@@ -145,4 +167,5 @@ def build_factory_two_sided(cfg):
 def register(registry, bench_name):
     if bench_name == "coupling":
         registry.add("pyroflows_coupling", build_one_sided)
+        registry.add("pyroflows_coupling_compiled", build_one_sided_compiled)
         registry.add("pyroflows_coupling_flow_2sided", build_factory_two_sided)
