@@ -18,6 +18,10 @@ machine shared with other jobs):
     pyroflows ``maf(D, blocks, hidden)``; ``zuko.flows.MAF(D, transforms=blocks,
     hidden_features=hidden)``; Pyro's ``affine_autoregressive(D, hidden)`` through ``.inv``.
 
+``--compiled`` adds, for each pyroflows case ``k``, ``k_compiled``: the same flow with its training
+step compiled by :func:`pyroflows.compile_step` (inductor; the first call compiles, in the
+warm-up, which can take a minute or more); its sampling call stays eager.
+
 ``--direction density`` times pyroflows' spline flows the way zuko's run: the flow enters the
 distribution as ``flow.inv``, so ``log_prob`` evaluates the splines' closed form (the coupling
 flow with ``transform_passive=True``, zuko's layout at the same size; the autoregressive layers
@@ -81,6 +85,19 @@ class Case:
             self.sample_fn(n)
 
 
+class CompiledCase(Case):
+    """A case whose training step is compiled whole by :func:`pyroflows.compile_step`."""
+
+    def __init__(self, params, log_prob, sample) -> None:
+        import pyroflows
+
+        super().__init__(params, log_prob, sample)
+        self.compiled_step = pyroflows.compile_step(lambda x: -self.log_prob(x).mean(), self.opt)
+
+    def step(self, x: torch.Tensor) -> None:
+        self.compiled_step(x)
+
+
 def _pyro_case(parts, dim):
     import pyro.distributions as dist
 
@@ -101,7 +118,7 @@ def _ours_case(flow, dim, density: bool = False):
 
     pyroflows.set_validation(False)
     d = dist.TransformedDistribution(dist.Normal(torch.zeros(dim), 1.0).to_event(1), [flow.inv if density else flow])
-    return Case(flow.parameters(), d.log_prob, lambda n: d.sample((n,)))
+    return Case(list(flow.parameters()), d.log_prob, lambda n: d.sample((n,)))
 
 
 def _pyro_stack(make, dim, blocks, inverse):
@@ -114,7 +131,7 @@ def _pyro_stack(make, dim, blocks, inverse):
     return parts
 
 
-def build(config: str, dim: int, blocks: int, hidden: tuple, direction: str = "sampling") -> dict:
+def build(config: str, dim: int, blocks: int, hidden: tuple, direction: str = "sampling", compiled: bool = False) -> dict:
     import pyro.distributions.transforms as PT
     import zuko
 
@@ -159,7 +176,20 @@ def build(config: str, dim: int, blocks: int, hidden: tuple, direction: str = "s
         out["pyro_affine_autoregressive"] = lambda: _pyro_case(
             _pyro_stack(lambda: PT.affine_autoregressive(dim, hidden_dims=list(hidden)), dim, blocks, True), dim
         )
+    if compiled:  # the same builders again, with the step compiled
+        for k in [k for k in out if k.startswith("pyroflows")]:
+            out[f"{k}_compiled"] = _compiled(out[k])
     return out
+
+
+def _compiled(make):
+    """``make``'s case, its training step compiled (``make`` builds the flow through ``_ours_case``)."""
+
+    def build():
+        case = make()
+        return CompiledCase(case.opt.param_groups[0]["params"], case.log_prob, case.sample_fn)
+
+    return build
 
 
 def _cpu(fn, number: int) -> float:
@@ -218,6 +248,7 @@ def main(argv=None) -> None:
     p.add_argument("--only", default="spline_coupling,spline_autoregressive,maf")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--direction", choices=("sampling", "density", "both"), default="sampling", help="pyroflows' spline flows")
+    p.add_argument("--compiled", action="store_true", help="also time each pyroflows case with its step compiled")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -226,7 +257,8 @@ def main(argv=None) -> None:
     out = {"args": vars(args), "torch": torch.__version__, "clock": "time.thread_time, 1 torch thread", "results": {}}
     for config in args.only.split(","):
         torch.manual_seed(args.seed)
-        cases = {k: make() for k, make in build(config, args.dim, args.blocks, hidden, args.direction).items()}
+        makers = build(config, args.dim, args.blocks, hidden, args.direction, args.compiled)
+        cases = {k: make() for k, make in makers.items()}
         res = run(cases, x, args.rounds, args.target)
         out["results"][config] = res
         print(f"\n### {config}: D={args.dim}, batch {args.batch}, {args.blocks} layers, hidden {hidden}, {args.rounds} rounds")
