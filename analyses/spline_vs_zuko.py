@@ -13,9 +13,12 @@ identically for each library). ``torch.manual_seed(seed)`` precedes each flow's 
 Both layouts map every feature in every block: the coupling's conditioning half with a learned,
 input-independent spline (``transform_passive=True``; in zuko's masked network those outputs
 depend on nothing but the last layer's bias), the other half with a spline conditioned on the
-first. What still differs: the initialisation (zuko's last layer is random, ours zero, so a fresh
-flow is the identity; zuko's first layer is drawn for all features with half of them masked) and
-the floors of bins and slopes.
+first. Both bound their bins softly, :math:`u / (1 + |u| / c)` on the raw widths and heights
+(pyroflows' default ``max_bin_ratio=1e3`` is zuko's ``slope=1e-3``). What still differs: the
+initialisation (zuko's last layer is random, ours zero, so a fresh flow is the identity; zuko's
+first layer is drawn for all features with half of them masked), the parameterisation of the
+inner derivatives (a floored softplus in ours, a bounded exponential in zuko's) and the floors
+of bins and slopes.
 
 Datasets:
 

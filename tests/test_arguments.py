@@ -27,6 +27,7 @@ BAD_CONSTRUCTORS = [
     (lambda: T.spline_coupling(4, count_bins=0), r"count_bins: expected an integer >= 1, got 0"),
     (lambda: T.spline_coupling(4, bound=-1.0), r"bound: expected a positive number, got -1.0"),
     (lambda: T.Spline(4, min_bin_width=0.3), r"min_bin_width: expected a value in \[0, 1 / count_bins\)"),
+    (lambda: T.Spline(4, max_bin_ratio=1.0), r"max_bin_ratio: expected a value above 1 or None, got 1.0"),
     (lambda: T.spline_coupling(4, transform_passive="yes"), r"transform_passive: expected True or False, got 'yes'"),
     (lambda: T.conditional_spline_coupling_flow(4, 2, transform_passive=1), r"transform_passive: expected True or False, got 1"),
     (lambda: T.spline_autoregressive(3, cheap="both"), r"cheap: expected one of \('forward', 'inverse'\)"),

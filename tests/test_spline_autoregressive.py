@@ -1,5 +1,6 @@
 """Neural spline flows, MADE and the autoregressive flows: tails, masks, directions, Pyro parity."""
 
+import math
 from functools import partial
 
 import pyro
@@ -69,6 +70,28 @@ def test_spline_is_monotone_continuous_at_the_bounds_and_its_inverse_is_exact():
     v = x.clone().requires_grad_(True)
     (slope,) = torch.autograd.grad(T.rational_quadratic(v, raw, bound=3.0)[0].sum(), v)
     assert (torch.log(slope) - logd).abs().max() < 1e-10
+
+
+def test_max_bin_ratio_bounds_the_bins_softly_and_none_leaves_them_free():
+    # after the soft bound, no softmax share exceeds another by more than the ratio, however far
+    # apart the raw values; raw zeros stay zeros, so the identity at initialisation is kept
+    u = torch.tensor([[-1e6, -30.0, -1.0, 0.0, 1.0, 30.0, 1e6]], dtype=torch.float64)
+    for ratio in (10.0, 1e3):
+        b = T.bounded_bin_logits(u, ratio)
+        share = torch.softmax(b, -1)
+        assert share.max() / share.min() < ratio
+        c = 0.5 * math.log(ratio)
+        assert torch.allclose(b, u / (1 + u.abs() / c)) and b[0, 3] == 0.0
+    assert torch.equal(T.bounded_bin_logits(u, None), u)
+    # in the spline: a first bin of huge width and tiny height makes the map nearly flat there
+    # unbounded; bounded, the flattest slope stays orders of magnitude steeper
+    k = 4
+    raw = torch.zeros(1, 3 * k - 1, dtype=torch.float64)
+    raw[0, 0], raw[0, k] = 50.0, -50.0
+    x = torch.linspace(-3.0, 3.0, 4001, dtype=torch.float64)[1:-1]
+    _, free = T.rational_quadratic(x, raw, 3.0, max_bin_ratio=None)
+    _, bounded = T.rational_quadratic(x, raw, 3.0)
+    assert free.min() < bounded.min() - math.log(100.0)
 
 
 def test_zero_raw_values_give_the_identity():

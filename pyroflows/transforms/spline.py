@@ -18,7 +18,11 @@ cancellation-free form :math:`\xi = 2c / (-b - \sqrt{b^2 - 4ac})`. A conditioner
 element, :math:`3K - 1` raw values: unnormalised bin widths and heights (a softmax, with a floor)
 and the :math:`K - 1` inner derivatives (a softplus, with a floor), shifted so that raw zeros give
 equal bins and unit derivatives: the identity, so a zero-initialised conditioner starts a flow at
-the identity. Inputs outside :math:`[-B, B]` pass through the tails: no error, no NaN.
+the identity. The raw widths and heights are first softly bounded, :math:`u \mapsto u / (1 + |u| / c)`
+with :math:`c = \tfrac12 \log r`, so that no bin is more than :math:`r` (``max_bin_ratio``) times
+another; the bound also damps the gradient of large raw values, which keeps a flow from carving
+ever sharper bins around its training points (zuko's splines bound theirs the same way). Inputs
+outside :math:`[-B, B]` pass through the tails: no error, no NaN.
 
 :class:`Spline` is the element-wise map a :class:`~pyroflows.transforms.coupling.Coupling` or an
 :class:`~pyroflows.transforms.autoregressive.Autoregressive` transform applies;
@@ -54,6 +58,15 @@ def _knots(unnormalized: torch.Tensor, bound: float, minimum: float, dim: int = 
     return knots, knots.narrow(dim, 1, k) - knots.narrow(dim, 0, k)
 
 
+def bounded_bin_logits(raw: torch.Tensor, max_bin_ratio: float | None) -> torch.Tensor:
+    r"""Raw bin widths or heights softly bounded to :math:`\pm c`, :math:`c = \tfrac12 \log r`:
+    :math:`u / (1 + |u| / c)`, so that after the softmax no bin exceeds another by more than the
+    ratio :math:`r`; the identity when ``max_bin_ratio`` is None."""
+    if max_bin_ratio is None:
+        return raw
+    return raw / (1.0 + raw.abs() * (2.0 / math.log(max_bin_ratio)))
+
+
 def rational_quadratic(
     v: torch.Tensor,
     raw: torch.Tensor,
@@ -62,6 +75,7 @@ def rational_quadratic(
     min_bin_width: float = 1e-3,
     min_bin_height: float = 1e-3,
     min_derivative: float = 1e-3,
+    max_bin_ratio: float | None = 1e3,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""``(output, log dy/dx)`` of the rational-quadratic spline with linear tails, element-wise.
 
@@ -72,6 +86,8 @@ def rational_quadratic(
         bound: :math:`B`; the identity outside :math:`[-B, B]`.
         inverse: map ``y`` to ``x``.
         min_bin_width, min_bin_height, min_derivative: floors that keep the spline well conditioned.
+        max_bin_ratio: the soft bound on the ratio of two bins' widths (heights) before the floors
+            (:func:`bounded_bin_logits`); None: unbounded.
 
     Returns:
         the output and :math:`\log dy/dx` of the forward map at each element (0 in the tails), both
@@ -85,7 +101,9 @@ def rational_quadratic(
         (True, True)
     """
     if raw.dim() == 1:  # one spline for every element: give it a feature axis of one
-        out, logd = rational_quadratic(v.unsqueeze(-1), raw.unsqueeze(0), bound, inverse, min_bin_width, min_bin_height, min_derivative)
+        out, logd = rational_quadratic(
+            v.unsqueeze(-1), raw.unsqueeze(0), bound, inverse, min_bin_width, min_bin_height, min_derivative, max_bin_ratio
+        )
         return out.squeeze(-1), logd.squeeze(-1)
     k = (raw.shape[-1] + 1) // 3
     shape = torch.broadcast_shapes(v.shape, raw.shape[:-1])
@@ -94,7 +112,8 @@ def rational_quadratic(
     # the softmax, cumsum and softplus run over contiguous rows, the one split's backward is a
     # contiguous join, and the tables are built from raw values as they come, then broadcast: a
     # layer's own raw values, shared by every element, are normalised once.
-    raw_widths, raw_heights, raw_derivs = raw.transpose(-1, -2).split([k, k, k - 1], dim=-2)
+    raw_sizes, raw_derivs = raw.transpose(-1, -2).split([2 * k, k - 1], dim=-2)
+    raw_widths, raw_heights = bounded_bin_logits(raw_sizes, max_bin_ratio).split([k, k], dim=-2)
     knots_x, widths = _knots(raw_widths, bound, min_bin_width, dim=-2)
     knots_y, heights = _knots(raw_heights, bound, min_bin_height, dim=-2)
     # softplus(offset) = 1 - min_derivative: raw zeros give unit derivatives
@@ -139,6 +158,7 @@ class Spline:
         count_bins: number of bins :math:`K`.
         bound: :math:`B`; the identity (linear tails) outside :math:`[-B, B]`.
         min_bin_width, min_bin_height, min_derivative: floors of the bins and derivatives.
+        max_bin_ratio: soft bound on the ratio of two bins' widths (heights), above 1; None: unbounded.
     """
 
     def __init__(
@@ -148,6 +168,7 @@ class Spline:
         min_bin_width: float = 1e-3,
         min_bin_height: float = 1e-3,
         min_derivative: float = 1e-3,
+        max_bin_ratio: float | None = 1e3,
     ) -> None:
         self.count_bins = check_size("count_bins", count_bins)
         self.bound = check_positive("bound", bound)
@@ -157,6 +178,9 @@ class Spline:
         if not 0.0 < float(min_derivative) < 1.0:
             raise ValueError(f"min_derivative: expected a value in (0, 1), got {min_derivative!r}")
         self.min_bin_width, self.min_bin_height, self.min_derivative = float(min_bin_width), float(min_bin_height), float(min_derivative)
+        if max_bin_ratio is not None and not float(max_bin_ratio) > 1.0:
+            raise ValueError(f"max_bin_ratio: expected a value above 1 or None, got {max_bin_ratio!r}")
+        self.max_bin_ratio = None if max_bin_ratio is None else float(max_bin_ratio)
 
     @property
     def params_per_feature(self) -> int:
@@ -171,7 +195,9 @@ class Spline:
         axis = raw.dim() - event_dim
         p = self.params_per_feature
         raw = raw.unflatten(axis, (p, raw.shape[axis] // p)).movedim(axis, -1)
-        out, logd = rational_quadratic(v, raw, self.bound, inverse, self.min_bin_width, self.min_bin_height, self.min_derivative)
+        out, logd = rational_quadratic(
+            v, raw, self.bound, inverse, self.min_bin_width, self.min_bin_height, self.min_derivative, self.max_bin_ratio
+        )
         return out, sum_event(logd, event_dim)
 
 
