@@ -3,8 +3,8 @@
 A diagonal normal and a coupling-flow guide are fitted to the banana of the docs page and to Neal's
 funnel; each is then scored ``--seeds`` times (draw seeds 100, 101, ...):
 
-- at the defaults of ``pareto_k_reliability`` (4000 draws, doubling while undecided, at most
-  128000): the reliability verdict ("reliable", "unreliable" or "undecided", from the asymmetric
+- at the defaults of ``pareto_k_reliability`` (4000 draws, doubling until two looks in a row
+  agree, at most 4096000): the reliability verdict ("reliable", "unreliable" or "undecided", from the asymmetric
   bootstrap bounds of ``RELIABILITY_TAILS``), the draws it took and k̂ at those draws; printed per
   guide with whether the verdicts agree over the seeds (``--max-draws``, ``--start-draws`` change
   the schedule);
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--draws", type=int, nargs="*", default=[], help="fixed draw counts to score as well")
     parser.add_argument("--start-draws", type=int, default=4000, help="draws of the first look of the reliability verdict")
-    parser.add_argument("--max-draws", type=int, default=128000, help="cap on the draws of the reliability verdict")
+    parser.add_argument("--max-draws", type=int, default=4096000, help="cap on the draws of the reliability verdict")
     parser.add_argument("--seeds", type=int, default=5, help="scoring seeds")
     parser.add_argument("--out", type=Path, default=Path("results/pareto_k_stability"), help="output folder")
     args = parser.parse_args(argv)

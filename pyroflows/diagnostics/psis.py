@@ -30,8 +30,8 @@ lies below it, ``"unreliable"`` when the lower bound lies at or above it, else `
 A false ``"reliable"`` costs more than a false ``"unreliable"``, so the bounds of
 :data:`RELIABILITY_TAILS` are asymmetric: the 99 % one-sided upper bound (the 1 % tail of the
 bootstrap) for ``"reliable"``, the 95 % one-sided lower bound for ``"unreliable"``.
-:func:`pareto_k_until_decided` and :func:`pareto_k_reliability` draw more (doubling) until the
-verdict is decided or a cap is reached.
+:func:`pareto_k_until_decided` and :func:`pareto_k_reliability` draw more (doubling) until two
+looks in a row give the same verdict or a cap is reached.
 
 References: A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry, "Pareto smoothed importance
 sampling", JMLR 25(72), 2024; Y. Yao, A. Vehtari, D. Simpson, A. Gelman, "Yes, but did it work?:
@@ -130,15 +130,38 @@ def _draws_last(log_weights: torch.Tensor | npt.ArrayLike, axis: int) -> tuple[n
     return lw, float(eps)
 
 
-def _pareto_k(lw: np.ndarray, eps: float) -> float | np.ndarray:
-    r""":math:`\hat k` per row of ``lw`` (draws last); ``eps`` is the weights' own rounding unit."""
+def _tail_size(num_draws: int) -> int:
+    """The number of largest weights PSIS fits its Pareto tail to (``arviz.psislw`` with ``reff=1``)."""
+    return int(math.ceil(min(num_draws / 5.0, 3.0 * math.sqrt(num_draws))))
+
+
+def _equal_to_rounding(lw: np.ndarray, eps: float) -> np.ndarray:
+    """Rows of ``lw`` whose spread is below 100 machine epsilons of the weights' magnitude."""
+    return lw.max(-1) - lw.min(-1) <= 100 * eps * np.maximum(1.0, np.abs(lw).max(-1))
+
+
+def _pareto_k(lw: np.ndarray, eps: float, num_draws: int | None = None, equal: np.ndarray | None = None) -> float | np.ndarray:
+    r""":math:`\hat k` per row of ``lw`` (draws last); ``eps`` is the weights' own rounding unit.
+
+    With ``num_draws``, each row holds only the largest values of that many draws (at least five
+    times the tail, :func:`_tail_size`); ``equal`` then says which rows' full draws are equal to
+    rounding. :math:`\hat k` depends on the tail and the value just below it alone, so this is the
+    :math:`\hat k` of the full draws."""
     if np.isnan(lw).any() or np.isposinf(lw).any():
         raise ValueError("log_weights: expected no NaN or +inf entries (the guide puts mass where the model has none?)")
-    # equal to rounding: a spread below 100 machine epsilons of the weights' magnitude
-    equal = lw.max(-1) - lw.min(-1) <= 100 * eps * np.maximum(1.0, np.abs(lw).max(-1))
+    if equal is None:
+        equal = _equal_to_rounding(lw, eps)
+    reff = 1.0
+    if num_draws is not None:
+        # psislw's tail is ceil(min(n / 5, 3 sqrt(n / reff))) of the n values it sees: this reff
+        # makes it the tail of num_draws draws (the half keeps the ceiling clear of rounding)
+        reff = lw.shape[-1] / ((_tail_size(num_draws) - 0.5) / 3.0) ** 2
     # k is invariant to a shift of the log weights; shifting the largest to 0 keeps psislw's
     # exponentials finite when the weights span hundreds of nats
-    _, k = az.psislw(lw - lw.max(-1, keepdims=True), reff=1.0)
+    # psislw's tail fit weighs its candidate shapes with exponentials that overflow to a weight
+    # of zero for very heavy tails; that is its intended result, not an error
+    with np.errstate(over="ignore"):
+        _, k = az.psislw(lw - lw.max(-1, keepdims=True), reff=reff)
     k = np.where(equal, -np.inf, np.asarray(k, dtype=float))
     return float(k) if k.ndim == 0 else k
 
@@ -191,9 +214,30 @@ def _check_tails(tails: tuple[float, float]) -> tuple[float, float]:
 
 def _bootstrap_k(lw: np.ndarray, eps: float, num_resamples: int, seed: int) -> np.ndarray:
     r""":math:`\hat k` of ``num_resamples`` resamples (with replacement) of the draws of ``lw``
-    (draws last), all in one call: shape ``lw.shape[:-1] + (num_resamples,)``."""
+    (draws last), all in one call: shape ``lw.shape[:-1] + (num_resamples,)``.
+
+    :math:`\hat k` reads only a resample's largest values, and those come from the largest draws.
+    With many draws (from about 60000) a resample is therefore built from its top alone: multinomial counts of the
+    largest draws (each drawn with probability :math:`1/S` per pick, :math:`S` picks), enough of
+    them to fill five tails, expanded in order. This is the full bootstrap's distribution, at a
+    cost that grows with :math:`\sqrt S` instead of :math:`S` per resample."""
     num_resamples = check_size("num_resamples", num_resamples)
-    index = np.random.default_rng(seed).integers(0, lw.shape[-1], size=(num_resamples, lw.shape[-1]))
+    g = np.random.default_rng(seed)
+    n = lw.shape[-1]
+    keep = 5 * _tail_size(n) + 5  # values of each resample that the tail fit can read
+    pool = 2 * keep  # largest draws whose counts are drawn: they cover `keep` with room to spare
+    if 4 * pool <= n:  # from about 60000 draws on; below, every draw is resampled
+        top = -np.sort(-lw, axis=-1)[..., :pool]
+        counts = g.multinomial(n, np.append(np.full(pool, 1.0 / n), 1.0 - pool / n), size=num_resamples)[:, :pool]
+        if (counts.sum(-1) >= keep).all():
+            # the j-th largest value of resample r is the draw whose cumulative count first exceeds j;
+            # one searchsorted over all resamples, each row offset past the previous one
+            ends = np.cumsum(counts, -1) + (n + 1) * np.arange(num_resamples)[:, None]
+            wanted = np.arange(keep) + (n + 1) * np.arange(num_resamples)[:, None]
+            index = np.searchsorted(ends.ravel(), wanted.ravel(), side="right").reshape(num_resamples, keep)
+            index -= pool * np.arange(num_resamples)[:, None]
+            return np.asarray(_pareto_k(top[..., index], eps, n, _equal_to_rounding(lw, eps)[..., None]))
+    index = g.integers(0, n, size=(num_resamples, n))
     return np.asarray(_pareto_k(lw[..., index], eps))
 
 
@@ -262,26 +306,31 @@ class ParetoKDecision:
 def pareto_k_until_decided(
     draw: Callable[[int], torch.Tensor | npt.ArrayLike],
     num_samples: int = 4000,
-    max_samples: int = 128000,
+    max_samples: int = 4096000,
     num_resamples: int = 200,
     tails: tuple[float, float] = RELIABILITY_TAILS,
     seed: int = 0,
 ) -> ParetoKDecision:
     r""":func:`k_reliability` with as many draws as it takes: ``num_samples`` log weights, then as
-    many again (doubling the total) while any verdict is ``"undecided"`` and the total stays within
+    many again (doubling the total) until the verdict is decided or the total would pass
     ``max_samples``.
 
-    Each look reads the bootstrap bounds of ``tails`` of all draws so far; up to
-    :math:`\log_2(\text{max\_samples}/\text{num\_samples}) + 1` looks (6 at the defaults) at a
-    99 % one-sided bound give a false ``"reliable"`` at :math:`k = t` with probability at most
-    6 % (Bonferroni), and the 95 % bound for ``"unreliable"`` errs, where it errs, on the safe
-    side. The verdict holds for the draws it took: a tail that larger samples would reach (a
-    guide whose :math:`\hat k` grows with :math:`S`) is beyond any finite-sample diagnostic.
+    Each look reads the bootstrap bounds of ``tails`` of all draws so far. A verdict counts once
+    two consecutive looks give it: :math:`\hat k` of a guide often climbs with :math:`S` while the
+    draws have not yet reached the tail (a pre-asymptotic tail), and asking the doubled sample
+    to agree holds such a guide back instead of calling it ``"reliable"`` on one run and
+    ``"undecided"`` on the next. A false ``"reliable"`` at :math:`k = t` needs the 99 % one-sided
+    bound crossed at two looks in a row; with at most
+    :math:`\log_2(\text{max\_samples}/\text{num\_samples})` such pairs (10 at the defaults) its
+    probability is at most 10 % by Bonferroni, and in practice far less, the two looks sharing
+    half their draws. A guide whose :math:`k` lies on the bar stays ``"undecided"``: no number of
+    draws settles it. The verdict holds for the draws it took: a tail that larger samples would
+    first reach is beyond any finite-sample diagnostic.
 
     Args:
         draw: ``draw(n)`` returns ``n`` new log importance weights, draws on the first axis
             (any other axes: one verdict per entry, e.g. per data point).
-        num_samples: the draws of the first look.
+        num_samples: the draws of the first look (a verdict needs the second, twice as many).
         max_samples: the cap on the total.
         num_resamples, seed: of the bootstrap (:func:`pareto_k_interval`).
         tails: the bootstrap probability below ``low`` and above ``high``.
@@ -291,13 +340,14 @@ def pareto_k_until_decided(
         >>> g = np.random.default_rng(0)
         >>> result = pareto_k_until_decided(lambda n: np.log(g.pareto(1 / 0.2, size=n)))  # k = 0.2
         >>> result.reliability, result.draws
-        ('reliable', 4000)
+        ('reliable', 8000)
     """
     num_samples = check_size("num_samples", num_samples, minimum=11)
-    max_samples = check_size("max_samples", max_samples, minimum=num_samples)
+    max_samples = check_size("max_samples", max_samples, minimum=2 * num_samples)
     below, above = _check_tails(tails)
     chunks = []
     total = 0
+    previous = decided = None  # the last look's verdicts; those confirmed so far ("undecided" elsewhere)
     while True:
         lw, eps = _draws_last(draw(num_samples if total == 0 else total), 0)
         chunks.append(lw)
@@ -305,9 +355,15 @@ def pareto_k_until_decided(
         lw = np.concatenate(chunks, axis=-1)
         k_boot = _bootstrap_k(lw, eps, num_resamples, seed)
         low, high = _quantile(k_boot, below), _quantile(k_boot, 1 - above)
-        verdict = np.asarray(k_reliability(low, high, total))
-        if not (verdict == "undecided").any() or 2 * total > max_samples:
-            break
+        look = np.asarray(k_reliability(low, high, total))
+        if previous is not None:
+            confirmed = np.where(look == previous, look, "undecided")
+            # an entry keeps its verdict once confirmed, while the others draw on
+            decided = confirmed if decided is None else np.where(decided == "undecided", confirmed, decided)
+            if not (decided == "undecided").any() or 2 * total > max_samples:
+                break
+        previous = look
+    verdict = decided
     k = _pareto_k(lw, eps)
     if np.ndim(low) == 0:
         return ParetoKDecision(float(k), float(low), float(high), str(verdict), total)
@@ -319,7 +375,7 @@ def pareto_k_reliability(
     guide: Callable,
     *args: Any,
     num_samples: int = 4000,
-    max_samples: int = 128000,
+    max_samples: int = 4096000,
     num_resamples: int = 200,
     chunk_size: int | None = None,
     data_plate: str | None = None,
