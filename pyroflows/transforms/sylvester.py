@@ -134,16 +134,34 @@ def bjorck_orthonormalize(
 def householder_product(v: torch.Tensor) -> torch.Tensor:
     r""":math:`Q = H_1 H_2 \cdots H_K` with :math:`H_k = I - 2 v_k v_k^\top / \lVert v_k\rVert^2`.
 
-    ``v`` has shape ``(..., K, D)``; the result has shape ``(..., D, D)``.
+    ``v`` has shape ``(..., K, D)``; the result has shape ``(..., D, D)``. Built in the compact WY
+    form (Joffrain, Low, Quintana-Ortí, van de Geijn, Van Zee, "Accumulating Householder
+    transformations, revisited", ACM TOMS 32(2), 2006) rather than as :math:`K` rank-one updates:
+
+    .. math::
+
+        Q = I - V^\top T^{-1} V, \qquad
+        T = \operatorname{striu}(V V^\top) + \tfrac12 \operatorname{diag}(V V^\top),
+
+    with the vectors as the rows of :math:`V`: one Gram matrix, one :math:`K \times K` triangular
+    solve and one product, in place of :math:`K` sequential updates of a :math:`D \times D` matrix.
+
+    Example::
+
+        >>> v = torch.randn(3, 5, dtype=torch.float64)
+        >>> q = householder_product(v)
+        >>> h = [torch.eye(5, dtype=torch.float64) - 2 * torch.outer(u, u) / u.dot(u) for u in v]
+        >>> torch.allclose(q, h[0] @ h[1] @ h[2])
+        True
     """
-    d = v.shape[-1]
-    q = _eye_like(v, d).expand(v.shape[:-2] + (d, d))
-    norm2 = (v * v).sum(-1).clamp_min(torch.finfo(v.dtype).tiny)
-    for k in range(v.shape[-2]):
-        vk = v[..., k, :]
-        qv = (q @ vk.unsqueeze(-1)).squeeze(-1)
-        q = q - (2.0 / norm2[..., k, None, None]) * qv.unsqueeze(-1) * vk.unsqueeze(-2)
-    return q
+    k, d = v.shape[-2], v.shape[-1]
+    gram = v @ v.mT
+    # masks from index comparisons, as in sylvester_triangles; a zero vector (a reflection left
+    # undefined) gets a tiny pivot, so its row of the solve is zero and it acts as the identity
+    idx = torch.arange(k, device=v.device)
+    half_diagonal = 0.5 * gram.diagonal(dim1=-2, dim2=-1).clamp_min(torch.finfo(v.dtype).tiny)
+    t = torch.where(idx.unsqueeze(-1) < idx, gram, gram.new_zeros(())) + torch.diag_embed(half_diagonal)
+    return _eye_like(v, d) - v.mT @ torch.linalg.solve_triangular(t, v, upper=True)
 
 
 def sylvester_triangles(r: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
