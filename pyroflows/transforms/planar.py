@@ -89,10 +89,10 @@ def solve_tanh_equation(kappa: torch.Tensor, s: torch.Tensor, steps: int = NEWTO
 
 def tanh_log_slope(kappa: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
     r""":math:`\log(1 + \kappa\,(1 - \tanh^2))` given ``th = tanh(.)``, as
-    :math:`\log((1 + \kappa)(1 - \tanh^2) + \tanh^2)`: a sum of two non-negative terms for
-    :math:`\kappa \ge -1`, accurate near :math:`\kappa = -1`."""
-    th2 = th * th
-    return torch.log((1.0 + kappa) * (1.0 - th2) + th2)
+    :math:`\log((1 + \kappa) - \kappa \tanh^2)`: for :math:`-1 \le \kappa \le 0` a sum of two
+    non-negative terms, accurate near :math:`\kappa = -1`; for :math:`\kappa > 0` at least 1. One
+    fused multiply-add over the batch."""
+    return torch.log(torch.addcmul(1.0 + kappa, kappa, th * th, value=-1.0))
 
 
 def planar_parameters(u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
