@@ -388,9 +388,13 @@ def pareto_k_reliability(
     ``"undecided"``, and how many draws it took. The remaining arguments are those of
     :func:`~pyroflows.infer.log_importance_weights` (``data_plate``: one verdict per data point).
 
-    A guide whose :math:`k` lies near the bar can end ``"reliable"`` on one run and
-    ``"undecided"`` on another (``analyses/pareto_k_stability.py`` measures how often, on the
-    guides of ``docs/diagnostics.md``); ``draws`` and the bounds say how close the call was.
+    A verdict needs two looks in a row to agree, so a guide whose :math:`k` lies near the bar
+    ends ``"undecided"`` rather than ``"reliable"`` on one run and ``"undecided"`` on the next
+    (``analyses/pareto_k_stability.py`` measures the agreement over seeds on the guides of
+    ``docs/diagnostics.md``); ``draws`` and the bounds say how close the call was. Such a guide
+    draws up to ``max_samples`` weights, all held in memory as float64 (32 MB at the default),
+    times the data points with ``data_plate``: lower ``max_samples`` for many data points or an
+    expensive model.
 
     Example::
 
