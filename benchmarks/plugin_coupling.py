@@ -29,7 +29,7 @@ Registered implementations (all timed in the same interleaved rounds as the peer
 ``pyroflows_coupling_compiled``
     ``pyroflows_coupling``'s flow with its training step compiled whole by
     :func:`pyroflows.compile_step` (inductor; forward and backward as one graph, the optimiser step
-    eager) and its sampling call by :func:`pyroflows.compile_sampler`. The first calls compile;
+    as another, ``compile_optimizer=True``) and its sampling call by :func:`pyroflows.compile_sampler`. The first calls compile;
     the harness's warm-up absorbs them.
 
 All use the direction Pyro uses: the flow maps base samples to data, so ``log_prob`` runs the
@@ -94,7 +94,7 @@ def _case(cfg, flow, notes, linears, compiled: bool = False):
             return d.sample() if cfg.C else d.sample((cfg.batch,))
 
     if compiled:
-        compiled_step = pyroflows.compile_step(lambda x, c: -make(c).log_prob(x).mean(), opt)
+        compiled_step = pyroflows.compile_step(lambda x, c: -make(c).log_prob(x).mean(), opt, compile_optimizer=True)
         compiled_sampler = pyroflows.compile_sampler(cond if cfg.C else make(None))
 
         def step():

@@ -63,12 +63,13 @@ def _assert_close(got, want, atol):
 # ----------------------------------------------------------------------------- traced, no code generation
 
 
-def test_traced_steps_train_as_the_eager_loop_does():
+def _trains_as_the_eager_loop(make_step):
+    """Three steps of ``make_step(loss_fn, optimizer)`` against the plain eager loop on a twin flow:
+    the same losses and, after them, the same parameters."""
     flow, loss_fn, x = _problem()
     twin, twin_loss, _ = _problem()
-    opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
     twin_opt = torch.optim.Adam(twin.parameters(), lr=1e-2)
-    step = compile_step(loss_fn, opt, backend="eager")
+    step = make_step(loss_fn, torch.optim.Adam(flow.parameters(), lr=1e-2))
     for _ in range(3):
         got = step(x)
         twin_opt.zero_grad()
@@ -77,9 +78,30 @@ def test_traced_steps_train_as_the_eager_loop_does():
         twin_opt.step()
         assert torch.allclose(got, want.detach(), atol=1e-6)
         assert not got.requires_grad
-    assert step.compiled and step.fallback_reason is None
     for a, b in zip(flow.parameters(), twin.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+    return step
+
+
+def test_traced_steps_train_as_the_eager_loop_does():
+    step = _trains_as_the_eager_loop(lambda loss_fn, opt: compile_step(loss_fn, opt, backend="eager"))
+    assert step.compiled and step.fallback_reason is None
+
+
+def test_a_compiled_optimizer_step_trains_as_the_eager_loop_does():
+    traced = []
+
+    def recording_backend(gm, example_inputs):
+        traced.append(sum(n.op == "call_function" for n in gm.graph.nodes))
+        return gm.forward
+
+    step = _trains_as_the_eager_loop(lambda loss_fn, opt: compile_step(loss_fn, opt, compile_optimizer=True, backend=recording_backend))
+    assert step.compiled and len(traced) >= 2  # the loss's graph and the optimiser's
+    _, loss_fn, _ = _problem()
+    with pytest.raises(ValueError, match="compile_optimizer: expected an optimizer"):
+        compile_step(loss_fn, compile_optimizer=True)
+    with pytest.raises(TypeError, match="compile_optimizer: expected True or False, got 1"):
+        compile_step(loss_fn, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), compile_optimizer=1)
 
 
 @pytest.mark.parametrize(
