@@ -313,15 +313,21 @@ def soft_clamped_affine(
 class _Planar(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: FunctionCtx, reference: Callable, parameters: Callable, x: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor
+        ctx: FunctionCtx,
+        reference: Callable,
+        parameters: Callable,
+        tanh_slope: Callable,
+        x: torch.Tensor,
+        u: torch.Tensor,
+        w: torch.Tensor,
+        b: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shared = w.dim() == 1
         u_hat, kappa = parameters(u, w)
         pre = torch.addmv(b, x, w) if shared else (x * w).sum(-1) + b[:, 0]
         th = torch.tanh(pre)
         y = torch.addcmul(x, th.unsqueeze(-1), u_hat)
-        th2 = th * th
-        slope = (1.0 + kappa) * (1.0 - th2) + th2
+        slope = tanh_slope(kappa, th)
         ctx.save_for_backward(x, u, w, b, th, slope, u_hat, kappa)
         ctx.reference = reference
         return y, torch.log(slope)
@@ -329,9 +335,9 @@ class _Planar(torch.autograd.Function):
     @staticmethod
     def backward(ctx: FunctionCtx, g_y: torch.Tensor, g_l: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, u, w, b, th, slope, u_hat, kappa = ctx.saved_tensors
-        needs = ctx.needs_input_grad[2:]
+        needs = ctx.needs_input_grad[3:]
         if torch.is_grad_enabled():
-            return (None, None) + _differentiable_backward(ctx.reference, (x, u, w, b), needs, (g_y, g_l))
+            return (None, None, None) + _differentiable_backward(ctx.reference, (x, u, w, b), needs, (g_y, g_l))
         shared = w.dim() == 1
         one_m = 1.0 - th * th
         g_over = g_l / slope
@@ -340,7 +346,7 @@ class _Planar(torch.autograd.Function):
         g_x = torch.addcmul(g_y, g_pre.unsqueeze(-1), w) if needs[0] else None
         g_b = (g_pre.sum().reshape(1) if shared else g_pre.unsqueeze(-1)) if needs[3] else None
         if not (needs[1] or needs[2]):
-            return None, None, g_x, None, None, g_b
+            return None, None, None, g_x, None, None, g_b
         # y depends on (u, w) through u_hat = u + c w, c = (kappa - a) / n, kappa = softplus(a) - 1,
         # a = w.u, n = |w|^2, and through the pre-activation w.x
         g_uhat = g_y.t().mv(th) if shared else g_y * th.unsqueeze(-1)
@@ -354,17 +360,18 @@ class _Planar(torch.autograd.Function):
         g_u = g_uhat + g_a.unsqueeze(-1) * w
         g_w = c * g_uhat + g_a.unsqueeze(-1) * u + (2.0 * g_n).unsqueeze(-1) * w
         g_w = g_w + (x.t().mv(g_pre) if shared else x * g_pre.unsqueeze(-1))
-        return None, None, g_x, (g_u if needs[1] else None), (g_w if needs[2] else None), g_b
+        return None, None, None, g_x, (g_u if needs[1] else None), (g_w if needs[2] else None), g_b
 
 
 def planar(
-    reference: Callable, parameters: Callable, x: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor
+    reference: Callable, parameters: Callable, tanh_slope: Callable, x: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     r"""``(y, log|det J|)`` of the forward planar map :math:`y = x + \hat u \tanh(w^\top x + b)` as one
     node, or None where it does not apply (then call ``reference``).
 
-    ``reference(x, u, w, b)`` is the plain map and ``parameters(u, w) -> (u_hat, kappa)`` the
-    reparameterisation (the planar transform's own functions). Shared raw parameters (``u, w``
+    ``reference(x, u, w, b)`` is the plain map, ``parameters(u, w) -> (u_hat, kappa)`` the
+    reparameterisation and ``tanh_slope(kappa, th)`` the slope :math:`1 + \kappa (1 - \tanh^2)` whose
+    log is the log-det (the planar transform's own functions). Shared raw parameters (``u, w``
     ``(D,)``, ``b`` ``(1,)``) or exactly per-sample ones (``batch + (D,)``, ``batch + (1,)``).
     """
     if x.dim() < 1 or x.numel() == 0 or not applicable(x, u, w, b):
@@ -378,5 +385,5 @@ def planar(
         params = (u.reshape(-1, d), w.reshape(-1, d), b.reshape(-1, 1))
     else:
         return None
-    y, ladj = _apply(_Planar, lambda ref, par, *a: reference(*a), reference, parameters, x.reshape(-1, d), *params)
+    y, ladj = _apply(_Planar, lambda ref, par, slope, *a: reference(*a), reference, parameters, tanh_slope, x.reshape(-1, d), *params)
     return y.reshape(x.shape), ladj.reshape(batch)

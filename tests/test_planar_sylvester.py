@@ -435,10 +435,10 @@ def test_conditional_flow_scores_observed_data():
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "per_sample"])
 def test_fused_planar_matches_reference_with_exact_derivatives(shared):
     from pyroflows import fused
-    from pyroflows.transforms.planar import planar_map
+    from pyroflows.transforms.planar import planar_map, tanh_slope
 
     def fast(*args):
-        return fused.planar(planar_map, planar_parameters, *args)
+        return fused.planar(planar_map, planar_parameters, tanh_slope, *args)
 
     torch.manual_seed(21)
     n, d = 6, 4

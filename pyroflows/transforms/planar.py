@@ -73,9 +73,7 @@ def solve_tanh_equation(kappa: torch.Tensor, s: torch.Tensor, steps: int = NEWTO
 
     def newton(t: torch.Tensor, kappa: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         th = torch.tanh(t)
-        th2 = th * th
-        fprime = ((1.0 + kappa) * (1.0 - th2) + th2).clamp_min(tiny)  # 1 + kappa sech^2, as in tanh_log_slope
-        return t - (t + kappa * th - s) / fprime
+        return t - (t + kappa * th - s) / tanh_slope(kappa, th).clamp_min(tiny)
 
     if s.device.type == "meta":  # shapes only: skip the iterations
         steps = 0
@@ -87,12 +85,17 @@ def solve_tanh_equation(kappa: torch.Tensor, s: torch.Tensor, steps: int = NEWTO
     return newton(newton(t, kappa, s), kappa, s)
 
 
-def tanh_log_slope(kappa: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
-    r""":math:`\log(1 + \kappa\,(1 - \tanh^2))` given ``th = tanh(.)``, as
-    :math:`\log((1 + \kappa) - \kappa \tanh^2)`: for :math:`-1 \le \kappa \le 0` a sum of two
+def tanh_slope(kappa: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+    r""":math:`1 + \kappa\,(1 - \tanh^2)` given ``th = tanh(.)``, as
+    :math:`(1 + \kappa) - \kappa \tanh^2`: for :math:`-1 \le \kappa \le 0` a sum of two
     non-negative terms, accurate near :math:`\kappa = -1`; for :math:`\kappa > 0` at least 1. One
     fused multiply-add over the batch."""
-    return torch.log(torch.addcmul(1.0 + kappa, kappa, th * th, value=-1.0))
+    return torch.addcmul(1.0 + kappa, kappa, th * th, value=-1.0)
+
+
+def tanh_log_slope(kappa: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log(1 + \kappa\,(1 - \tanh^2))` given ``th = tanh(.)`` (:func:`tanh_slope`)."""
+    return torch.log(tanh_slope(kappa, th))
 
 
 def planar_parameters(u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +146,7 @@ class ConditionedPlanar(OnePassTransform, Transform):
         return self.u, self.w, self.b
 
     def forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fast = fused.planar(planar_map, planar_parameters, x, self.u, self.w, self.b)
+        fast = fused.planar(planar_map, planar_parameters, tanh_slope, x, self.u, self.w, self.b)
         return fast if fast is not None else planar_map(x, self.u, self.w, self.b)
 
     def inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -131,6 +131,14 @@ def bjorck_orthonormalize(
     return orthonormal_polar_factor(q, tol=tol)
 
 
+def _strictly_upper(n: int, device: torch.device) -> torch.Tensor:
+    """The mask of an ``n x n`` matrix's strict upper triangle, from index comparisons rather than
+    torch.triu / torch.tril, whose multi-threaded CPU kernel can stall for milliseconds on tiny
+    matrices when the cores are busy."""
+    idx = torch.arange(n, device=device)
+    return idx.unsqueeze(-1) < idx
+
+
 def householder_product(v: torch.Tensor) -> torch.Tensor:
     r""":math:`Q = H_1 H_2 \cdots H_K` with :math:`H_k = I - 2 v_k v_k^\top / \lVert v_k\rVert^2`.
 
@@ -154,23 +162,18 @@ def householder_product(v: torch.Tensor) -> torch.Tensor:
         >>> torch.allclose(q, h[0] @ h[1] @ h[2])
         True
     """
-    k, d = v.shape[-2], v.shape[-1]
     gram = v @ v.mT
-    # masks from index comparisons, as in sylvester_triangles; a zero vector (a reflection left
-    # undefined) gets a tiny pivot, so its row of the solve is zero and it acts as the identity
-    idx = torch.arange(k, device=v.device)
+    # a zero vector (a reflection left undefined) gets a tiny pivot, so its row of the solve is
+    # zero and it acts as the identity
     half_diagonal = 0.5 * gram.diagonal(dim1=-2, dim2=-1).clamp_min(torch.finfo(v.dtype).tiny)
-    t = torch.where(idx.unsqueeze(-1) < idx, gram, gram.new_zeros(())) + torch.diag_embed(half_diagonal)
-    return _eye_like(v, d) - v.mT @ torch.linalg.solve_triangular(t, v, upper=True)
+    t = torch.where(_strictly_upper(v.shape[-2], v.device), gram, gram.new_zeros(())) + torch.diag_embed(half_diagonal)
+    return _eye_like(v, v.shape[-1]) - v.mT @ torch.linalg.solve_triangular(t, v, upper=True)
 
 
 def sylvester_triangles(r: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r"""``(R1, R2)`` from one ``(..., M, M)`` matrix (strict upper triangle to :math:`R_1`, strict lower
     triangle transposed to :math:`R_2`) and the raw diagonals, bounded by ``tanh``."""
-    # masks from index comparisons rather than torch.triu / torch.tril, whose multi-threaded CPU
-    # kernel can stall for milliseconds on tiny matrices when the cores are busy
-    idx = torch.arange(r.shape[-1], device=r.device)
-    upper = idx.unsqueeze(-1) < idx
+    upper = _strictly_upper(r.shape[-1], r.device)
     zero = r.new_zeros(())
     r1 = torch.where(upper, r, zero) + torch.diag_embed(torch.tanh(d1))
     r2 = torch.where(upper, r.transpose(-1, -2), zero) + torch.diag_embed(torch.tanh(d2))
