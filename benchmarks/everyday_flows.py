@@ -86,12 +86,13 @@ class Case:
 
 
 class CompiledCase(Case):
-    """A case whose training step is compiled whole by :func:`pyroflows.compile_step`."""
+    """``case`` (its flow, optimiser and sampling) with the training step compiled whole by
+    :func:`pyroflows.compile_step`."""
 
-    def __init__(self, params, log_prob, sample) -> None:
+    def __init__(self, case: Case) -> None:
         import pyroflows
 
-        super().__init__(params, log_prob, sample)
+        vars(self).update(vars(case))
         self.compiled_step = pyroflows.compile_step(lambda x: -self.log_prob(x).mean(), self.opt)
 
     def step(self, x: torch.Tensor) -> None:
@@ -183,13 +184,8 @@ def build(config: str, dim: int, blocks: int, hidden: tuple, direction: str = "s
 
 
 def _compiled(make):
-    """``make``'s case, its training step compiled (``make`` builds the flow through ``_ours_case``)."""
-
-    def build():
-        case = make()
-        return CompiledCase(case.opt.param_groups[0]["params"], case.log_prob, case.sample_fn)
-
-    return build
+    """``make``'s case, its training step compiled."""
+    return lambda: CompiledCase(make())
 
 
 def _cpu(fn, number: int) -> float:
