@@ -129,7 +129,7 @@ def compile_step(
     of its own. With ``compile_optimizer=True`` the optimiser step is compiled too, as a graph of
     its own (PyTorch's recipe for compiled optimisers): the update of every parameter tensor in
     one generated loop instead of a dozen small ops per tensor, which counts at small batches,
-    for one more compile (tens of seconds with many parameter tensors). If compiling fails at a
+    for one more compile, longer the more parameter tensors there are. If compiling fails at a
     call, that call and all later ones run eagerly after one :class:`CompileFallbackWarning` (see
     :class:`CompiledCall`).
 
